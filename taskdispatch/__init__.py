@@ -1,0 +1,34 @@
+"""taskdispatch: a Redis-backed, Celery-based scheduler for recurring per-account jobs."""
+
+from taskdispatch.dispatcher import DispatcherStatus, TaskDispatcher
+from taskdispatch.exceptions import (
+    AccountTaskExistsError,
+    InvalidTaskError,
+    StoreUnavailableError,
+    TaskConflictError,
+    TaskDispatchError,
+    TaskNotFoundError,
+    UnknownTaskTypeError,
+)
+from taskdispatch.handlers import RunContext
+from taskdispatch.models import Task, TaskStatus
+from taskdispatch.settings import Settings, get_settings
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "AccountTaskExistsError",
+    "DispatcherStatus",
+    "InvalidTaskError",
+    "RunContext",
+    "Settings",
+    "StoreUnavailableError",
+    "Task",
+    "TaskConflictError",
+    "TaskDispatchError",
+    "TaskDispatcher",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "UnknownTaskTypeError",
+    "get_settings",
+]

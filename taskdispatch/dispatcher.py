@@ -1,0 +1,178 @@
+"""`TaskDispatcher`: the public Python API over the task store.
+
+The REST routers are thin wrappers over it; scripts can use it without FastAPI:
+
+    async with TaskDispatcher() as dispatcher:
+        task_id = await dispatcher.add_task(sys_type="mac_intel", xhs_account_id="a1", ...)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from taskdispatch import spec
+from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
+from taskdispatch.handlers import load_registry
+from taskdispatch.keys import STATUSES, Keys
+from taskdispatch.models import Task, TaskStatus
+from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store import TaskStore
+
+__all__ = ["DispatcherStatus", "TaskDispatcher"]
+
+# A beat counts as alive while its heartbeat is younger than this.
+BEAT_ALIVE_MS = 15_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class DispatcherStatus:
+    enabled: bool
+    beats_alive: int
+    counts: dict[str, int]
+    running_rounds: list[Task]
+
+    @property
+    def is_running(self) -> bool:
+        return self.enabled and self.beats_alive > 0
+
+
+class TaskDispatcher:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis: Redis | None = None,
+        clock: Callable[[], int] = _now_ms,
+        task_types: Collection[str] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self._owns_redis = redis is None
+        self.redis = redis or Redis.from_url(self.settings.redis_url, decode_responses=True)
+        self.keys = Keys(self.settings.key_prefix)
+        self.store = TaskStore(self.redis, self.keys)
+        self.clock = clock
+        self.task_types = (
+            set(task_types) if task_types is not None else set(load_registry(self.settings).names())
+        )
+
+    async def __aenter__(self) -> TaskDispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def add_task(self, **fields: Any) -> str:
+        """Create a task from the fields of the create body; returns its id."""
+        return (await self.create_task(**fields)).task_id
+
+    async def create_task(self, **fields: Any) -> Task:
+        for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
+            if not fields.get(required):
+                raise InvalidTaskError(f"{required} is required", field=required)
+        task = spec.new_task(
+            fields,
+            task_id=str(uuid.uuid4()),
+            now_ms=self.clock(),
+            default_timezone=self.settings.timezone,
+            task_types=self.task_types,
+        )
+        await self.store.create(task)
+        await self.store.wake_beats()
+        return task
+
+    async def get_task(self, task_id: str) -> Task:
+        task = await self.store.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def list_tasks(
+        self,
+        *,
+        account_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Task]]:
+        """One page of tasks in creation order, and how many match in all."""
+        if status is not None and status not in STATUSES:
+            raise InvalidTaskError(
+                f"status '{status}' is unknown; use one of {', '.join(STATUSES)}", field="status"
+            )
+        if not 1 <= limit <= 1000:
+            raise InvalidTaskError(f"limit must be in 1..1000, got {limit}", field="limit")
+        if offset < 0:
+            raise InvalidTaskError(f"offset must be >= 0, got {offset}", field="offset")
+        if account_id is None:
+            return await self.store.page(status=status, offset=offset, limit=limit)
+        # One task per account: the account filter selects at most one task.
+        matches = [t for t in await self.account_tasks(account_id) if status in (None, t.status)]
+        return len(matches), matches[offset : offset + limit]
+
+    async def account_tasks(self, account_id: str) -> list[Task]:
+        task_id = await self.store.task_id_for_account(account_id)
+        return await self.store.get_many([task_id]) if task_id else []
+
+    async def update_task(self, task_id: str, **changes: Any) -> Task:
+        now = self.clock()
+        _, new = await self.store.mutate(task_id, lambda t: spec.updated(t, changes, now_ms=now))
+        assert new is not None
+        await self.store.wake_beats()
+        return new
+
+    async def delete_task(self, task_id: str) -> None:
+        await self.store.mutate(task_id, lambda t: None)
+
+    async def pause_task(self, task_id: str) -> Task:
+        now = self.clock()
+        _, new = await self.store.mutate(task_id, lambda t: spec.paused(t, now_ms=now))
+        assert new is not None
+        return new
+
+    async def resume_task(self, task_id: str) -> Task:
+        now = self.clock()
+        _, new = await self.store.mutate(task_id, lambda t: spec.resumed(t, now_ms=now))
+        assert new is not None
+        await self.store.wake_beats()
+        return new
+
+    async def reorder_task(self, task_id: str, priority_offset: int) -> Task:
+        now = self.clock()
+        _, new = await self.store.mutate(
+            task_id, lambda t: spec.reordered(t, priority_offset, now_ms=now)
+        )
+        assert new is not None
+        await self.store.wake_beats()
+        return new
+
+    async def start(self) -> None:
+        await self.store.set_enabled(True)
+        await self.store.wake_beats()
+
+    async def stop(self) -> None:
+        await self.store.set_enabled(False)
+
+    async def status(self) -> DispatcherStatus:
+        return DispatcherStatus(
+            enabled=await self.store.is_enabled(),
+            beats_alive=await self.store.live_beats(since_ms=self.clock() - BEAT_ALIVE_MS),
+            counts=await self.store.counts(),
+            running_rounds=await self.store.running_rounds(),
+        )
+
+
+_ = TaskStatus

@@ -1,0 +1,65 @@
+"""Every Redis key taskdispatch uses, built here and nowhere else.
+
+All keys share one configurable prefix (`TASKDISPATCH_KEY_PREFIX`, default `td:`).
+`docs/redis-keys.md` lists each key, its type and who writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["STATUSES", "Keys"]
+
+STATUSES = ("pending", "running", "paused", "completed", "error")
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "td:"
+
+    def task(self, task_id: str) -> str:
+        """Hash: the task definition and its schedule state."""
+        return f"{self.prefix}task:{task_id}"
+
+    def account(self, account_id: str) -> str:
+        """String: the task_id bound to this account (one task per account)."""
+        return f"{self.prefix}account:{account_id}"
+
+    def all_tasks(self) -> str:
+        """Sorted set: task_id scored by created_ms (listing order)."""
+        return f"{self.prefix}tasks"
+
+    def status(self, status: str) -> str:
+        """Sorted set per status: task_id scored by created_ms."""
+        return f"{self.prefix}status:{status}"
+
+    def due(self) -> str:
+        """Sorted set: task_id scored by the ms at which the beat should claim it."""
+        return f"{self.prefix}due"
+
+    def running(self) -> str:
+        """Sorted set: task_id of each round in progress scored by its lease expiry ms."""
+        return f"{self.prefix}running"
+
+    def lock(self, account_id: str) -> str:
+        """String: the per-account lease (value = owner token)."""
+        return f"{self.prefix}lock:{account_id}"
+
+    def runs(self, task_id: str) -> str:
+        """List: recent round records (JSON), newest first, capped."""
+        return f"{self.prefix}runs:{task_id}"
+
+    def dispatcher(self) -> str:
+        """Hash: dispatcher flags (`enabled`)."""
+        return f"{self.prefix}dispatcher"
+
+    def beats(self) -> str:
+        """Sorted set: beat id scored by its last heartbeat ms."""
+        return f"{self.prefix}beats"
+
+    def wake(self) -> str:
+        """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
+        return f"{self.prefix}wake"
+
+    def all_index_keys(self) -> list[str]:
+        return [self.all_tasks(), self.due(), *(self.status(s) for s in STATUSES)]

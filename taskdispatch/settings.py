@@ -1,0 +1,53 @@
+"""Configuration from the environment (and `.env`), read once through `get_settings()`.
+
+Tests build their own `Settings(...)` and pass it explicitly, or clear the cache with
+`get_settings.cache_clear()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting of taskdispatch; environment names are `TASKDISPATCH_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TASKDISPATCH_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str | None = None
+    key_prefix: str = "td:"
+    timezone: str = "Asia/Shanghai"
+    api_token: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+
+    api_host: str = Field("0.0.0.0", validation_alias=AliasChoices("API_HOST", "TASKDISPATCH_API_HOST"))
+    api_port: int = Field(8000, validation_alias=AliasChoices("API_PORT", "TASKDISPATCH_API_PORT"))
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "TASKDISPATCH_LOG_LEVEL"))
+
+    handlers: str = ""
+    runs_kept: int = 50
+    max_consecutive_failures: int = 3
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("TASKDISPATCH_KEY_PREFIX must not be empty (default 'td:').")
+        return value
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

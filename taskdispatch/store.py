@@ -1,0 +1,128 @@
+"""The asyncio task store used by the API and the `TaskDispatcher` facade.
+
+Reads are plain commands or pipelines; every write is an optimistic transaction
+(WATCH the task key, compute the new record in Python, MULTI/EXEC the hash and its
+indexes through `queue_task_write`). Listing and counting read the sorted-set indexes,
+so a page costs O(log N + page) and a count O(1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
+from taskdispatch.keys import STATUSES, Keys
+from taskdispatch.models import Task
+from taskdispatch.write import queue_task_write
+
+__all__ = ["TaskStore"]
+
+Mutation = Callable[[Task], Task | None]
+
+
+class TaskStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def get(self, task_id: str) -> Task | None:
+        raw = await self.redis.hgetall(self.keys.task(task_id))
+        return Task.from_hash(raw) if raw else None
+
+    async def get_many(self, task_ids: list[str]) -> list[Task]:
+        """Load tasks in one round trip; ids that vanished meanwhile are left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            raws: list[dict[Any, Any]] = await pipe.execute()
+        return [Task.from_hash(raw) for raw in raws if raw]
+
+    async def task_id_for_account(self, account_id: str) -> str | None:
+        value = await self.redis.get(self.keys.account(account_id))
+        return _text(value) if value is not None else None
+
+    async def create(self, task: Task) -> None:
+        """Store a new task; raises AccountTaskExistsError if its account already has one."""
+        account_key = self.keys.account(task.account_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(account_key)
+                    existing = await pipe.get(account_key)
+                    if existing is not None:
+                        raise AccountTaskExistsError(task.account_id, _text(existing))
+                    pipe.multi()
+                    queue_task_write(pipe, self.keys, None, task)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    async def mutate(self, task_id: str, change: Mutation) -> tuple[Task, Task | None]:
+        """Apply `change` to the current record atomically; returns (old, new).
+
+        `change` may run several times (when another writer wins the race), so it must be
+        a pure function of the task it is given. Returning None deletes the task.
+        """
+        task_key = self.keys.task(task_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(task_key)
+                    raw = await pipe.hgetall(task_key)
+                    if not raw:
+                        raise TaskNotFoundError(task_id)
+                    old = Task.from_hash(raw)
+                    new = change(old)
+                    pipe.multi()
+                    queue_task_write(pipe, self.keys, old, new)
+                    await pipe.execute()
+                    return old, new
+                except WatchError:
+                    continue
+
+    async def page(self, *, status: str | None, offset: int, limit: int) -> tuple[int, list[Task]]:
+        """One page of tasks in creation order, and the number of all that match."""
+        index = self.keys.status(status) if status else self.keys.all_tasks()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        return int(total), await self.get_many([_text(i) for i in ids])
+
+    async def counts(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for status in STATUSES:
+                pipe.zcard(self.keys.status(status))
+            values = await pipe.execute()
+        return dict(zip(STATUSES, (int(v) for v in values), strict=True))
+
+    async def running_rounds(self) -> list[Task]:
+        ids = await self.redis.zrange(self.keys.running(), 0, -1)
+        return await self.get_many([_text(i) for i in ids])
+
+    async def wake_beats(self) -> None:
+        """Tell sleeping beats to look at the due index now (see scheduler.py)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.keys.wake(), "1")
+            pipe.ltrim(self.keys.wake(), 0, 0)
+            await pipe.execute()
+
+    async def set_enabled(self, enabled: bool) -> None:
+        await self.redis.hset(self.keys.dispatcher(), "enabled", "1" if enabled else "0")
+
+    async def is_enabled(self) -> bool:
+        """The dispatcher flag; on until someone stops it."""
+        value = await self.redis.hget(self.keys.dispatcher(), "enabled")
+        return value is None or _text(value) == "1"
+
+    async def live_beats(self, *, since_ms: int) -> int:
+        return int(await self.redis.zcount(self.keys.beats(), since_ms, "+inf"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,51 @@
+"""The one place that turns a task change into Redis writes.
+
+Every change to a task (API call, round start or end, recovery) goes through
+`queue_task_write` inside a MULTI/EXEC after WATCHing the task key, so the hash and all
+its indexes change together or not at all. It only queues commands, so the same code
+serves redis-py's sync and asyncio pipelines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskdispatch.keys import Keys
+from taskdispatch.models import Task, TaskStatus
+
+__all__ = ["queue_task_write"]
+
+
+def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) -> None:
+    """Queue the writes that take the store from `old` to `new` (None = absent)."""
+    if new is None:
+        if old is None:
+            return
+        pipe.delete(keys.task(old.task_id), keys.runs(old.task_id))
+        pipe.delete(keys.account(old.account_id))
+        pipe.zrem(keys.all_tasks(), old.task_id)
+        pipe.zrem(keys.status(old.status), old.task_id)
+        pipe.zrem(keys.due(), old.task_id)
+        pipe.zrem(keys.running(), old.task_id)
+        return
+
+    pipe.hset(keys.task(new.task_id), mapping=new.to_hash())
+    if old is None:
+        pipe.set(keys.account(new.account_id), new.task_id)
+        pipe.zadd(keys.all_tasks(), {new.task_id: new.created_ms})
+    if old is None or old.status != new.status:
+        if old is not None:
+            pipe.zrem(keys.status(old.status), old.task_id)
+        pipe.zadd(keys.status(new.status), {new.task_id: new.created_ms})
+
+    if new.status != TaskStatus.PENDING or new.next_ms is None:
+        pipe.zrem(keys.due(), new.task_id)
+    elif (
+        old is None
+        or old.status != TaskStatus.PENDING
+        or old.next_ms != new.next_ms
+        or old.fence != new.fence
+    ):
+        # A new slot or a new fence resets any claim a beat holds on the old one; an
+        # unchanged slot keeps its claim (see scheduler.py), so edits do not re-dispatch.
+        pipe.zadd(keys.due(), {new.task_id: new.next_ms})
