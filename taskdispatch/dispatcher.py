@@ -20,7 +20,7 @@ from taskdispatch import spec
 from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
 from taskdispatch.keys import STATUSES, Keys
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import Task
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store import TaskStore
 
@@ -91,7 +91,6 @@ class TaskDispatcher:
             task_types=self.task_types,
         )
         await self.store.create(task)
-        await self.store.wake_beats()
         return task
 
     async def get_task(self, task_id: str) -> Task:
@@ -131,7 +130,6 @@ class TaskDispatcher:
         now = self.clock()
         _, new = await self.store.mutate(task_id, lambda t: spec.updated(t, changes, now_ms=now))
         assert new is not None
-        await self.store.wake_beats()
         return new
 
     async def delete_task(self, task_id: str) -> None:
@@ -147,7 +145,6 @@ class TaskDispatcher:
         now = self.clock()
         _, new = await self.store.mutate(task_id, lambda t: spec.resumed(t, now_ms=now))
         assert new is not None
-        await self.store.wake_beats()
         return new
 
     async def reorder_task(self, task_id: str, priority_offset: int) -> Task:
@@ -156,7 +153,6 @@ class TaskDispatcher:
             task_id, lambda t: spec.reordered(t, priority_offset, now_ms=now)
         )
         assert new is not None
-        await self.store.wake_beats()
         return new
 
     async def start(self) -> None:
@@ -173,6 +169,3 @@ class TaskDispatcher:
             counts=await self.store.counts(),
             running_rounds=await self.store.running_rounds(),
         )
-
-
-_ = TaskStatus

@@ -1,12 +1,12 @@
 """The exceptions taskdispatch raises; the API maps each to one HTTP status.
 
-    TaskDispatchError                  base of everything below
-    ├── InvalidTaskError               bad input, names the field       (400 / 422)
-    │   └── UnknownTaskTypeError       task_type not registered         (400)
-    ├── TaskNotFoundError              no task with that id             (404)
-    ├── AccountTaskExistsError         one task per account             (400)
-    ├── TaskConflictError              not allowed in the task's state  (409)
-    └── StoreUnavailableError          Redis cannot be reached          (503)
+TaskDispatchError                  base of everything below
+├── InvalidTaskError               bad input, names the field       (400 / 422)
+│   └── UnknownTaskTypeError       task_type not registered         (400)
+├── TaskNotFoundError              no task with that id             (404)
+├── AccountTaskExistsError         one task per account             (400)
+├── TaskConflictError              not allowed in the task's state  (409)
+└── StoreUnavailableError          Redis cannot be reached          (503)
 """
 
 from __future__ import annotations

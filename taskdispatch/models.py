@@ -7,6 +7,7 @@ that every write can set the whole record with one HSET and no HDEL.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -65,6 +66,8 @@ class Task:
     last_error: str | None = None
     started_ms: int | None = None
     worker: str | None = None
+    # Set while a round is in progress; only the holder of this id may record the outcome.
+    run_id: str | None = None
 
     def evolve(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -83,11 +86,9 @@ class Task:
         return out
 
     @classmethod
-    def from_hash(cls, raw: dict[str, str] | dict[bytes, bytes]) -> Task:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Task:
         data = {
-            (k.decode() if isinstance(k, bytes) else k): (
-                v.decode() if isinstance(v, bytes) else v
-            )
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
         }
         values: dict[str, Any] = {}

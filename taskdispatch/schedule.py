@@ -27,6 +27,7 @@ __all__ = [
     "parse_timezone",
     "parse_window",
     "reorder_ms",
+    "to_datetime",
     "to_local_iso",
     "upcoming_ms",
 ]
@@ -111,7 +112,7 @@ def parse_instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
 def in_window(t_ms: int, window: Window, tz: ZoneInfo) -> bool:
     """Whether a run may start at ``t_ms`` (wall-clock hour in ``tz`` inside the window)."""
     start, end = window
-    hour = _local(t_ms, tz).hour
+    hour = to_datetime(t_ms, tz).hour
     if start < end:
         return start <= hour < end
     return hour >= start or hour < end
@@ -121,7 +122,7 @@ def next_window_start(t_ms: int, window: Window, tz: ZoneInfo) -> int:
     """Earliest instant >= ``t_ms`` inside the window (``t_ms`` itself when already inside)."""
     if in_window(t_ms, window, tz):
         return t_ms
-    day = _local(t_ms, tz).date()
+    day = to_datetime(t_ms, tz).date()
     # Both folds: after a fall-back the second occurrence of the start hour may be the next
     # opening. A start lost in a spring-forward gap resolves to the gap's end, which is only
     # usable if that hour is still inside the window (e.g. not for (2, 3) in Europe/Berlin).
@@ -205,7 +206,7 @@ def to_local_iso(t_ms: int | None, tz: ZoneInfo) -> str | None:
     """ISO 8601 local time with offset; milliseconds only when non-zero."""
     if t_ms is None:
         return None
-    return _local(t_ms, tz).isoformat(timespec="milliseconds" if t_ms % 1000 else "seconds")
+    return to_datetime(t_ms, tz).isoformat(timespec="milliseconds" if t_ms % 1000 else "seconds")
 
 
 def _settle(t_ms: int, window: Window, tz: ZoneInfo, end_ms: int | None) -> int | None:
@@ -219,7 +220,8 @@ def _check_interval(interval_s: int) -> None:
         raise ScheduleError(f"interval must be a positive number of seconds, got {interval_s}")
 
 
-def _local(t_ms: int, tz: ZoneInfo) -> datetime:
+def to_datetime(t_ms: int, tz: ZoneInfo) -> datetime:
+    """The aware local datetime of an epoch-ms instant."""
     return (_EPOCH + timedelta(milliseconds=t_ms)).astimezone(tz)
 
 
@@ -232,16 +234,16 @@ def _wall_ms(day: date, hour: int, tz: ZoneInfo, *, fold: int) -> int:
     """Epoch ms of local ``day hour:00`` with ``fold``; a time lost in a gap maps to its end."""
     wall = datetime(day.year, day.month, day.day, hour)
     ms = _datetime_ms(wall.replace(fold=fold), tz)
-    if _local(ms, tz).replace(tzinfo=None) == wall:
+    if to_datetime(ms, tz).replace(tzinfo=None) == wall:
         return ms
     # Nonexistent: fold=1 resolves before the transition, fold=0 after it. Bisect (in whole
     # seconds, the resolution of tzdata) for the first instant using the post-gap offset.
     lo = _datetime_ms(wall.replace(fold=1), tz) // 1000
     hi = _datetime_ms(wall.replace(fold=0), tz) // 1000
-    after = _local(hi * 1000, tz).utcoffset()
+    after = to_datetime(hi * 1000, tz).utcoffset()
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _local(mid * 1000, tz).utcoffset() == after:
+        if to_datetime(mid * 1000, tz).utcoffset() == after:
             hi = mid
         else:
             lo = mid

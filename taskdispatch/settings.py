@@ -28,11 +28,26 @@ class Settings(BaseSettings):
     api_token: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
 
-    api_host: str = Field("0.0.0.0", validation_alias=AliasChoices("API_HOST", "TASKDISPATCH_API_HOST"))
+    api_host: str = Field(
+        "0.0.0.0", validation_alias=AliasChoices("API_HOST", "TASKDISPATCH_API_HOST")
+    )
     api_port: int = Field(8000, validation_alias=AliasChoices("API_PORT", "TASKDISPATCH_API_PORT"))
-    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "TASKDISPATCH_LOG_LEVEL"))
+    log_level: str = Field(
+        "INFO", validation_alias=AliasChoices("LOG_LEVEL", "TASKDISPATCH_LOG_LEVEL")
+    )
 
     handlers: str = ""
+    # Execution (beat, worker, recovery)
+    route_by_sys_type: bool = False
+    default_queue: str = "celery"
+    claim_batch: int = 1000
+    dispatch_timeout_s: float = 30.0
+    beat_max_sleep_s: float = 5.0
+    lease_ttl_s: float = 15.0
+    retry_backoff_s: float = 10.0
+    lock_retry_s: float = 2.0
+    round_time_limit_s: float = 600.0
+    recovery_every_s: float = 5.0
     runs_kept: int = 50
     max_consecutive_failures: int = 3
 

@@ -120,8 +120,15 @@ def new_task(
         raise UnknownTaskTypeError(task_type, sorted(task_types))
     tz_name = fields.get("timezone") or default_timezone
     tz = _parse(schedule.parse_timezone, tz_name, field="timezone")
-    window = _parse(schedule.parse_window, fields.get("valid_time_range") or [8, 22], field="valid_time_range")
-    interval_s = _check_interval(int(fields.get("interval") or 3600))
+    # `is None`, not `or`: an explicit 0 or [] is bad input, not a request for the default.
+    window_value = fields.get("valid_time_range")
+    window = _parse(
+        schedule.parse_window,
+        [8, 22] if window_value is None else window_value,
+        field="valid_time_range",
+    )
+    interval_value = fields.get("interval")
+    interval_s = _check_interval(3600 if interval_value is None else int(interval_value))
     end_ms, end_text = _end(fields.get("task_end_time"), tz, now_ms=now_ms)
     start_at = fields.get("start_at")
     start_at_ms = (
@@ -171,7 +178,9 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
         else task.window
     )
     interval_s = (
-        _check_interval(int(changes["interval"])) if changes.get("interval") is not None else task.interval_s
+        _check_interval(int(changes["interval"]))
+        if changes.get("interval") is not None
+        else task.interval_s
     )
     end_ms, end_text = task.end_ms, task.end_text
     if "task_end_time" in changes or "timezone" in changes:
@@ -203,11 +212,21 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
         # A new interval counts from the last round (or creation), as if it had always applied.
         anchor = task.last_ms if task.last_ms is not None else task.created_ms
         next_ms = schedule.next_run_ms(
-            slot_ms=anchor, now_ms=now_ms, interval_s=interval_s, window=window, tz=tz, end_ms=end_ms
+            slot_ms=anchor,
+            now_ms=now_ms,
+            interval_s=interval_s,
+            window=window,
+            tz=tz,
+            end_ms=end_ms,
         )
     else:
         next_ms = schedule.reorder_ms(
-            next_ms=task.next_ms or now_ms, offset_s=0, now_ms=now_ms, window=window, tz=tz, end_ms=end_ms
+            next_ms=task.next_ms or now_ms,
+            offset_s=0,
+            now_ms=now_ms,
+            window=window,
+            tz=tz,
+            end_ms=end_ms,
         )
     if next_ms is None:
         return new.evolve(status=TaskStatus.COMPLETED, next_ms=None)
@@ -217,13 +236,17 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
 
 def paused(task: Task, *, now_ms: int) -> Task:
     if task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
-        raise TaskConflictError(f"任务状态为 {task.status.value}，只有 pending 或 running 的任务可以暂停")
+        raise TaskConflictError(
+            f"任务状态为 {task.status.value}，只有 pending 或 running 的任务可以暂停"
+        )
     return task.evolve(status=TaskStatus.PAUSED, updated_ms=now_ms, fence=task.fence + 1)
 
 
 def resumed(task: Task, *, now_ms: int) -> Task:
     if task.status not in (TaskStatus.PAUSED, TaskStatus.ERROR):
-        raise TaskConflictError(f"任务状态为 {task.status.value}，只有 paused 或 error 的任务可以恢复")
+        raise TaskConflictError(
+            f"任务状态为 {task.status.value}，只有 paused 或 error 的任务可以恢复"
+        )
     tz = schedule.parse_timezone(task.timezone)
     wanted = task.next_ms if task.next_ms is not None and task.next_ms > now_ms else now_ms
     next_ms = schedule.reorder_ms(
@@ -252,8 +275,15 @@ def reordered(task: Task, offset_s: int, *, now_ms: int) -> Task:
         )
     tz = schedule.parse_timezone(task.timezone)
     next_ms = schedule.reorder_ms(
-        next_ms=task.next_ms, offset_s=offset_s, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
+        next_ms=task.next_ms,
+        offset_s=offset_s,
+        now_ms=now_ms,
+        window=task.window,
+        tz=tz,
+        end_ms=task.end_ms,
     )
     if next_ms is None:
-        raise TaskConflictError("调整后的执行时间晚于任务结束时间 task_end_time，请减小 priority_offset")
+        raise TaskConflictError(
+            "调整后的执行时间晚于任务结束时间 task_end_time，请减小 priority_offset"
+        )
     return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)

@@ -124,5 +124,5 @@ class TaskStore:
         return int(await self.redis.zcount(self.keys.beats(), since_ms, "+inf"))
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -49,3 +49,7 @@ def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) 
         # A new slot or a new fence resets any claim a beat holds on the old one; an
         # unchanged slot keeps its claim (see scheduler.py), so edits do not re-dispatch.
         pipe.zadd(keys.due(), {new.task_id: new.next_ms})
+        # The new slot may be sooner than a sleeping beat expects: wake one (the list holds
+        # at most one token, so a burst of changes costs one extra tick).
+        pipe.lpush(keys.wake(), "1")
+        pipe.ltrim(keys.wake(), 0, 0)

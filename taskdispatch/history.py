@@ -1,0 +1,49 @@
+"""Round records: what happened to each slot (ok, failed, skipped, lost), newest first.
+
+Records are JSON in a capped list per task, pushed in the same transaction as the state
+change they describe, so history and state never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from taskdispatch.keys import Keys
+
+__all__ = ["Outcome", "RunRecord", "queue_run_record"]
+
+Outcome = Literal["ok", "failed", "skipped", "lost"]
+
+# A result bigger than this is replaced by a note, so one chatty handler cannot bloat Redis.
+MAX_RESULT_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    outcome: Outcome
+    scheduled_ms: int | None
+    round_num: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    worker: str | None = None
+    result: Any = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        encoded = json.dumps(data["result"], ensure_ascii=False, default=str)
+        if len(encoded.encode()) > MAX_RESULT_BYTES:
+            data["result"] = {"truncated": True, "bytes": len(encoded.encode())}
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        return cls(**json.loads(text))
+
+
+def queue_run_record(pipe: Any, keys: Keys, task_id: str, record: RunRecord, *, keep: int) -> None:
+    pipe.lpush(keys.runs(task_id), record.to_json())
+    pipe.ltrim(keys.runs(task_id), 0, keep - 1)

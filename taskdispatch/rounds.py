@@ -1,0 +1,365 @@
+"""One round of one task as a worker runs it, and recovery of rounds whose worker died.
+
+Every state change is one WATCH/MULTI transaction through `transact`, so the task hash,
+its indexes and the round's history record change together. Two tokens guard a round:
+
+- `fence` (from the beat's claim) makes a message for a superseded slot a no-op;
+- `run_id` (set when the round starts) lets only the round that is still current write
+  its outcome: a worker whose lease expired and whose round recovery already declared
+  lost cannot overwrite newer state, and retrying a final write is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from redis import Redis
+from redis.exceptions import RedisError, WatchError
+
+from taskdispatch import schedule
+from taskdispatch.handlers import HandlerRegistry, RunContext
+from taskdispatch.history import RunRecord, queue_run_record
+from taskdispatch.keys import Keys
+from taskdispatch.lease import AccountLease
+from taskdispatch.models import Task, TaskStatus
+from taskdispatch.settings import Settings
+from taskdispatch.write import queue_task_write
+
+__all__ = ["RoundMessage", "RoundRunner", "transact"]
+
+log = logging.getLogger(__name__)
+
+Extra = Callable[[Any], None]
+Plan = Callable[[Task | None], tuple[Task | None, Extra | None] | None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def transact(redis: Redis, keys: Keys, task_id: str, plan: Plan) -> tuple[Task | None, bool]:
+    """Run `plan` on the current record and apply its (new task, extra writes) atomically.
+
+    `plan` returns None to write nothing. Returns (the record plan saw, whether it wrote).
+    """
+    with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(keys.task(task_id))
+                raw = pipe.hgetall(keys.task(task_id))
+                old = Task.from_hash(raw) if raw else None
+                decision = plan(old)
+                if decision is None:
+                    pipe.unwatch()
+                    return old, False
+                new, extra = decision
+                pipe.multi()
+                queue_task_write(pipe, keys, old, new)
+                if extra is not None:
+                    extra(pipe)
+                pipe.execute()
+                return old, True
+            except WatchError:
+                continue
+
+
+@dataclass(frozen=True)
+class RoundMessage:
+    task_id: str
+    fence: int
+    slot_ms: int
+
+
+class RoundRunner:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        registry: HandlerRegistry,
+        *,
+        hostname: str,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.registry = registry
+        self.hostname = hostname
+        self.clock = clock
+
+    def run(self, msg: RoundMessage) -> dict[str, Any]:
+        """Check, lease, start, run and finish one round; returns a summary for logs."""
+        now = self.clock()
+        task = (
+            Task.from_hash(raw)
+            if (raw := self.redis.hgetall(self.keys.task(msg.task_id)))
+            else None
+        )
+        if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+            # Deleted, paused, rescheduled or already run: a newer decision owns this task.
+            return {"outcome": "dropped", "reason": "stale message"}
+        tz = ZoneInfo(task.timezone)
+        if not schedule.in_window(now, task.window, tz):
+            return self._skip_outside_window(msg, now, tz)
+
+        lease = AccountLease(
+            self.redis,
+            lock_key=self.keys.lock(task.account_id),
+            running_key=self.keys.running(),
+            task_id=task.task_id,
+            ttl_ms=int(self.settings.lease_ttl_s * 1000),
+            clock_ms=self.clock,
+        )
+        with lease:
+            if not lease.acquire():
+                return self._skip_account_locked(msg, now)
+            run_id = uuid.uuid4().hex
+            started = self._start(msg, run_id)
+            if started is None:
+                return {"outcome": "dropped", "reason": "changed before start"}
+            lease.start_renewing()
+            record = self._call_handler(started, msg)
+            self._finish(msg, run_id, record)
+        return {"outcome": record.outcome, "error": record.error, "round": record.round_num}
+
+    def _start(self, msg: RoundMessage, run_id: str) -> Task | None:
+        now = self.clock()
+        lease_expiry = now + int(self.settings.lease_ttl_s * 1000)
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+                return None
+            running = task.evolve(
+                status=TaskStatus.RUNNING,
+                started_ms=now,
+                worker=self.hostname,
+                run_id=run_id,
+                updated_ms=now,
+            )
+            return running, lambda pipe: pipe.zadd(
+                self.keys.running(), {task.task_id: lease_expiry}
+            )
+
+        task, wrote = transact(self.redis, self.keys, msg.task_id, plan)
+        if not wrote or task is None:
+            return None
+        return task.evolve(status=TaskStatus.RUNNING, started_ms=now, run_id=run_id)
+
+    def _call_handler(self, task: Task, msg: RoundMessage) -> RunRecord:
+        ctx = RunContext(
+            task_id=task.task_id,
+            account_id=task.account_id,
+            account_name=task.account_name,
+            task_type=task.task_type,
+            sys_type=task.sys_type,
+            round_num=task.round_num + 1,
+            kwargs=task.kwargs,
+            scheduled_for=schedule.to_datetime(msg.slot_ms, ZoneInfo(task.timezone)),
+        )
+        outcome: Any = "ok"
+        result: Any = None
+        error: str | None = None
+        try:
+            result = self.registry.get(task.task_type)(ctx)
+        except Exception as exc:  # a handler may raise anything; the round is then failed
+            outcome, error = "failed", _describe(exc)
+            log.warning("round of %s failed: %s", task.task_id, error)
+        return RunRecord(
+            outcome=outcome,
+            scheduled_ms=msg.slot_ms,
+            round_num=ctx.round_num,
+            started_ms=task.started_ms,
+            finished_ms=self.clock(),
+            error=error,
+            worker=self.hostname,
+            result=result,
+        )
+
+    def _finish(self, msg: RoundMessage, run_id: str, record: RunRecord) -> None:
+        """Record the outcome and the next slot; retried until Redis answers (idempotent)."""
+        s = self.settings
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.run_id != run_id:
+                return None  # deleted, or declared lost meanwhile: this result is fenced out
+            now = self.clock()
+            ok = record.outcome == "ok"
+            done = task.evolve(
+                round_num=task.round_num + 1,
+                last_ms=record.started_ms,
+                failures=0 if ok else task.failures + 1,
+                last_error=None if ok else record.error,
+                run_id=None,
+                started_ms=None,
+                worker=None,
+                updated_ms=now,
+            )
+            if task.status == TaskStatus.RUNNING:
+                done = _after_round(done, slot_ms=msg.slot_ms, ok=ok, now_ms=now, settings=s)
+
+            def extra(pipe: Any) -> None:
+                pipe.zrem(self.keys.running(), task.task_id)
+                queue_run_record(pipe, self.keys, task.task_id, record, keep=s.runs_kept)
+
+            return done, extra
+
+        delay_s = 0.2
+        deadline = time.monotonic() + s.lease_ttl_s * 4
+        while True:
+            try:
+                transact(self.redis, self.keys, msg.task_id, plan)
+                return
+            except RedisError as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
+                    return
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+
+    def _skip_outside_window(self, msg: RoundMessage, now: int, tz: ZoneInfo) -> dict[str, Any]:
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+                return None
+            next_ms = schedule.reorder_ms(
+                next_ms=now, offset_s=0, now_ms=now, window=task.window, tz=tz, end_ms=task.end_ms
+            )
+            moved = task.evolve(next_ms=next_ms, fence=task.fence + 1, updated_ms=now)
+            if next_ms is None:
+                moved = moved.evolve(status=TaskStatus.COMPLETED)
+            record = RunRecord(
+                outcome="skipped",
+                scheduled_ms=msg.slot_ms,
+                reason="outside_window",
+                worker=self.hostname,
+            )
+            keep = self.settings.runs_kept
+            return moved, lambda pipe: queue_run_record(
+                pipe, self.keys, task.task_id, record, keep=keep
+            )
+
+        transact(self.redis, self.keys, msg.task_id, plan)
+        return {"outcome": "skipped", "reason": "outside_window"}
+
+    def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
+        """Another round of this account still runs: look again shortly, do not wait a claim."""
+        retry_at = now + int(self.settings.lock_retry_s * 1000)
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+                return None
+            record = RunRecord(
+                outcome="skipped",
+                scheduled_ms=msg.slot_ms,
+                reason="account_locked",
+                worker=self.hostname,
+            )
+
+            def extra(pipe: Any) -> None:
+                pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
+                queue_run_record(
+                    pipe, self.keys, task.task_id, record, keep=self.settings.runs_kept
+                )
+
+            return task, extra
+
+        transact(self.redis, self.keys, msg.task_id, plan)
+        return {"outcome": "skipped", "reason": "account_locked"}
+
+    def recover(self, *, batch: int = 500) -> int:
+        """Declare lost every round whose lease expired, and run it again; returns how many."""
+        now = self.clock()
+        expired = self.redis.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=batch)
+        recovered = 0
+        for task_id in expired:
+            if self._recover_one(str(task_id), now):
+                recovered += 1
+        return recovered
+
+    def _recover_one(self, task_id: str, now: int) -> bool:
+        s = self.settings
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.run_id is None:
+                return None
+            if self.redis.exists(self.keys.lock(task.account_id)):
+                return None  # the holder still renews its lease; only the zset score lagged
+            lost = task.evolve(
+                run_id=None,
+                started_ms=None,
+                worker=None,
+                failures=task.failures + 1,
+                last_error="round lost: its worker stopped renewing the lease (killed or cut off)",
+                updated_ms=now,
+            )
+            if task.status == TaskStatus.RUNNING:
+                lost = _after_round(lost, slot_ms=None, ok=False, now_ms=now, settings=s)
+            record = RunRecord(
+                outcome="lost",
+                scheduled_ms=task.next_ms,
+                round_num=task.round_num + 1,
+                started_ms=task.started_ms,
+                finished_ms=now,
+                reason="lease_expired",
+                error=lost.last_error,
+                worker=task.worker,
+            )
+
+            def extra(pipe: Any) -> None:
+                pipe.zrem(self.keys.running(), task_id)
+                queue_run_record(pipe, self.keys, task_id, record, keep=s.runs_kept)
+
+            return lost, extra
+
+        task, wrote = transact(self.redis, self.keys, task_id, plan)
+        if task is None or task.run_id is None:
+            self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
+        if wrote:
+            log.warning("round of task %s was lost; it runs again", task_id)
+        return wrote
+
+
+def _after_round(
+    task: Task, *, slot_ms: int | None, ok: bool, now_ms: int, settings: Settings
+) -> Task:
+    """Status and next slot once a round that held `running` ended (or was lost)."""
+    tz = ZoneInfo(task.timezone)
+    if ok:
+        next_ms = schedule.next_run_ms(
+            slot_ms=slot_ms if slot_ms is not None else now_ms,
+            now_ms=now_ms,
+            interval_s=task.interval_s,
+            window=task.window,
+            tz=tz,
+            end_ms=task.end_ms,
+        )
+    elif task.failures >= settings.max_consecutive_failures:
+        return task.evolve(status=TaskStatus.ERROR)
+    else:
+        # A lost round runs again now; a failed one after a growing pause, at most one interval.
+        backoff_s = (
+            0
+            if slot_ms is None
+            else min(settings.retry_backoff_s * 2 ** (task.failures - 1), task.interval_s)
+        )
+        next_ms = schedule.reorder_ms(
+            next_ms=now_ms,
+            offset_s=round(backoff_s),
+            now_ms=now_ms,
+            window=task.window,
+            tz=tz,
+            end_ms=task.end_ms,
+        )
+    if next_ms is None:
+        return task.evolve(status=TaskStatus.COMPLETED, next_ms=None)
+    return task.evolve(status=TaskStatus.PENDING, next_ms=next_ms, fence=task.fence + 1)
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 1000 else text[:997] + "..."

@@ -1,0 +1,147 @@
+"""`RedisScheduler`: a Celery beat scheduler driven by the Redis due-time index.
+
+Each tick costs one Lua call (heartbeat, dispatcher flag, claim of at most `claim_batch`
+due tasks with the data their messages need, and the earliest remaining due time) plus
+one publish per claimed round, so it grows with the number of due tasks, never with
+the number stored. A claim pushes the task's due score forward by the dispatch timeout
+and bumps its fence: if the message is lost before a worker starts it, the task is due
+again after the timeout and the stale message is dropped by its fence. Several beats
+can run at once; the claim is atomic, so each slot is dispatched once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from celery.beat import Scheduler
+from redis import Redis
+from redis.exceptions import RedisError
+
+from taskdispatch.keys import Keys
+from taskdispatch.settings import Settings, get_settings
+
+__all__ = ["ROUND_TASK", "RedisScheduler", "queue_for"]
+
+log = logging.getLogger(__name__)
+
+ROUND_TASK = "taskdispatch.run_round"
+
+# KEYS[1] due zset, KEYS[2] dispatcher hash, KEYS[3] beats zset.
+# ARGV[1] now ms, ARGV[2] batch size, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
+# ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis).
+# Returns {enabled 0|1, earliest remaining due score or -1,
+#          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id}.
+_CLAIM = """
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 3600000)
+if redis.call('HGET', KEYS[2], 'enabled') == '0' then return {0, -1} end
+local out = {1, -1}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local claim_until = now + tonumber(ARGV[3])
+for _, id in ipairs(ids) do
+  local key = ARGV[5] .. id
+  local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id')
+  if f[1] ~= 'pending' or not f[2] or f[2] == '' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local fence = redis.call('HINCRBY', key, 'fence', 1)
+    redis.call('ZADD', KEYS[1], claim_until, id)
+    for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5]}) do table.insert(out, v) end
+  end
+end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if head[2] then out[2] = head[2] end
+return out
+"""
+
+
+def queue_for(sys_type: str, settings: Settings) -> str:
+    """The Celery queue of a round: its sys_type when routing by it is on."""
+    return sys_type if settings.route_by_sys_type else settings.default_queue
+
+
+class RedisScheduler(Scheduler):  # type: ignore[misc]
+    """Dispatches due rounds from Redis; Celery's own entries (housekeeping) run as usual."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.td_settings = get_settings()
+        self.keys = Keys(self.td_settings.key_prefix)
+        self.redis = Redis.from_url(
+            self.td_settings.redis_url, decode_responses=True, health_check_interval=10
+        )
+        self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._claim = self.redis.register_script(_CLAIM)
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        housekeeping_s = super().tick(*args, **kwargs)
+        try:
+            due_s = self.dispatch_due()
+        except RedisError as exc:
+            log.error("beat cannot reach Redis (%s); retrying in 1 s", exc)
+            return 1.0
+        wait_s = min(housekeeping_s, due_s, self.td_settings.beat_max_sleep_s)
+        if wait_s > 0.01:
+            self._sleep_until_woken(wait_s)
+        return 0.0
+
+    def dispatch_due(self) -> float:
+        """Claim and publish due rounds; returns seconds until the next one is due."""
+        s = self.td_settings
+        now = time.time_ns() // 1_000_000
+        reply = self._claim(
+            keys=[self.keys.due(), self.keys.dispatcher(), self.keys.beats()],
+            args=[
+                now,
+                s.claim_batch,
+                int(s.dispatch_timeout_s * 1000),
+                self.beat_id,
+                self.keys.task(""),
+            ],
+        )
+        enabled, head = int(reply[0]), float(reply[1])
+        claimed = [reply[i : i + 6] for i in range(2, len(reply), 6)]
+        if claimed:
+            self._publish(claimed)
+        if len(claimed) >= s.claim_batch:
+            return 0.0
+        if not enabled or head < 0:
+            return s.beat_max_sleep_s
+        return max(0.0, (head - now) / 1000)
+
+    def _publish(self, claimed: list[list[Any]]) -> None:
+        s = self.td_settings
+        with self.app.producer_or_acquire() as producer:
+            for task_id, fence, slot_ms, task_type, sys_type, account_id in claimed:
+                self.app.send_task(
+                    ROUND_TASK,
+                    kwargs={
+                        "task_id": task_id,
+                        "fence": int(fence),
+                        "slot_ms": int(slot_ms),
+                        "account_id": account_id,
+                        "task_type": task_type,
+                    },
+                    queue=queue_for(sys_type, s),
+                    producer=producer,
+                    soft_time_limit=s.round_time_limit_s,
+                    time_limit=s.round_time_limit_s + 30,
+                )
+        log.info("dispatched %d round(s)", len(claimed))
+
+    def _sleep_until_woken(self, wait_s: float) -> None:
+        """Sleep, but wake as soon as the API makes a task due sooner (see store.wake_beats)."""
+        try:
+            self.redis.blpop([self.keys.wake()], timeout=wait_s)
+        except RedisError:
+            time.sleep(min(wait_s, 1.0))
+
+    @property
+    def info(self) -> str:
+        return f"    . redis -> {self.keys.due()} (beat id {self.beat_id})"

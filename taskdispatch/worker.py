@@ -1,0 +1,69 @@
+"""The Celery app: configuration, the round task and the recovery task.
+
+`celery_app.py` at the top of the repository builds the app with `create_celery_app()`,
+so `celery -A celery_app worker|beat|flower|inspect` work as written.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import cache
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from redis import Redis
+
+from taskdispatch.handlers import load_registry
+from taskdispatch.rounds import RoundMessage, RoundRunner
+from taskdispatch.scheduler import ROUND_TASK
+from taskdispatch.settings import Settings, get_settings
+
+__all__ = ["RECOVER_TASK", "create_celery_app", "runner"]
+
+RECOVER_TASK = "taskdispatch.recover"
+
+
+@cache
+def runner() -> RoundRunner:
+    """One runner (and Redis pool) per worker process, made after the fork."""
+    settings = get_settings()
+    redis = Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
+    return RoundRunner(redis, settings, load_registry(settings), hostname=socket.gethostname())
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _fresh_runner_after_fork(**_: Any) -> None:
+    runner.cache_clear()
+
+
+def create_celery_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("taskdispatch", broker=settings.effective_broker_url)
+    app.conf.update(
+        task_default_queue=settings.default_queue,
+        task_ignore_result=True,
+        # Rounds are guarded by fences, leases and recovery, not by redelivery: a message
+        # whose worker dies is re-dispatched by the beat's claim timeout or recovered.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        timezone=settings.timezone,
+        enable_utc=True,
+        beat_max_loop_interval=settings.beat_max_sleep_s,
+    )
+
+    @app.task(name=ROUND_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def run_round(self: Any, task_id: str, fence: int, slot_ms: int, **info: Any) -> dict[str, Any]:
+        """One round of one task (account_id and task_type ride along for Flower)."""
+        return runner().run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
+
+    @app.task(name=RECOVER_TASK)  # type: ignore[untyped-decorator]
+    def recover() -> int:
+        """Housekeeping: rounds whose worker died are recorded as lost and run again."""
+        return runner().recover()
+
+    return app
