@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from taskdispatch import spec
 from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
+from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
 from taskdispatch.settings import Settings, get_settings
@@ -26,8 +27,8 @@ from taskdispatch.store import TaskStore
 
 __all__ = ["DispatcherStatus", "TaskDispatcher"]
 
-# A beat counts as alive while its heartbeat is younger than this.
-BEAT_ALIVE_MS = 15_000
+# A beat or worker counts as alive while its heartbeat is younger than this.
+ALIVE_MS = 15_000
 
 
 def _now_ms() -> int:
@@ -38,8 +39,12 @@ def _now_ms() -> int:
 class DispatcherStatus:
     enabled: bool
     beats_alive: int
+    workers_alive: int
     counts: dict[str, int]
     running_rounds: list[Task]
+    due_backlog: int
+    # How long the oldest due-but-unclaimed task has waited (0 when none waits).
+    scheduling_lag_ms: int
 
     @property
     def is_running(self) -> bool:
@@ -163,9 +168,26 @@ class TaskDispatcher:
         await self.store.set_enabled(False)
 
     async def status(self) -> DispatcherStatus:
+        now = self.clock()
+        snap = await self.store.snapshot(now_ms=now, alive_since_ms=now - ALIVE_MS)
         return DispatcherStatus(
-            enabled=await self.store.is_enabled(),
-            beats_alive=await self.store.live_beats(since_ms=self.clock() - BEAT_ALIVE_MS),
-            counts=await self.store.counts(),
-            running_rounds=await self.store.running_rounds(),
+            enabled=snap.enabled,
+            beats_alive=snap.beats_alive,
+            workers_alive=snap.workers_alive,
+            counts=snap.counts,
+            running_rounds=sorted(snap.running, key=lambda t: t.started_ms or 0),
+            due_backlog=snap.due_backlog,
+            scheduling_lag_ms=0 if snap.oldest_due_ms is None else now - snap.oldest_due_ms,
         )
+
+    async def run_now(self, task_id: str) -> Task:
+        """Make the task due now (its next slot moves to now, inside its window)."""
+        now = self.clock()
+        _, new = await self.store.mutate(task_id, lambda t: spec.run_now(t, now_ms=now))
+        assert new is not None
+        return new
+
+    async def runs(self, task_id: str, *, limit: int | None = None) -> list[RunRecord]:
+        """The task's recent rounds, newest first."""
+        await self.get_task(task_id)
+        return await self.store.runs(task_id, limit=limit or self.settings.runs_kept)

@@ -57,6 +57,10 @@ class Keys:
         """Sorted set: beat id scored by its last heartbeat ms."""
         return f"{self.prefix}beats"
 
+    def workers(self) -> str:
+        """Sorted set: Celery worker hostname scored by its last heartbeat ms."""
+        return f"{self.prefix}workers"
+
     def wake(self) -> str:
         """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
         return f"{self.prefix}wake"

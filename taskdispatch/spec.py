@@ -23,6 +23,7 @@ __all__ = [
     "paused",
     "reordered",
     "resumed",
+    "run_now",
     "updated",
 ]
 
@@ -286,4 +287,20 @@ def reordered(task: Task, offset_s: int, *, now_ms: int) -> Task:
         raise TaskConflictError(
             "调整后的执行时间晚于任务结束时间 task_end_time，请减小 priority_offset"
         )
+    return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
+
+
+def run_now(task: Task, *, now_ms: int) -> Task:
+    if task.status == TaskStatus.RUNNING:
+        raise TaskConflictError("任务正在运行，无法立即执行")
+    if task.status != TaskStatus.PENDING:
+        raise TaskConflictError(
+            f"任务状态为 {task.status.value}，只有 pending 的任务可以立即执行；请先恢复任务"
+        )
+    tz = schedule.parse_timezone(task.timezone)
+    next_ms = schedule.reorder_ms(
+        next_ms=now_ms, offset_s=0, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
+    )
+    if next_ms is None:
+        raise TaskConflictError("任务已超过结束时间 task_end_time，无法执行")
     return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)

@@ -9,17 +9,19 @@ so a page costs O(log N + page) and a count O(1).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
+from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
 from taskdispatch.write import queue_task_write
 
-__all__ = ["TaskStore"]
+__all__ = ["Snapshot", "TaskStore"]
 
 Mutation = Callable[[Task], Task | None]
 
@@ -101,9 +103,32 @@ class TaskStore:
             values = await pipe.execute()
         return dict(zip(STATUSES, (int(v) for v in values), strict=True))
 
-    async def running_rounds(self) -> list[Task]:
-        ids = await self.redis.zrange(self.keys.running(), 0, -1)
-        return await self.get_many([_text(i) for i in ids])
+    async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
+        """Everything the status endpoint shows, in one round trip plus the running tasks."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for status in STATUSES:
+                pipe.zcard(self.keys.status(status))
+            pipe.hget(self.keys.dispatcher(), "enabled")
+            pipe.zcount(self.keys.beats(), alive_since_ms, "+inf")
+            pipe.zcount(self.keys.workers(), alive_since_ms, "+inf")
+            pipe.zcount(self.keys.due(), "-inf", now_ms)
+            pipe.zrange(self.keys.due(), 0, 0, withscores=True)
+            pipe.zrange(self.keys.running(), 0, -1)
+            *counts, enabled, beats, workers, backlog, head, running = await pipe.execute()
+        oldest_due_ms = int(head[0][1]) if head and head[0][1] <= now_ms else None
+        return Snapshot(
+            counts=dict(zip(STATUSES, (int(v) for v in counts), strict=True)),
+            enabled=enabled is None or _text(enabled) == "1",
+            beats_alive=int(beats),
+            workers_alive=int(workers),
+            due_backlog=int(backlog),
+            oldest_due_ms=oldest_due_ms,
+            running=await self.get_many([_text(i) for i in running]),
+        )
+
+    async def runs(self, task_id: str, *, limit: int) -> list[RunRecord]:
+        raw = await self.redis.lrange(self.keys.runs(task_id), 0, limit - 1)
+        return [RunRecord.from_json(_text(item)) for item in raw]
 
     async def wake_beats(self) -> None:
         """Tell sleeping beats to look at the due index now (see scheduler.py)."""
@@ -115,13 +140,16 @@ class TaskStore:
     async def set_enabled(self, enabled: bool) -> None:
         await self.redis.hset(self.keys.dispatcher(), "enabled", "1" if enabled else "0")
 
-    async def is_enabled(self) -> bool:
-        """The dispatcher flag; on until someone stops it."""
-        value = await self.redis.hget(self.keys.dispatcher(), "enabled")
-        return value is None or _text(value) == "1"
 
-    async def live_beats(self, *, since_ms: int) -> int:
-        return int(await self.redis.zcount(self.keys.beats(), since_ms, "+inf"))
+@dataclass(frozen=True)
+class Snapshot:
+    counts: dict[str, int]
+    enabled: bool
+    beats_alive: int
+    workers_alive: int
+    due_backlog: int
+    oldest_due_ms: int | None
+    running: list[Task]
 
 
 def _text(value: Any) -> str:

@@ -6,13 +6,16 @@ so `celery -A celery_app worker|beat|flower|inspect` work as written.
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from functools import cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import heartbeat_sent, worker_process_init
 from redis import Redis
+from redis.exceptions import RedisError
 
 from taskdispatch.handlers import load_registry
 from taskdispatch.rounds import RoundMessage, RoundRunner
@@ -22,6 +25,8 @@ from taskdispatch.settings import Settings, get_settings
 __all__ = ["RECOVER_TASK", "create_celery_app", "runner"]
 
 RECOVER_TASK = "taskdispatch.recover"
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -35,6 +40,24 @@ def runner() -> RoundRunner:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_runner_after_fork(**_: Any) -> None:
     runner.cache_clear()
+
+
+@heartbeat_sent.connect  # type: ignore[untyped-decorator]
+def _record_worker_heartbeat(sender: Any, **_: Any) -> None:
+    """Celery's event heartbeat (every 2 s) also marks the worker alive in Redis.
+
+    The status endpoint counts live workers from this without a broadcast to every
+    worker (which `celery inspect ping` needs and which would stall the API).
+    """
+    r = runner()
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        with r.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(r.keys.workers(), {sender.eventer.hostname: now_ms})
+            pipe.zremrangebyscore(r.keys.workers(), "-inf", now_ms - 3_600_000)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("worker heartbeat not recorded: %s", exc)
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
@@ -59,7 +82,10 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     @app.task(name=ROUND_TASK, bind=True)  # type: ignore[untyped-decorator]
     def run_round(self: Any, task_id: str, fence: int, slot_ms: int, **info: Any) -> dict[str, Any]:
         """One round of one task (account_id and task_type ride along for Flower)."""
-        return runner().run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
+        r = runner()
+        # The node name (w1@host) tells rounds apart in history better than the host alone.
+        r.hostname = self.request.hostname or r.hostname
+        return r.run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
 
     @app.task(name=RECOVER_TASK)  # type: ignore[untyped-decorator]
     def recover() -> int:
