@@ -140,9 +140,21 @@ class TaskDispatcher:
     async def delete_task(self, task_id: str) -> None:
         await self.store.mutate(task_id, lambda t: None)
 
-    async def pause_task(self, task_id: str) -> Task:
+    async def pause_task(
+        self, task_id: str, *, until: str | None = None, note: str | None = None
+    ) -> Task:
+        """Pause; `until` (ISO datetime, naive = task's zone) resumes it by itself then."""
         now = self.clock()
-        _, new = await self.store.mutate(task_id, lambda t: spec.paused(t, now_ms=now))
+
+        def change(task: Task) -> Task:
+            until_ms = (
+                spec.parse_instant_field(until, task.timezone, field="until")
+                if until is not None
+                else None
+            )
+            return spec.paused(task, now_ms=now, until_ms=until_ms, note=note)
+
+        _, new = await self.store.mutate(task_id, change)
         assert new is not None
         return new
 

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 
 __all__ = ["Outcome", "RunRecord", "queue_run_record"]
@@ -44,6 +45,26 @@ class RunRecord:
         return cls(**json.loads(text))
 
 
+_EVENT_OF_OUTCOME = {
+    "ok": "round.finished",
+    "failed": "round.failed",
+    "skipped": "round.skipped",
+    "lost": "round.lost",
+}
+
+
 def queue_run_record(pipe: Any, keys: Keys, task_id: str, record: RunRecord, *, keep: int) -> None:
+    """Queue the record and its live event (in the caller's transaction)."""
     pipe.lpush(keys.runs(task_id), record.to_json())
     pipe.ltrim(keys.runs(task_id), 0, keep - 1)
+    queue_event(
+        pipe,
+        keys,
+        _EVENT_OF_OUTCOME[record.outcome],
+        task_id=task_id,
+        round_num=record.round_num,
+        scheduled_ms=record.scheduled_ms,
+        reason=record.reason,
+        error=record.error,
+        worker=record.worker,
+    )

@@ -57,6 +57,18 @@ class Keys:
         """Sorted set: beat id scored by its last heartbeat ms."""
         return f"{self.prefix}beats"
 
+    def resume(self) -> str:
+        """Sorted set: paused task_id scored by the ms at which it resumes by itself."""
+        return f"{self.prefix}resume"
+
+    def events(self) -> str:
+        """Stream: task and round events for live clients (capped, approximately)."""
+        return f"{self.prefix}events"
+
+    def worker_queues(self) -> str:
+        """Hash: Celery worker hostname -> comma-separated queues it consumes."""
+        return f"{self.prefix}worker_queues"
+
     def workers(self) -> str:
         """Sorted set: Celery worker hostname scored by its last heartbeat ms."""
         return f"{self.prefix}workers"

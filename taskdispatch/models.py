@@ -35,6 +35,7 @@ _INT_FIELDS = frozenset(
         "fence",
         "failures",
         "started_ms",
+        "paused_until_ms",
     }
 )
 
@@ -68,6 +69,8 @@ class Task:
     worker: str | None = None
     # Set while a round is in progress; only the holder of this id may record the outcome.
     run_id: str | None = None
+    paused_until_ms: int | None = None
+    pause_note: str | None = None
 
     def evolve(self, **changes: Any) -> Task:
         return replace(self, **changes)

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 from redis import Redis
 from redis.exceptions import RedisError, WatchError
 
-from taskdispatch import schedule
+from taskdispatch import schedule, spec
+from taskdispatch.events import queue_event
 from taskdispatch.handlers import HandlerRegistry, RunContext
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
@@ -142,9 +143,21 @@ class RoundRunner:
                 run_id=run_id,
                 updated_ms=now,
             )
-            return running, lambda pipe: pipe.zadd(
-                self.keys.running(), {task.task_id: lease_expiry}
-            )
+
+            def extra(pipe: Any) -> None:
+                pipe.zadd(self.keys.running(), {task.task_id: lease_expiry})
+                queue_event(
+                    pipe,
+                    self.keys,
+                    "round.started",
+                    task_id=task.task_id,
+                    account_id=task.account_id,
+                    round_num=task.round_num + 1,
+                    scheduled_ms=msg.slot_ms,
+                    worker=self.hostname,
+                )
+
+            return running, extra
 
         task, wrote = transact(self.redis, self.keys, msg.task_id, plan)
         if not wrote or task is None:
@@ -280,6 +293,29 @@ class RoundRunner:
             if self._recover_one(str(task_id), now):
                 recovered += 1
         return recovered
+
+    def resume_due(self, *, batch: int = 500) -> int:
+        """Resume paused tasks whose `until` has come; returns how many."""
+        now = self.clock()
+        due = self.redis.zrangebyscore(self.keys.resume(), "-inf", now, start=0, num=batch)
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if (
+                task is None
+                or task.status != TaskStatus.PAUSED
+                or task.paused_until_ms is None
+                or task.paused_until_ms > now
+            ):
+                return None
+            return spec.resumed(task, now_ms=now), None
+
+        resumed = 0
+        for task_id in map(str, due):
+            _, wrote = transact(self.redis, self.keys, task_id, plan)
+            if not wrote:
+                self.redis.zrem(self.keys.resume(), task_id)  # resumed or deleted meanwhile
+            resumed += wrote
+        return resumed
 
     def _recover_one(self, task_id: str, now: int) -> bool:
         s = self.settings

@@ -20,6 +20,7 @@ __all__ = [
     "RUN_PARAM_FIELDS",
     "check_identifier",
     "new_task",
+    "parse_instant_field",
     "paused",
     "reordered",
     "resumed",
@@ -105,6 +106,12 @@ def _end(value: Any, tz: Any, *, now_ms: int) -> tuple[int | None, str | None]:
             field="task_end_time",
         )
     return end_ms, str(value)
+
+
+def parse_instant_field(value: str, timezone: str, *, field: str) -> int:
+    tz = _parse(schedule.parse_timezone, timezone, field="timezone")
+    result: int = _parse(lambda: schedule.parse_instant(value, tz, field=field), field=field)
+    return result
 
 
 def new_task(
@@ -235,12 +242,23 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
     return new.evolve(status=status, next_ms=next_ms, fence=task.fence + 1)
 
 
-def paused(task: Task, *, now_ms: int) -> Task:
+def paused(
+    task: Task, *, now_ms: int, until_ms: int | None = None, note: str | None = None
+) -> Task:
+    """Pause; with `until_ms` the task resumes by itself then (see rounds.resume_due)."""
     if task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
         raise TaskConflictError(
             f"任务状态为 {task.status.value}，只有 pending 或 running 的任务可以暂停"
         )
-    return task.evolve(status=TaskStatus.PAUSED, updated_ms=now_ms, fence=task.fence + 1)
+    if until_ms is not None and until_ms <= now_ms:
+        raise InvalidTaskError("until must be in the future", field="until")
+    return task.evolve(
+        status=TaskStatus.PAUSED,
+        updated_ms=now_ms,
+        fence=task.fence + 1,
+        paused_until_ms=until_ms,
+        pause_note=None if note is None else _check_text(note, field="note"),
+    )
 
 
 def resumed(task: Task, *, now_ms: int) -> Task:
@@ -253,14 +271,11 @@ def resumed(task: Task, *, now_ms: int) -> Task:
     next_ms = schedule.reorder_ms(
         next_ms=wanted, offset_s=0, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
     )
+    cleared = task.evolve(paused_until_ms=None, pause_note=None, updated_ms=now_ms)
     if next_ms is None:
-        return task.evolve(status=TaskStatus.COMPLETED, next_ms=None, updated_ms=now_ms)
-    return task.evolve(
-        status=TaskStatus.PENDING,
-        next_ms=next_ms,
-        failures=0,
-        updated_ms=now_ms,
-        fence=task.fence + 1,
+        return cleared.evolve(status=TaskStatus.COMPLETED, next_ms=None)
+    return cleared.evolve(
+        status=TaskStatus.PENDING, next_ms=next_ms, failures=0, fence=task.fence + 1
     )
 
 

@@ -15,10 +15,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from taskdispatch.events import queue_event
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
+from taskdispatch.reasons import World
 from taskdispatch.write import queue_task_write
 
 __all__ = ["Snapshot", "TaskStore"]
@@ -126,6 +128,30 @@ class TaskStore:
             running=await self.get_many([_text(i) for i in running]),
         )
 
+    async def world(self, tasks: list[Task], *, now_ms: int, alive_since_ms: int) -> World:
+        """The facts `reasons.waiting_reason` needs for these tasks, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.dispatcher(), "enabled")
+            pipe.zrangebyscore(self.keys.workers(), alive_since_ms, "+inf")
+            pipe.hgetall(self.keys.worker_queues())
+            for task in tasks:
+                pipe.exists(self.keys.lock(task.account_id))
+            enabled, live, queues_of, *locked = await pipe.execute()
+        live_queues = {
+            queue
+            for worker in live
+            for queue in _text(queues_of.get(worker, "")).split(",")
+            if queue
+        }
+        return World(
+            now_ms=now_ms,
+            dispatcher_enabled=enabled is None or _text(enabled) == "1",
+            live_queues=frozenset(live_queues),
+            locked_accounts=frozenset(
+                t.account_id for t, held in zip(tasks, locked, strict=True) if held
+            ),
+        )
+
     async def runs(self, task_id: str, *, limit: int) -> list[RunRecord]:
         raw = await self.redis.lrange(self.keys.runs(task_id), 0, limit - 1)
         return [RunRecord.from_json(_text(item)) for item in raw]
@@ -138,7 +164,11 @@ class TaskStore:
             await pipe.execute()
 
     async def set_enabled(self, enabled: bool) -> None:
-        await self.redis.hset(self.keys.dispatcher(), "enabled", "1" if enabled else "0")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.dispatcher(), "enabled", "1" if enabled else "0")
+            kind = "dispatcher.started" if enabled else "dispatcher.stopped"
+            queue_event(pipe, self.keys, kind)
+            await pipe.execute()
 
 
 @dataclass(frozen=True)

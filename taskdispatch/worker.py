@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import heartbeat_sent, worker_process_init
+from celery.signals import heartbeat_sent, worker_process_init, worker_ready
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -40,6 +40,17 @@ def runner() -> RoundRunner:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_runner_after_fork(**_: Any) -> None:
     runner.cache_clear()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _record_worker_queues(sender: Any, **_: Any) -> None:
+    """Remember which queues this worker consumes (explains `no_worker_for_queue`)."""
+    r = runner()
+    queues = ",".join(sorted(q.name for q in sender.task_consumer.queues))
+    try:
+        r.redis.hset(r.keys.worker_queues(), sender.hostname, queues)
+    except RedisError as exc:
+        log.warning("worker queues not recorded: %s", exc)
 
 
 @heartbeat_sent.connect  # type: ignore[untyped-decorator]
@@ -88,8 +99,9 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         return r.run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
 
     @app.task(name=RECOVER_TASK)  # type: ignore[untyped-decorator]
-    def recover() -> int:
-        """Housekeeping: rounds whose worker died are recorded as lost and run again."""
-        return runner().recover()
+    def recover() -> dict[str, int]:
+        """Housekeeping: lost rounds run again; paused tasks whose `until` came resume."""
+        r = runner()
+        return {"lost_rounds": r.recover(), "resumed": r.resume_due()}
 
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
 
@@ -27,6 +28,8 @@ def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) 
         pipe.zrem(keys.status(old.status), old.task_id)
         pipe.zrem(keys.due(), old.task_id)
         pipe.zrem(keys.running(), old.task_id)
+        pipe.zrem(keys.resume(), old.task_id)
+        queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)
         return
 
     pipe.hset(keys.task(new.task_id), mapping=new.to_hash())
@@ -53,3 +56,19 @@ def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) 
         # at most one token, so a burst of changes costs one extra tick).
         pipe.lpush(keys.wake(), "1")
         pipe.ltrim(keys.wake(), 0, 0)
+
+    if new.status == TaskStatus.PAUSED and new.paused_until_ms is not None:
+        pipe.zadd(keys.resume(), {new.task_id: new.paused_until_ms})
+    elif old is not None and old.paused_until_ms is not None:
+        pipe.zrem(keys.resume(), new.task_id)
+
+    queue_event(
+        pipe,
+        keys,
+        "task.created" if old is None else "task.updated",
+        task_id=new.task_id,
+        account_id=new.account_id,
+        status=new.status.value,
+        next_ms=new.next_ms,
+        round_num=new.round_num,
+    )

@@ -1,0 +1,166 @@
+"""Startup checks every process runs before it touches Redis.
+
+A scheduler on a Redis that evicts keys loses tasks silently, and one without persistence
+loses them on restart; both are cheap to detect at startup and expensive to discover later.
+`python -m taskdispatch.checks` runs the same checks from a shell, a CI job or a healthcheck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.keys import Keys
+from taskdispatch.redis_server import mask_url
+from taskdispatch.settings import Settings, get_settings
+
+__all__ = ["EvictionPolicyError", "beat_alive", "main", "run_startup_checks"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 3.0
+
+
+class EvictionPolicyError(RuntimeError):
+    """Redis may evict keys (maxmemory-policy other than noeviction) and eviction is not allowed."""
+
+    def __init__(self, url: str, policy: str, *, process: str) -> None:
+        super().__init__(
+            f"{process}: Redis at {url} has maxmemory-policy '{policy}'; taskdispatch needs "
+            "'noeviction' because an evicted key silently drops a task or its schedule. Run "
+            "`CONFIG SET maxmemory-policy noeviction` (and keep it in redis.conf), or set "
+            "TASKDISPATCH_ALLOW_EVICTION=true to accept the risk."
+        )
+        self.url = url
+        self.policy = policy
+
+
+def _eviction_allowed(settings: Settings) -> bool:
+    # The flag belongs on Settings; the environment fallback keeps the check honest with a
+    # Settings class that does not declare it yet.
+    value = getattr(settings, "allow_eviction", None)
+    if value is None:
+        value = os.environ.get("TASKDISPATCH_ALLOW_EVICTION", "false")
+    return TypeAdapter(bool).validate_python(value)
+
+
+def _client(url: str) -> Redis:
+    return Redis.from_url(
+        url, decode_responses=True, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
+    )
+
+
+def _config(client: Redis, *names: str) -> dict[str, str] | None:
+    """CONFIG GET, or None where the server refuses it (managed Redis often disables CONFIG)."""
+    values: dict[str, str] = {}
+    try:
+        for name in names:
+            values.update(client.config_get(name))
+    except ResponseError:
+        return None
+    return values
+
+
+def run_startup_checks(settings: Settings, *, process: str) -> None:
+    """Refuse to start on an unreachable or evicting Redis; warn when nothing is persisted.
+
+    Raises StoreUnavailableError (unreachable) or EvictionPolicyError; messages are one line
+    and never show the Redis password.
+    """
+    url = mask_url(settings.redis_url)
+    client = _client(settings.redis_url)
+    try:
+        try:
+            client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(url) from exc
+        config = _config(client, "maxmemory-policy", "appendonly", "save")
+    except RedisError as exc:
+        raise StoreUnavailableError(url) from exc
+    finally:
+        client.close()
+    if config is None:
+        log.warning(
+            "%s: Redis at %s refuses CONFIG GET, so its maxmemory-policy (must be noeviction) "
+            "and persistence could not be verified",
+            process,
+            url,
+        )
+        return
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        if not _eviction_allowed(settings):
+            raise EvictionPolicyError(url, policy, process=process)
+        log.warning(
+            "%s: Redis at %s has maxmemory-policy '%s' (TASKDISPATCH_ALLOW_EVICTION=true): "
+            "tasks may be evicted silently under memory pressure",
+            process,
+            url,
+            policy,
+        )
+    if config.get("appendonly", "no") == "no" and not config.get("save", "").strip():
+        log.warning(
+            "%s: Redis at %s persists nothing (appendonly no, no save points): every task is "
+            "lost when it restarts; enable appendonly yes",
+            process,
+            url,
+        )
+
+
+def beat_alive(settings: Settings, *, host: str, within_s: float) -> bool:
+    """True if a beat on `host` sent its heartbeat (one per tick) within `within_s` seconds."""
+    # Beat ids are "<hostname>:<pid>:<random>" (see RedisScheduler.beat_id).
+    since_ms = time.time_ns() // 1_000_000 - int(within_s * 1000)
+    client = _client(settings.redis_url)
+    try:
+        beats = client.zrangebyscore(Keys(settings.key_prefix).beats(), since_ms, "+inf")
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailableError(mask_url(settings.redis_url)) from exc
+    finally:
+        client.close()
+    return any(str(beat).startswith(f"{host}:") for beat in beats)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m taskdispatch.checks`: exit 0 when the checks pass, 1 with one line otherwise."""
+    parser = argparse.ArgumentParser(prog="python -m taskdispatch.checks", description=__doc__)
+    parser.add_argument("--process", default="checks", help="name shown in messages")
+    parser.add_argument(
+        "--beat-alive",
+        type=float,
+        metavar="SECONDS",
+        help="also require a heartbeat of a beat on this host within SECONDS (healthchecks)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    settings = get_settings()
+    try:
+        run_startup_checks(settings, process=args.process)
+        if args.beat_alive is not None:
+            host = socket.gethostname()
+            if not beat_alive(settings, host=host, within_s=args.beat_alive):
+                print(
+                    f"{args.process}: no beat heartbeat from host {host} in the last "
+                    f"{args.beat_alive:g} s",
+                    file=sys.stderr,
+                )
+                return 1
+    except (StoreUnavailableError, EvictionPolicyError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{args.process}: Redis at {mask_url(settings.redis_url)} passed the startup checks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

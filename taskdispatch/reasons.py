@@ -1,0 +1,50 @@
+"""Why a task is not about to run: one machine-readable reason per task read.
+
+`waiting_reason` is pure: the caller gathers the facts about the world (dispatcher flag,
+queues that live workers consume, accounts whose lease is held) in one round trip for a
+whole page (`TaskStore.world`) and passes them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from taskdispatch import schedule
+from taskdispatch.models import Task, TaskStatus
+
+__all__ = ["World", "waiting_reason"]
+
+
+@dataclass(frozen=True)
+class World:
+    now_ms: int
+    dispatcher_enabled: bool
+    live_queues: frozenset[str]
+    locked_accounts: frozenset[str]
+
+
+def waiting_reason(task: Task, world: World, *, queue: str) -> dict[str, Any] | None:
+    """`{"code": ..., ...details}`, or None when the task runs or will run at its next slot."""
+    if task.status == TaskStatus.RUNNING:
+        return None
+    if task.status == TaskStatus.PAUSED:
+        return {"code": "paused", "until_ms": task.paused_until_ms, "note": task.pause_note}
+    if task.status == TaskStatus.ERROR:
+        return {"code": "error", "last_error": task.last_error}
+    if task.status == TaskStatus.COMPLETED:
+        return {"code": "completed"}
+    if not world.dispatcher_enabled:
+        return {"code": "dispatcher_stopped"}
+    if queue not in world.live_queues:
+        return {"code": "no_worker_for_queue", "queue": queue}
+    if task.account_id in world.locked_accounts:
+        return {"code": "account_locked"}
+    if task.next_ms is not None and task.next_ms <= world.now_ms:
+        return {"code": "backlog", "waiting_ms": world.now_ms - task.next_ms}
+    tz = ZoneInfo(task.timezone)
+    if not schedule.in_window(world.now_ms, task.window, tz):
+        opens = schedule.next_window_start(world.now_ms, task.window, tz)
+        return {"code": "outside_window", "window_opens_ms": opens}
+    return None
