@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
+from taskdispatch.metrics import queue_round_stats
+from taskdispatch.models import Task
 
 __all__ = ["Outcome", "RunRecord", "queue_run_record"]
 
@@ -53,10 +55,12 @@ _EVENT_OF_OUTCOME = {
 }
 
 
-def queue_run_record(pipe: Any, keys: Keys, task_id: str, record: RunRecord, *, keep: int) -> None:
-    """Queue the record and its live event (in the caller's transaction)."""
+def queue_run_record(pipe: Any, keys: Keys, task: Task, record: RunRecord, *, keep: int) -> None:
+    """Queue the record, its live event and its metrics (in the caller's transaction)."""
+    task_id = task.task_id
     pipe.lpush(keys.runs(task_id), record.to_json())
     pipe.ltrim(keys.runs(task_id), 0, keep - 1)
+    queue_round_stats(pipe, keys, record, task_type=task.task_type)
     queue_event(
         pipe,
         keys,

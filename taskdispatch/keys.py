@@ -69,6 +69,10 @@ class Keys:
         """Hash: Celery worker hostname -> comma-separated queues it consumes."""
         return f"{self.prefix}worker_queues"
 
+    def stats(self) -> str:
+        """Hash: round counters and scheduling-lag histogram buckets (for /metrics)."""
+        return f"{self.prefix}stats"
+
     def workers(self) -> str:
         """Sorted set: Celery worker hostname scored by its last heartbeat ms."""
         return f"{self.prefix}workers"

@@ -218,7 +218,7 @@ class RoundRunner:
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task.task_id)
-                queue_run_record(pipe, self.keys, task.task_id, record, keep=s.runs_kept)
+                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
 
             return done, extra
 
@@ -252,9 +252,7 @@ class RoundRunner:
                 worker=self.hostname,
             )
             keep = self.settings.runs_kept
-            return moved, lambda pipe: queue_run_record(
-                pipe, self.keys, task.task_id, record, keep=keep
-            )
+            return moved, lambda pipe: queue_run_record(pipe, self.keys, task, record, keep=keep)
 
         transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": "outside_window"}
@@ -275,9 +273,7 @@ class RoundRunner:
 
             def extra(pipe: Any) -> None:
                 pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
-                queue_run_record(
-                    pipe, self.keys, task.task_id, record, keep=self.settings.runs_kept
-                )
+                queue_run_record(pipe, self.keys, task, record, keep=self.settings.runs_kept)
 
             return task, extra
 
@@ -348,7 +344,7 @@ class RoundRunner:
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task_id)
-                queue_run_record(pipe, self.keys, task_id, record, keep=s.runs_kept)
+                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
 
             return lost, extra
 
