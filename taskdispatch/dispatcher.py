@@ -85,18 +85,21 @@ class TaskDispatcher:
         return (await self.create_task(**fields)).task_id
 
     async def create_task(self, **fields: Any) -> Task:
+        task = self._draft(fields)
+        await self.store.create(task)
+        return task
+
+    def _draft(self, fields: dict[str, Any]) -> Task:
         for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
             if not fields.get(required):
                 raise InvalidTaskError(f"{required} is required", field=required)
-        task = spec.new_task(
+        return spec.new_task(
             fields,
             task_id=str(uuid.uuid4()),
             now_ms=self.clock(),
             default_timezone=self.settings.timezone,
             task_types=self.task_types,
         )
-        await self.store.create(task)
-        return task
 
     async def get_task(self, task_id: str) -> Task:
         task = await self.store.get(task_id)
@@ -119,8 +122,9 @@ class TaskDispatcher:
             )
         if not 1 <= limit <= 1000:
             raise InvalidTaskError(f"limit must be in 1..1000, got {limit}", field="limit")
-        if offset < 0:
-            raise InvalidTaskError(f"offset must be >= 0, got {offset}", field="offset")
+        # Bounded above too: Redis ranks are signed 64-bit, so a huge offset fails ZRANGE.
+        if not 0 <= offset <= 1_000_000_000:
+            raise InvalidTaskError(f"offset must be in 0..1000000000, got {offset}", field="offset")
         if account_id is None:
             return await self.store.page(status=status, offset=offset, limit=limit)
         # One task per account: the account filter selects at most one task.
@@ -199,7 +203,23 @@ class TaskDispatcher:
         assert new is not None
         return new
 
+    async def upcoming(self, task_id: str, *, count: int) -> list[int]:
+        """The task's next `count` run times (epoch ms), as the scheduler will place them."""
+        _check_count(count)
+        return spec.upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
+
+    def preview(self, *, count: int, **fields: Any) -> tuple[Task, list[int]]:
+        """What a create body would schedule, without storing anything."""
+        _check_count(count)
+        draft = self._draft(fields)
+        return draft, spec.upcoming(draft, count=count, now_ms=draft.created_ms)
+
     async def runs(self, task_id: str, *, limit: int | None = None) -> list[RunRecord]:
         """The task's recent rounds, newest first."""
         await self.get_task(task_id)
         return await self.store.runs(task_id, limit=limit or self.settings.runs_kept)
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= 100:
+        raise InvalidTaskError(f"count must be in 1..100, got {count}", field="count")

@@ -56,7 +56,8 @@ class _Families:
 async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
     """The Prometheus text exposition of the whole deployment."""
     status = await dispatcher.status()
-    raw: dict[str, str] = await dispatcher.redis.hgetall(dispatcher.keys.stats())
+    stats = await dispatcher.redis.hgetall(dispatcher.keys.stats())
+    raw = {str(field): str(value) for field, value in stats.items()}
 
     tasks = GaugeMetricFamily("taskdispatch_tasks", "Tasks per status", labels=["status"])
     for name, count in status.counts.items():

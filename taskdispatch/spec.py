@@ -25,6 +25,7 @@ __all__ = [
     "reordered",
     "resumed",
     "run_now",
+    "upcoming",
     "updated",
 ]
 
@@ -319,3 +320,33 @@ def run_now(task: Task, *, now_ms: int) -> Task:
     if next_ms is None:
         raise TaskConflictError("任务已超过结束时间 task_end_time，无法执行")
     return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
+
+
+def upcoming(task: Task, *, count: int, now_ms: int) -> list[int]:
+    """The next `count` run times as the scheduler will place them, given the task's state."""
+    tz = schedule.parse_timezone(task.timezone)
+    first: int | None
+    if task.status == TaskStatus.PENDING:
+        first = task.next_ms
+    elif task.status == TaskStatus.RUNNING and task.next_ms is not None:
+        # The slot in progress is not upcoming; the one after it is.
+        first = schedule.next_run_ms(
+            slot_ms=task.next_ms,
+            now_ms=now_ms,
+            interval_s=task.interval_s,
+            window=task.window,
+            tz=tz,
+            end_ms=task.end_ms,
+        )
+    elif task.status == TaskStatus.PAUSED and task.paused_until_ms is not None:
+        first = resumed(task, now_ms=task.paused_until_ms).next_ms
+    else:
+        first = None
+    return schedule.upcoming_ms(
+        next_ms=first,
+        count=count,
+        interval_s=task.interval_s,
+        window=task.window,
+        tz=tz,
+        end_ms=task.end_ms,
+    )
