@@ -40,6 +40,9 @@ LIMITS = {
 }
 
 
+_URL_RESERVED = frozenset("/?#%\\")
+
+
 def check_identifier(value: str, *, field: str) -> str:
     """Ids become parts of Redis keys and URLs: printable, no whitespace, bounded."""
     if not value or len(value) > LIMITS["id_chars"]:
@@ -49,6 +52,11 @@ def check_identifier(value: str, *, field: str) -> str:
     if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
         raise InvalidTaskError(
             f"{field} must not contain whitespace or control characters", field=field
+        )
+    # These would break the id's use as a URL path segment (/accounts/{id}/tasks).
+    if any(ch in _URL_RESERVED for ch in value):
+        raise InvalidTaskError(
+            f"{field} must not contain any of {' '.join(sorted(_URL_RESERVED))}", field=field
         )
     return value
 
@@ -156,7 +164,7 @@ def new_task(
     if next_ms is None:
         raise InvalidTaskError(
             "the first run would fall after task_end_time; move the end later or start earlier",
-            field="task_end_time",
+            field="start_at" if start_at_ms is not None else "task_end_time",
         )
     return Task(
         task_id=task_id,
@@ -272,7 +280,7 @@ def resumed(task: Task, *, now_ms: int) -> Task:
     next_ms = schedule.reorder_ms(
         next_ms=wanted, offset_s=0, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
     )
-    cleared = task.evolve(paused_until_ms=None, pause_note=None, updated_ms=now_ms)
+    cleared = task.evolve(paused_until_ms=None, pause_note=None, last_error=None, updated_ms=now_ms)
     if next_ms is None:
         return cleared.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     return cleared.evolve(

@@ -1,0 +1,167 @@
+"""Specification tests for taskdispatch.models: the task record and its Redis hash encoding."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import pytest
+
+from taskdispatch.models import Task, TaskStatus
+
+CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
+
+
+def make_task(**overrides: Any) -> Task:
+    values: dict[str, Any] = {
+        "task_id": "550e8400-e29b-41d4-a716-446655440000",
+        "account_id": "account_1",
+        "account_name": "账号1",
+        "task_type": "xhs_type",
+        "sys_type": "mac_intel",
+        "status": TaskStatus.PENDING,
+        "interval_s": 3600,
+        "window": (8, 22),
+        "timezone": "Asia/Shanghai",
+        "created_ms": CREATED_MS,
+        "updated_ms": CREATED_MS,
+    }
+    values.update(overrides)
+    return Task(**values)
+
+
+FULL = make_task(
+    status=TaskStatus.ERROR,
+    window=(22, 6),
+    end_ms=CREATED_MS + 86_400_000,
+    end_text="2026-02-08",
+    next_ms=CREATED_MS + 3_600_000,
+    last_ms=CREATED_MS - 3_600_000,
+    round_num=5,
+    kwargs={"user_query": "开始运营", "emoji": "🚀", "nested": {"n": [1, 2.5, None, True]}},
+    fence=7,
+    failures=3,
+    last_error="RuntimeError: 登录失败",
+    started_ms=CREATED_MS - 3_500_000,
+    worker="celery@host-1",
+    run_id="5f0c2a9e",
+    paused_until_ms=CREATED_MS + 7_200_000,
+    pause_note="账号冷却",
+)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        pytest.param(make_task(), id="defaults"),
+        pytest.param(FULL, id="every-field-set"),
+        pytest.param(make_task(window=(0, 24)), id="window-always"),
+        pytest.param(make_task(window=(20, 0)), id="window-until-midnight"),
+        pytest.param(make_task(next_ms=0, round_num=0, fence=0), id="zero-ints"),
+    ],
+)
+def test_task_hash_round_trip_returns_equal_task(task: Task) -> None:
+    """from_hash(to_hash(task)) gives back an equal task."""
+    assert Task.from_hash(task.to_hash()) == task
+
+
+def test_task_to_hash_writes_every_field_as_string() -> None:
+    """to_hash has one string value per dataclass field, so one HSET sets the whole record."""
+    raw = FULL.to_hash()
+    assert set(raw) == {f.name for f in fields(Task)}
+    assert all(isinstance(v, str) for v in raw.values())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "end_ms",
+        "end_text",
+        "next_ms",
+        "last_ms",
+        "last_error",
+        "started_ms",
+        "worker",
+        "run_id",
+        "paused_until_ms",
+        "pause_note",
+    ],
+)
+def test_task_to_hash_none_is_stored_as_empty_string(name: str) -> None:
+    """An unset optional field is stored as '' (no HDEL needed) and read back as None."""
+    raw = make_task().to_hash()
+    assert raw[name] == ""
+    assert getattr(Task.from_hash(raw), name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("window", "22,6", id="window"),
+        pytest.param("status", "error", id="status"),
+        pytest.param("interval_s", "3600", id="interval"),
+        pytest.param("fence", "7", id="fence"),
+        pytest.param("next_ms", str(CREATED_MS + 3_600_000), id="next-ms"),
+    ],
+)
+def test_task_to_hash_encodes_field_as_plain_text(name: str, expected: str) -> None:
+    """Windows, statuses and integers are stored in a readable text form."""
+    assert FULL.to_hash()[name] == expected
+
+
+def test_task_to_hash_kwargs_is_compact_json_keeping_unicode() -> None:
+    """kwargs is compact JSON with non-ASCII characters kept as is (not \\u escapes)."""
+    raw = make_task(kwargs={"user_topic": "科技", "n": 1}).to_hash()
+    assert raw["kwargs"] == '{"user_topic":"科技","n":1}'
+
+
+def test_task_from_hash_parses_int_fields_as_int() -> None:
+    """Integer fields come back as int, not str."""
+    task = Task.from_hash(FULL.to_hash())
+    for name in (
+        "interval_s",
+        "created_ms",
+        "next_ms",
+        "round_num",
+        "fence",
+        "failures",
+        "paused_until_ms",
+    ):
+        assert type(getattr(task, name)) is int, name
+
+
+def test_task_from_hash_status_is_task_status() -> None:
+    """The status comes back as a TaskStatus member."""
+    assert Task.from_hash(FULL.to_hash()).status is TaskStatus.ERROR
+
+
+def test_task_from_hash_accepts_bytes() -> None:
+    """A hash read by a client without decode_responses (bytes keys and values) decodes."""
+    raw = {k.encode(): v.encode() for k, v in FULL.to_hash().items()}
+    assert Task.from_hash(raw) == FULL
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("round_num", 0, id="round-num"),
+        pytest.param("fence", 0, id="fence"),
+        pytest.param("failures", 0, id="failures"),
+        pytest.param("next_ms", None, id="next-ms"),
+        pytest.param("kwargs", {}, id="kwargs"),
+        pytest.param("worker", None, id="worker"),
+    ],
+)
+def test_task_from_hash_missing_field_gets_default(name: str, expected: object) -> None:
+    """A field absent from the hash (record written by an older version) gets its default."""
+    raw = FULL.to_hash()
+    del raw[name]
+    assert getattr(Task.from_hash(raw), name) == expected
+
+
+def test_task_evolve_returns_changed_copy() -> None:
+    """evolve() returns a new task with the changes and leaves the original untouched."""
+    task = make_task()
+    changed = task.evolve(status=TaskStatus.PAUSED, fence=1)
+    assert (changed.status, changed.fence) == (TaskStatus.PAUSED, 1)
+    assert (task.status, task.fence) == (TaskStatus.PENDING, 0)
