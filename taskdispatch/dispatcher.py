@@ -62,7 +62,14 @@ class TaskDispatcher:
     ) -> None:
         self.settings = settings or get_settings()
         self._owns_redis = redis is None
-        self.redis = redis or Redis.from_url(self.settings.redis_url, decode_responses=True)
+        # Timeouts turn an unresponsive Redis into a prompt 503 instead of a hung request.
+        self.redis = redis or Redis.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            health_check_interval=10,
+        )
         self.keys = Keys(self.settings.key_prefix)
         self.store = TaskStore(self.redis, self.keys)
         self.clock = clock

@@ -7,6 +7,7 @@ with tables. Semantic errors raise InvalidTaskError naming the field.
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -35,10 +36,14 @@ LIMITS = {
     "id_chars": 128,
     "text_chars": 512,
     "kwargs_bytes": 64 * 1024,
+    "kwargs_depth": 32,
     "interval_s_max": 366 * 24 * 3600,
     "priority_offset_s_max": 366 * 24 * 3600,
 }
 
+
+# 3000-01-01T00:00:00Z: far enough for any schedule, far from datetime's year-9999 limit.
+HORIZON_MS = 32_503_680_000_000
 
 _URL_RESERVED = frozenset("/?#%\\")
 
@@ -66,9 +71,41 @@ def _check_text(value: str, *, field: str) -> str:
         raise InvalidTaskError(
             f"{field} must be at most {LIMITS['text_chars']} characters", field=field
         )
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in value):
-        raise InvalidTaskError(f"{field} must not contain control characters", field=field)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\t\n" for ch in value):
+        raise InvalidTaskError(
+            f"{field} must not contain control characters or lone surrogates", field=field
+        )
     return value
+
+
+def _check_horizon(ms: int, *, field: str) -> int:
+    """Times beyond the horizon would overflow date arithmetic near year 9999."""
+    if ms > HORIZON_MS:
+        raise InvalidTaskError(f"{field} must be before 3000-01-01", field=field)
+    return ms
+
+
+def _check_json(value: Any, *, field: str, depth: int = 0) -> None:
+    if depth > LIMITS["kwargs_depth"]:
+        raise InvalidTaskError(
+            f"{field} nests deeper than {LIMITS['kwargs_depth']} levels", field=field
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(str(key), field=field)
+            _check_json(item, field=field, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, field=field, depth=depth + 1)
+    elif isinstance(value, str):
+        _check_text_chars(value, field=field)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidTaskError(f"{field} must not contain NaN or Infinity", field=field)
+
+
+def _check_text_chars(value: str, *, field: str) -> None:
+    if any(unicodedata.category(ch) == "Cs" for ch in value):
+        raise InvalidTaskError(f"{field} must not contain lone surrogates", field=field)
 
 
 def _check_interval(value: int) -> int:
@@ -89,7 +126,9 @@ def _parse(fn: Any, *args: Any, field: str, **kw: Any) -> Any:
 
 def _run_params(fields: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
     params = dict(base)
-    params.update(fields.get("kwargs") or {})
+    extra = fields.get("kwargs") or {}
+    _check_json(extra, field="kwargs")
+    params.update(extra)
     for name in RUN_PARAM_FIELDS:
         if name in fields:
             if fields[name] is None:
@@ -109,6 +148,8 @@ def _end(value: Any, tz: Any, *, now_ms: int) -> tuple[int | None, str | None]:
     if value is None:
         return None, None
     end_ms = _parse(schedule.parse_end, value, tz, field="task_end_time")
+    if end_ms is not None:
+        _check_horizon(end_ms, field="task_end_time")
     if end_ms is not None and end_ms < now_ms:
         raise InvalidTaskError(
             f"task_end_time '{value}' is in the past; give a future date or datetime, or null",
@@ -149,7 +190,12 @@ def new_task(
     end_ms, end_text = _end(fields.get("task_end_time"), tz, now_ms=now_ms)
     start_at = fields.get("start_at")
     start_at_ms = (
-        _parse(lambda: schedule.parse_instant(start_at, tz, field="start_at"), field="start_at")
+        _check_horizon(
+            _parse(
+                lambda: schedule.parse_instant(start_at, tz, field="start_at"), field="start_at"
+            ),
+            field="start_at",
+        )
         if start_at
         else None
     )
@@ -187,6 +233,9 @@ def new_task(
 
 def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
     """Apply a PATCH; recompute the next run where the change affects it."""
+    for required in ("timezone", "account_name", "interval", "valid_time_range"):
+        if required in changes and changes[required] in (None, ""):
+            raise InvalidTaskError(f"{required} cannot be null or empty", field=required)
     tz_name = changes.get("timezone") or task.timezone
     tz = _parse(schedule.parse_timezone, tz_name, field="timezone")
     window = (

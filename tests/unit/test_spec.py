@@ -726,3 +726,42 @@ def test_resumed_error_task_clears_last_error() -> None:
     """Resume revives an error task and forgets the error it was stopped by."""
     task = stored(status=ERROR, failures=3, last_error="RuntimeError: boom")
     assert spec.resumed(task, now_ms=NOW).last_error is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        pytest.param({"start_at": "9999-12-31T23:00:00"}, "start_at", id="start-at-year-9999"),
+        pytest.param({"task_end_time": "3001-01-01"}, "task_end_time", id="end-past-horizon"),
+        pytest.param({"user_query": "a\ud800b"}, "user_query", id="lone-surrogate"),
+        pytest.param({"kwargs": {"x": "\udfff"}}, "kwargs", id="surrogate-in-kwargs"),
+        pytest.param({"kwargs": {"x": float("nan")}}, "kwargs", id="nan-in-kwargs"),
+        pytest.param({"kwargs": {"x": float("inf")}}, "kwargs", id="inf-in-kwargs"),
+    ],
+)
+def test_new_task_hostile_value_raises_naming_field(fields: dict[str, Any], field: str) -> None:
+    """Values that would overflow dates or break JSON encoding are refused up front."""
+    with pytest.raises(InvalidTaskError) as info:
+        create(**fields)
+    assert info.value.field == field
+
+
+def test_new_task_deeply_nested_kwargs_raises_naming_kwargs() -> None:
+    """kwargs nested deeper than the limit are refused before any encoding recursion."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(spec.LIMITS["kwargs_depth"] + 2):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(InvalidTaskError) as info:
+        create(kwargs=deep)
+    assert info.value.field == "kwargs"
+
+
+@pytest.mark.parametrize("field", ["timezone", "account_name", "interval", "valid_time_range"])
+@pytest.mark.parametrize("value", [None, ""], ids=["null", "empty"])
+def test_updated_null_for_required_field_raises_naming_it(field: str, value: Any) -> None:
+    """PATCH cannot blank out a field every task must have."""
+    with pytest.raises(InvalidTaskError) as info:
+        spec.updated(stored(), {field: value}, now_ms=NOW)
+    assert info.value.field == field

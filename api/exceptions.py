@@ -1,0 +1,196 @@
+"""How requests fail: every error is `{"success": false, "error": "<clear message>"}`.
+
+`install_error_handlers` maps taskdispatch's exceptions, request validation, Starlette's
+HTTP errors and Redis outages to one body shape with a fitting status; anything else is
+a 500 that names no internals. `BodySizeLimit` rejects oversized bodies with 413.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.models import ErrorDetail, ErrorResponse
+from taskdispatch.exceptions import (
+    AccountTaskExistsError,
+    InvalidTaskError,
+    StoreUnavailableError,
+    TaskConflictError,
+    TaskDispatchError,
+    TaskNotFoundError,
+    UnknownTaskTypeError,
+)
+from taskdispatch.redis_server import mask_url
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodySizeLimit",
+    "error_response",
+    "error_responses",
+    "install_error_handlers",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+# First match wins, so a subclass must come before its base.
+_STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
+    UnknownTaskTypeError: 400,
+    InvalidTaskError: 422,
+    TaskNotFoundError: 404,
+    AccountTaskExistsError: 400,
+    TaskConflictError: 409,
+}
+
+_DESCRIPTIONS = {
+    400: "请求错误（账户已有任务、未知任务类型、请求体不是 JSON）",
+    401: "未授权（设置了 TASKDISPATCH_API_TOKEN 时需要 Bearer token）",
+    404: "任务不存在",
+    409: "任务当前状态不允许该操作",
+    413: "请求体超过 1 MiB",
+    422: "参数校验失败，error 指明字段",
+    500: "内部服务器错误",
+    503: "Redis 不可用",
+}
+
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    details: list[ErrorDetail] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=message, details=details).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting the error body for these statuses."""
+    return {
+        code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in status_codes
+    }
+
+
+def _with_field(field: str, message: str) -> str:
+    return message if message.startswith(field) else f"{field}: {message}"
+
+
+def _store_unavailable(url: str, cause: BaseException | None) -> JSONResponse:
+    # The cause names host and errno, never the password; the URL is masked both ways.
+    log.warning("Redis at %s is unreachable: %r", mask_url(url), cause)
+    return error_response(503, str(StoreUnavailableError(mask_url(url))))
+
+
+async def _task_error(request: Request, exc: TaskDispatchError) -> JSONResponse:
+    if isinstance(exc, StoreUnavailableError):
+        return _store_unavailable(exc.url, exc.__cause__)
+    status_code = next(
+        (code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400
+    )
+    if isinstance(exc, InvalidTaskError) and exc.field is not None:
+        message = _with_field(exc.field, str(exc))
+        details = [ErrorDetail(field=exc.field, message=str(exc))]
+        return error_response(status_code, message, details=details)
+    return error_response(status_code, str(exc))
+
+
+async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    return _store_unavailable(request.app.state.settings.redis_url, exc)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    """("body", "valid_time_range", 0) -> "valid_time_range[0]"; ("query", "limit") -> "limit"."""
+    parts = loc[1:] if len(loc) > 1 and loc[0] in _LOCATIONS else loc
+    name = str(parts[0])
+    for part in parts[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def _unreadable_body(errors: Sequence[Any]) -> str | None:
+    """Why the body could not be read as JSON at all, or None if it could."""
+    for error in errors:
+        if error["type"] == "json_invalid":
+            return "request body is not valid JSON"
+        # FastAPI hands over the raw bytes when the Content-Type is not JSON.
+        if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
+            return "request body must be JSON sent with 'Content-Type: application/json'"
+    return None
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    unreadable = _unreadable_body(errors)
+    if unreadable is not None:
+        return error_response(400, unreadable)
+    details = [ErrorDetail(field=_field_name(e["loc"]), message=e["msg"]) for e in errors]
+    first = details[0]
+    return error_response(422, f"{first.field}: {first.message}", details=details)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("未处理的异常: %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "内部服务器错误")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.exception_handler(TaskDispatchError)(_task_error)
+    # ConnectionError covers refused connections and BusyLoadingError (Redis starting up).
+    app.exception_handler(redis.exceptions.ConnectionError)(_redis_down)
+    app.exception_handler(redis.exceptions.TimeoutError)(_redis_down)
+    app.exception_handler(RequestValidationError)(_invalid_request)
+    app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(Exception)(_unexpected)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {max_bytes} bytes")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over `max_bytes`, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            # Refused before reading a byte; this runs outside the exception handlers.
+            exc = BodyTooLarge(self.max_bytes)
+            await error_response(exc.status_code, exc.detail)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # Raised inside the endpoint's body read, so the HTTPException handler answers.
+                raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,73 @@
+"""The FastAPI application: `uvicorn api.main:app`, or `python -m api.main`.
+
+`create_app(settings)` builds an app; creating it touches no network, so importing this
+module is safe anywhere. The lifespan owns the one `TaskDispatcher` every request shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.dependencies import require_token
+from api.exceptions import MAX_BODY_BYTES, BodySizeLimit, error_responses, install_error_handlers
+from api.routers import accounts, dispatcher, health, tasks
+from taskdispatch import __version__
+from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.settings import Settings, get_settings
+
+__all__ = ["app", "create_app"]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with TaskDispatcher(app.state.settings) as task_dispatcher:
+        app.state.dispatcher = task_dispatcher
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="任务调度器 API",
+        description="任务调度器 Web API 接口",
+        version=__version__,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if settings.cors_origins:
+        # Bearer tokens, not cookies: credentials stay off, so "*" cannot leak a session.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.include_router(health.router)
+    for router in (dispatcher.router, tasks.router, accounts.router):
+        app.include_router(
+            router,
+            dependencies=[Depends(require_token)],
+            responses=error_responses(401, 500, 503),
+        )
+    return app
+
+
+app = create_app()
+
+
+def main() -> None:
+    settings: Settings = app.state.settings
+    uvicorn.run(
+        app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower()
+    )
+
+
+if __name__ == "__main__":
+    main()

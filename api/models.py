@@ -1,0 +1,372 @@
+"""The wire format: request bodies, response bodies and the one Task -> TaskInfo converter.
+
+Request models only check types and shape (strict integers, no unknown fields, text that
+can be stored); what the values mean is validated by the dispatcher, so the Python API
+and the REST API reject the same input with the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, overload
+from zoneinfo import ZoneInfo
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
+
+from taskdispatch.models import Task, TaskStatus
+from taskdispatch.schedule import to_local_iso
+
+__all__ = [
+    "AccountTasksResponse",
+    "ActionResponse",
+    "DispatcherStatusResponse",
+    "ErrorDetail",
+    "ErrorResponse",
+    "HealthResponse",
+    "RunningRound",
+    "TaskActionResponse",
+    "TaskCreateRequest",
+    "TaskDetail",
+    "TaskInfo",
+    "TaskListResponse",
+    "TaskPauseResponse",
+    "TaskReorderRequest",
+    "TaskReorderResponse",
+    "TaskResumeResponse",
+    "TaskSavedResponse",
+    "TaskUpdateRequest",
+    "local_time",
+    "task_info",
+]
+
+
+# Deep enough for any real parameter set, shallow enough that storing and rendering the
+# value (both recursive) can never hit Python's recursion limit.
+KWARGS_MAX_DEPTH = 32
+
+
+def _storable_text(value: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"); Redis and the JSON encoder cannot store them.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "unicode_text", "must be valid Unicode text (no lone surrogates)"
+        ) from None
+    return value
+
+
+def _check_json_value(value: object, depth: int) -> None:
+    if depth > KWARGS_MAX_DEPTH:
+        raise PydanticCustomError(
+            "json_depth", f"must not nest deeper than {KWARGS_MAX_DEPTH} levels"
+        )
+    if isinstance(value, str):
+        _storable_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("json_number", "must not contain NaN or Infinity (not JSON)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_text(key)
+            _check_json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_value(item, depth + 1)
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_value(value, 1)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+RunParams = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
+class _Request(BaseModel):
+    # An unknown field is almost always a typo ("intervall"); ignoring it would hide it.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreateRequest(_Request):
+    """Body of POST /api/v1/tasks/ (document section 4.1, plus timezone, start_at, kwargs)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sys_type": "mac_intel",
+                    "task_type": "xhs_type",
+                    "xhs_account_id": "account_1",
+                    "xhs_account_name": "账号1",
+                    "user_query": "开始运营",
+                    "user_topic": "科技",
+                    "user_style": "专业",
+                    "user_target_audience": "技术爱好者",
+                    "task_end_time": "2030-12-31",
+                    "interval": 3600,
+                    "valid_time_range": [8, 22],
+                }
+            ]
+        }
+    )
+
+    sys_type: Text = Field(description="Machine type the round runs on, e.g. mac_intel.")
+    task_type: Text = Field("xhs_type", description="A registered task type.")
+    xhs_account_id: Text = Field(description="Account id; one task per account.")
+    xhs_account_name: Text = Field(description="Account display name.")
+    user_query: Text | None = None
+    user_topic: Text | None = None
+    user_style: Text | None = None
+    user_target_audience: Text | None = None
+    task_end_time: Text | None = Field(
+        None,
+        description="ISO date (through the end of that day) or datetime; null = no end.",
+    )
+    interval: StrictInt | None = Field(3600, description="Seconds between rounds.")
+    valid_time_range: list[StrictInt] | None = Field(
+        [8, 22], description="[start, end) local hours in which a round may start."
+    )
+    timezone: Text | None = Field(None, description="IANA zone; default: the server setting.")
+    start_at: Text | None = Field(None, description="ISO datetime of the first run.")
+    kwargs: RunParams | None = Field(None, description="Extra run parameters for the handler.")
+
+
+class TaskUpdateRequest(_Request):
+    """Body of PATCH /api/v1/tasks/{task_id}; only the fields sent are changed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"interval": 7200, "valid_time_range": [9, 21]}]}
+    )
+
+    interval: StrictInt | None = None
+    valid_time_range: list[StrictInt] | None = None
+    task_end_time: Text | None = Field(None, description="null removes the end.")
+    timezone: Text | None = None
+    account_name: Text | None = None
+    user_query: Text | None = Field(None, description="null removes the parameter.")
+    user_topic: Text | None = None
+    user_style: Text | None = None
+    user_target_audience: Text | None = None
+    kwargs: RunParams | None = Field(None, description="Merged into the run parameters.")
+
+
+class TaskReorderRequest(_Request):
+    """Body of POST /api/v1/tasks/{task_id}/reorder."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"priority_offset": -1800}]})
+
+    priority_offset: StrictInt = Field(
+        description="Seconds: negative runs earlier (not before now), positive later."
+    )
+
+
+class TaskInfo(BaseModel):
+    """A task as the API shows it; times are ISO 8601 in the task's time zone."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": "550e8400-e29b-41d4-a716-446655440000",
+                    "account_id": "account_1",
+                    "account_name": "账号1",
+                    "task_type": "xhs_type",
+                    "status": "pending",
+                    "interval": 3600,
+                    "valid_time_range": [8, 22],
+                    "task_end_time": "2026-02-08",
+                    "last_execution_time": "2026-01-08T10:30:00+08:00",
+                    "next_execution_time": "2026-01-08T11:30:00+08:00",
+                    "created_at": "2026-01-08T09:00:00+08:00",
+                    "updated_at": "2026-01-08T10:30:00+08:00",
+                    "round_num": 5,
+                    "sys_type": "mac_intel",
+                    "timezone": "Asia/Shanghai",
+                    "failures": 0,
+                    "last_error": None,
+                    "started_at": None,
+                    "worker": None,
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    account_id: str
+    account_name: str
+    task_type: str
+    status: TaskStatus
+    interval: int = Field(description="Seconds between rounds.")
+    valid_time_range: list[int]
+    task_end_time: str | None = Field(description="The end as given at creation, or null.")
+    last_execution_time: str | None
+    next_execution_time: str | None
+    created_at: str
+    updated_at: str
+    round_num: int = Field(description="Rounds started so far.")
+    sys_type: str
+    timezone: str
+    failures: int = Field(description="Consecutive failed rounds.")
+    last_error: str | None
+    started_at: str | None = Field(description="Start of the round in progress, if running.")
+    worker: str | None = Field(description="Worker running the round in progress.")
+
+
+class TaskDetail(TaskInfo):
+    """A task with its run parameters (GET /api/v1/tasks/{task_id})."""
+
+    # Without its own config, mypy reports a bogus no-redef for a subclass field named
+    # `kwargs` (pydantic issue #3125); forbidding extras is harmless on a response model.
+    model_config = ConfigDict(extra="forbid")
+
+    kwargs: dict[str, Any] = Field(description="Run parameters the handler receives.")
+
+
+class TaskListResponse(BaseModel):
+    total: int = Field(description="All tasks matching the filters, not just this page.")
+    tasks: list[TaskInfo]
+
+
+class AccountTasksResponse(TaskListResponse):
+    account_id: str
+
+
+class ActionResponse(BaseModel):
+    success: bool = True
+    message: str
+
+
+class TaskActionResponse(ActionResponse):
+    task_id: str
+
+
+class TaskSavedResponse(TaskActionResponse):
+    task_info: TaskInfo
+
+
+class TaskPauseResponse(TaskActionResponse):
+    status: TaskStatus
+
+
+class TaskResumeResponse(TaskPauseResponse):
+    next_execution_time: str | None
+
+
+class TaskReorderResponse(TaskActionResponse):
+    new_next_execution_time: str | None
+
+
+class RunningRound(BaseModel):
+    task_id: str
+    account_id: str
+    started_at: str | None
+    worker: str | None
+
+
+class DispatcherStatusResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "is_running": True,
+                    "total_tasks": 5,
+                    "pending_tasks": 3,
+                    "running_tasks": 1,
+                    "paused_tasks": 1,
+                    "completed_tasks": 0,
+                    "error_tasks": 0,
+                    "current_running_task": {
+                        "task_id": "550e8400-e29b-41d4-a716-446655440000",
+                        "account_id": "account_1",
+                        "started_at": "2026-01-08T10:30:00+08:00",
+                        "worker": "celery@host-1",
+                    },
+                    "enabled": True,
+                    "beats_alive": 1,
+                    "running_rounds": [
+                        {
+                            "task_id": "550e8400-e29b-41d4-a716-446655440000",
+                            "account_id": "account_1",
+                            "started_at": "2026-01-08T10:30:00+08:00",
+                            "worker": "celery@host-1",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    is_running: bool = Field(description="The dispatcher is enabled and a beat is alive.")
+    total_tasks: int
+    pending_tasks: int
+    running_tasks: int
+    paused_tasks: int
+    completed_tasks: int
+    error_tasks: int
+    current_running_task: RunningRound | None = Field(
+        description="The earliest-started round in progress."
+    )
+    enabled: bool = Field(description="The start/stop flag every beat obeys.")
+    beats_alive: int = Field(description="Beats with a recent heartbeat.")
+    running_rounds: list[RunningRound] = Field(description="Every round in progress, oldest first.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"]
+    timestamp: str
+    version: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error body; `details` only for validation errors."""
+
+    success: Literal[False] = False
+    error: str
+    details: list[ErrorDetail] | None = None
+
+
+@overload
+def local_time(task: Task, t_ms: int) -> str: ...
+@overload
+def local_time(task: Task, t_ms: int | None) -> str | None: ...
+def local_time(task: Task, t_ms: int | None) -> str | None:
+    """An instant of this task as ISO 8601 with the offset of the task's own time zone."""
+    return to_local_iso(t_ms, ZoneInfo(task.timezone))
+
+
+@overload
+def task_info(task: Task) -> TaskInfo: ...
+@overload
+def task_info(task: Task, *, detail: Literal[True]) -> TaskDetail: ...
+def task_info(task: Task, *, detail: bool = False) -> TaskInfo:
+    info = TaskInfo(
+        task_id=task.task_id,
+        account_id=task.account_id,
+        account_name=task.account_name,
+        task_type=task.task_type,
+        status=task.status,
+        interval=task.interval_s,
+        valid_time_range=list(task.window),
+        task_end_time=task.end_text,
+        last_execution_time=local_time(task, task.last_ms),
+        next_execution_time=local_time(task, task.next_ms),
+        created_at=local_time(task, task.created_ms),
+        updated_at=local_time(task, task.updated_ms),
+        round_num=task.round_num,
+        sys_type=task.sys_type,
+        timezone=task.timezone,
+        failures=task.failures,
+        last_error=task.last_error,
+        started_at=local_time(task, task.started_ms),
+        worker=task.worker,
+    )
+    if not detail:
+        return info
+    return TaskDetail.model_validate({**info.model_dump(), "kwargs": task.kwargs})

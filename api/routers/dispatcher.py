@@ -1,0 +1,73 @@
+"""/api/v1/dispatcher: the start/stop flag every beat obeys, and what is running now."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.dependencies import DispatcherDep
+from api.models import ActionResponse, DispatcherStatusResponse, RunningRound, local_time
+from taskdispatch.dispatcher import DispatcherStatus
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/dispatcher", tags=["调度器管理"])
+
+
+def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
+    # Oldest first is part of this endpoint's contract, whatever order the store returns.
+    by_start = sorted(status.running_rounds, key=lambda t: t.started_ms or 0)
+    rounds = [
+        RunningRound(
+            task_id=t.task_id,
+            account_id=t.account_id,
+            started_at=local_time(t, t.started_ms),
+            worker=t.worker,
+        )
+        for t in by_start
+    ]
+    counts = status.counts
+    return DispatcherStatusResponse(
+        is_running=status.is_running,
+        total_tasks=sum(counts.values()),
+        pending_tasks=counts["pending"],
+        running_tasks=counts["running"],
+        paused_tasks=counts["paused"],
+        completed_tasks=counts["completed"],
+        error_tasks=counts["error"],
+        current_running_task=rounds[0] if rounds else None,
+        enabled=status.enabled,
+        beats_alive=status.beats_alive,
+        running_rounds=rounds,
+    )
+
+
+@router.get(
+    "/status",
+    summary="获取调度器状态",
+    description=(
+        "各状态的任务数量与正在执行的轮次。is_running 仅在调度器已启动（enabled）"
+        "且至少有一个 beat 心跳存活时为 true。"
+    ),
+)
+async def get_status(dispatcher: DispatcherDep) -> DispatcherStatusResponse:
+    return _status_response(await dispatcher.status())
+
+
+@router.post(
+    "/start",
+    summary="启动调度器",
+    description="打开所有 beat 共同遵守的调度开关；重复调用无副作用。",
+)
+async def start(dispatcher: DispatcherDep) -> ActionResponse:
+    await dispatcher.start()
+    return ActionResponse(message="调度器已启动")
+
+
+@router.post(
+    "/stop",
+    summary="停止调度器",
+    description="关闭调度开关：不再派发新的轮次，正在执行的轮次会正常完成。",
+)
+async def stop(dispatcher: DispatcherDep) -> ActionResponse:
+    await dispatcher.stop()
+    return ActionResponse(message="调度器已停止")

@@ -1,0 +1,158 @@
+"""/api/v1/tasks: create, list, read, change, delete, pause, resume and reorder tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.dependencies import DispatcherDep
+from api.exceptions import error_responses
+from api.models import (
+    TaskActionResponse,
+    TaskCreateRequest,
+    TaskDetail,
+    TaskListResponse,
+    TaskPauseResponse,
+    TaskReorderRequest,
+    TaskReorderResponse,
+    TaskResumeResponse,
+    TaskSavedResponse,
+    TaskUpdateRequest,
+    local_time,
+    task_info,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
+
+
+# Both "/api/v1/tasks" and "/api/v1/tasks/": clients differ, and a redirect would make
+# some of them drop the body or the Authorization header.
+@router.post(
+    "/",
+    summary="创建任务",
+    description=(
+        "为一个账户创建周期任务；同一账户只能有一个任务。首次执行时间为创建时间加 interval"
+        "（或 start_at），并移入 valid_time_range 时间窗口。"
+    ),
+    responses=error_responses(400, 413, 422),
+)
+@router.post("", include_in_schema=False)
+async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
+    task = await dispatcher.create_task(**body.model_dump())
+    return TaskSavedResponse(
+        message="任务创建成功", task_id=task.task_id, task_info=task_info(task)
+    )
+
+
+@router.get(
+    "/",
+    summary="列出所有任务",
+    description=(
+        "按创建顺序分页列出任务，可按 account_id 与 status 过滤；"
+        "total 为所有匹配的任务数。limit 取 1..1000，offset >= 0。"
+    ),
+    responses=error_responses(422),
+)
+@router.get("", include_in_schema=False)
+async def list_tasks(
+    dispatcher: DispatcherDep,
+    account_id: Annotated[str | None, Query(description="只列出该账户的任务")] = None,
+    status: Annotated[
+        str | None, Query(description="pending / running / paused / completed / error")
+    ] = None,
+    limit: Annotated[int, Query(description="每页数量，1..1000")] = 100,
+    offset: Annotated[int, Query(description="跳过的任务数，>= 0")] = 0,
+) -> TaskListResponse:
+    total, tasks = await dispatcher.list_tasks(
+        account_id=account_id, status=status, limit=limit, offset=offset
+    )
+    return TaskListResponse(total=total, tasks=[task_info(t) for t in tasks])
+
+
+@router.get(
+    "/{task_id}",
+    summary="获取任务详情",
+    description="任务的全部字段，包括运行参数 kwargs。",
+    responses=error_responses(404),
+)
+async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
+    return task_info(await dispatcher.get_task(task_id), detail=True)
+
+
+@router.patch(
+    "/{task_id}",
+    summary="修改任务",
+    description=(
+        "只修改请求体中出现的字段；显式 null 表示清除（task_end_time、user_* 参数）。"
+        "修改 interval、时间窗口、时区或结束时间会重新计算下次执行时间，任务状态不变。"
+    ),
+    responses=error_responses(404, 413, 422),
+)
+async def update_task(
+    task_id: str, body: TaskUpdateRequest, dispatcher: DispatcherDep
+) -> TaskSavedResponse:
+    task = await dispatcher.update_task(task_id, **body.model_dump(exclude_unset=True))
+    return TaskSavedResponse(message="任务更新成功", task_id=task_id, task_info=task_info(task))
+
+
+@router.delete(
+    "/{task_id}",
+    summary="删除任务",
+    description="删除任务及其执行记录；正在执行的轮次结束后不会再被调度。",
+    responses=error_responses(404),
+)
+async def delete_task(task_id: str, dispatcher: DispatcherDep) -> TaskActionResponse:
+    await dispatcher.delete_task(task_id)
+    return TaskActionResponse(message="任务删除成功", task_id=task_id)
+
+
+@router.post(
+    "/{task_id}/pause",
+    summary="暂停任务",
+    description="将 pending 或 running 的任务移出调度；正在执行的轮次会完成，但不再排下一轮。",
+    responses=error_responses(404, 409),
+)
+async def pause_task(task_id: str, dispatcher: DispatcherDep) -> TaskPauseResponse:
+    task = await dispatcher.pause_task(task_id)
+    return TaskPauseResponse(message="任务暂停成功", task_id=task_id, status=task.status)
+
+
+@router.post(
+    "/{task_id}/resume",
+    summary="恢复任务",
+    description=(
+        "恢复 paused 或 error 的任务：未来的下次执行时间保持不变，否则立即（在时间窗口内）执行。"
+    ),
+    responses=error_responses(404, 409),
+)
+async def resume_task(task_id: str, dispatcher: DispatcherDep) -> TaskResumeResponse:
+    task = await dispatcher.resume_task(task_id)
+    return TaskResumeResponse(
+        message="任务恢复成功",
+        task_id=task_id,
+        status=task.status,
+        next_execution_time=local_time(task, task.next_ms),
+    )
+
+
+@router.post(
+    "/{task_id}/reorder",
+    summary="调整任务优先级",
+    description=(
+        "下次执行时间加上 priority_offset 秒：负数提前（不早于当前时间），正数延后，"
+        "结果移入时间窗口。任务正在运行时返回 409。"
+    ),
+    responses=error_responses(404, 409, 413, 422),
+)
+async def reorder_task(
+    task_id: str, body: TaskReorderRequest, dispatcher: DispatcherDep
+) -> TaskReorderResponse:
+    task = await dispatcher.reorder_task(task_id, body.priority_offset)
+    return TaskReorderResponse(
+        message="任务优先级调整成功",
+        task_id=task_id,
+        new_next_execution_time=local_time(task, task.next_ms),
+    )
