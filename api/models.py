@@ -14,16 +14,19 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
+from taskdispatch.history import RunRecord
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.schedule import to_local_iso
 
 __all__ = [
     "AccountTasksResponse",
     "ActionResponse",
+    "ConsistencyResponse",
     "DispatcherStatusResponse",
     "ErrorDetail",
     "ErrorResponse",
     "HealthResponse",
+    "RunInfo",
     "RunningRound",
     "TaskActionResponse",
     "TaskCreateRequest",
@@ -34,9 +37,12 @@ __all__ = [
     "TaskReorderRequest",
     "TaskReorderResponse",
     "TaskResumeResponse",
+    "TaskRunNowResponse",
+    "TaskRunsResponse",
     "TaskSavedResponse",
     "TaskUpdateRequest",
     "local_time",
+    "run_info",
     "task_info",
 ]
 
@@ -310,7 +316,41 @@ class DispatcherStatusResponse(BaseModel):
     )
     enabled: bool = Field(description="The start/stop flag every beat obeys.")
     beats_alive: int = Field(description="Beats with a recent heartbeat.")
+    workers_alive: int = Field(description="Celery workers with a recent heartbeat.")
     running_rounds: list[RunningRound] = Field(description="Every round in progress, oldest first.")
+    due_backlog: int = Field(description="Tasks due now that no beat has claimed yet.")
+    scheduling_lag_s: float = Field(
+        description="How long the oldest unclaimed due task has waited (0 when none waits)."
+    )
+
+
+class ConsistencyResponse(BaseModel):
+    consistent: bool
+    problems: list[str] = Field(description="Each disagreement between a task and an index.")
+
+
+class RunInfo(BaseModel):
+    """One round (or skipped or lost slot) of a task; times in the task's time zone."""
+
+    outcome: Literal["ok", "failed", "skipped", "lost"]
+    round_num: int | None
+    scheduled_for: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    reason: str | None = Field(description="Why a slot was skipped or lost.")
+    error: str | None
+    worker: str | None
+    result: Any = Field(description="What the handler returned (JSON).")
+
+
+class TaskRunsResponse(BaseModel):
+    task_id: str
+    runs: list[RunInfo] = Field(description="Newest first, capped per task.")
+
+
+class TaskRunNowResponse(TaskActionResponse):
+    next_execution_time: str | None
 
 
 class HealthResponse(BaseModel):
@@ -370,3 +410,19 @@ def task_info(task: Task, *, detail: bool = False) -> TaskInfo:
     if not detail:
         return info
     return TaskDetail.model_validate({**info.model_dump(), "kwargs": task.kwargs})
+
+
+def run_info(task: Task, record: RunRecord) -> RunInfo:
+    started, finished = record.started_ms, record.finished_ms
+    return RunInfo(
+        outcome=record.outcome,
+        round_num=record.round_num,
+        scheduled_for=local_time(task, record.scheduled_ms),
+        started_at=local_time(task, started),
+        finished_at=local_time(task, finished),
+        duration_s=None if started is None or finished is None else (finished - started) / 1000,
+        reason=record.reason,
+        error=record.error,
+        worker=record.worker,
+        result=record.result,
+    )

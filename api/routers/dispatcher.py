@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.dependencies import DispatcherDep
-from api.models import ActionResponse, DispatcherStatusResponse, RunningRound, local_time
+from api.models import (
+    ActionResponse,
+    ConsistencyResponse,
+    DispatcherStatusResponse,
+    RunningRound,
+    local_time,
+)
+from taskdispatch.consistency import check_consistency
 from taskdispatch.dispatcher import DispatcherStatus
 
 __all__ = ["router"]
@@ -37,7 +44,10 @@ def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
         current_running_task=rounds[0] if rounds else None,
         enabled=status.enabled,
         beats_alive=status.beats_alive,
+        workers_alive=status.workers_alive,
         running_rounds=rounds,
+        due_backlog=status.due_backlog,
+        scheduling_lag_s=status.scheduling_lag_ms / 1000,
     )
 
 
@@ -71,3 +81,16 @@ async def start(dispatcher: DispatcherDep) -> ActionResponse:
 async def stop(dispatcher: DispatcherDep) -> ActionResponse:
     await dispatcher.stop()
     return ActionResponse(message="调度器已停止")
+
+
+@router.get(
+    "/check",
+    summary="检查存储一致性",
+    description=(
+        "逐个核对任务与其索引（状态、待执行、运行中、账户绑定）是否一致。"
+        "耗时与任务总数成正比，供运维按需调用，不要用于高频监控。"
+    ),
+)
+async def check(dispatcher: DispatcherDep) -> ConsistencyResponse:
+    problems = await check_consistency(dispatcher.redis, dispatcher.keys)
+    return ConsistencyResponse(consistent=not problems, problems=problems)

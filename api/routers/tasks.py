@@ -17,9 +17,12 @@ from api.models import (
     TaskReorderRequest,
     TaskReorderResponse,
     TaskResumeResponse,
+    TaskRunNowResponse,
+    TaskRunsResponse,
     TaskSavedResponse,
     TaskUpdateRequest,
     local_time,
+    run_info,
     task_info,
 )
 
@@ -156,3 +159,40 @@ async def reorder_task(
         task_id=task_id,
         new_next_execution_time=local_time(task, task.next_ms),
     )
+
+
+@router.post(
+    "/{task_id}/run",
+    summary="立即执行一轮",
+    description=(
+        "将 pending 任务的下次执行时间设为现在（在时间窗口内），beat 会在一秒内派发。"
+        "任务正在运行时返回 409；paused / error / completed 的任务需先恢复。"
+    ),
+    responses=error_responses(404, 409),
+)
+async def run_task_now(task_id: str, dispatcher: DispatcherDep) -> TaskRunNowResponse:
+    task = await dispatcher.run_now(task_id)
+    return TaskRunNowResponse(
+        message="任务已安排立即执行",
+        task_id=task_id,
+        next_execution_time=local_time(task, task.next_ms),
+    )
+
+
+@router.get(
+    "/{task_id}/runs",
+    summary="任务执行记录",
+    description=(
+        "最近的执行记录（最新在前）：计划时间、开始/结束时间、耗时、结果 ok/failed/skipped/lost、"
+        "错误、执行的 worker 与返回值。每个任务保留的条数由 TASKDISPATCH_RUNS_KEPT 决定。"
+    ),
+    responses=error_responses(404, 422),
+)
+async def task_runs(
+    task_id: str,
+    dispatcher: DispatcherDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="最多返回条数")] = 50,
+) -> TaskRunsResponse:
+    task = await dispatcher.get_task(task_id)
+    records = await dispatcher.runs(task_id, limit=limit)
+    return TaskRunsResponse(task_id=task_id, runs=[run_info(task, r) for r in records])

@@ -37,7 +37,10 @@ async def test_status_empty_store_has_document_fields(client: httpx.AsyncClient)
         "current_running_task": None,
         "enabled": True,
         "beats_alive": 0,
+        "workers_alive": 0,
         "running_rounds": [],
+        "due_backlog": 0,
+        "scheduling_lag_s": 0.0,
     }
 
 

@@ -91,7 +91,7 @@ async def test_section_8_2_every_operation_has_summary_and_description(
     """Every documented operation carries a summary and a description."""
     schema = (await client.get("/openapi.json")).json()
     operations = [op for path in schema["paths"].values() for op in path.values()]
-    assert len(operations) == 13
+    assert len(operations) >= 13
     assert all(op.get("summary") and op.get("description") for op in operations)
 
 

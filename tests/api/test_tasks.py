@@ -526,3 +526,44 @@ async def test_reorder_invalid_offset_is_422(
     response = await client.post(f"/api/v1/tasks/{task_id}/reorder", json=body)
     assert response.status_code == 422
     assert response.json()["error"].startswith("priority_offset")
+
+
+async def test_run_now_pending_task_makes_it_due_now(
+    client: httpx.AsyncClient, create_task: CreateTask
+) -> None:
+    """POST /run moves the next execution to now (the window [0, 24] is always open)."""
+    task_id = (await create_task(valid_time_range=[0, 24], interval=3600))["task_id"]
+    before = (await client.get(f"/api/v1/tasks/{task_id}")).json()["next_execution_time"]
+    response = await client.post(f"/api/v1/tasks/{task_id}/run")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True and body["task_id"] == task_id
+    assert body["next_execution_time"] < before
+
+
+async def test_run_now_paused_task_answers_409(
+    client: httpx.AsyncClient, create_task: CreateTask
+) -> None:
+    """A paused task must be resumed before it can run now."""
+    task_id = (await create_task())["task_id"]
+    await client.post(f"/api/v1/tasks/{task_id}/pause")
+    response = await client.post(f"/api/v1/tasks/{task_id}/run")
+    assert response.status_code == 409
+    assert response.json()["success"] is False
+
+
+async def test_runs_of_new_task_is_empty_list(
+    client: httpx.AsyncClient, create_task: CreateTask
+) -> None:
+    """A task that never ran has an empty history."""
+    task_id = (await create_task())["task_id"]
+    response = await client.get(f"/api/v1/tasks/{task_id}/runs")
+    assert response.status_code == 200
+    assert response.json() == {"task_id": task_id, "runs": []}
+
+
+async def test_runs_of_unknown_task_answers_404(client: httpx.AsyncClient) -> None:
+    """History of a task that does not exist is a 404 with the document's message."""
+    response = await client.get("/api/v1/tasks/nope/runs")
+    assert response.status_code == 404
+    assert response.json()["error"] == "任务不存在: nope"
