@@ -6,6 +6,7 @@ module is safe anywhere. The lifespan owns the one `TaskDispatcher` every reques
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,14 +18,23 @@ from api.dependencies import require_token
 from api.exceptions import MAX_BODY_BYTES, BodySizeLimit, error_responses, install_error_handlers
 from api.routers import accounts, dispatcher, health, tasks
 from taskdispatch import __version__
+from taskdispatch.checks import run_startup_checks
 from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.settings import Settings, get_settings
 
 __all__ = ["app", "create_app"]
 
+log = logging.getLogger(__name__)
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        run_startup_checks(app.state.settings, process="api")
+    except StoreUnavailableError as exc:
+        # Unlike a worker, the API is useful without Redis: it answers 503 until Redis is back.
+        log.error("%s", exc)
     async with TaskDispatcher(app.state.settings) as task_dispatcher:
         app.state.dispatcher = task_dispatcher
         yield

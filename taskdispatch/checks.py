@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
 
-from pydantic import TypeAdapter
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -45,15 +43,6 @@ class EvictionPolicyError(RuntimeError):
         self.policy = policy
 
 
-def _eviction_allowed(settings: Settings) -> bool:
-    # The flag belongs on Settings; the environment fallback keeps the check honest with a
-    # Settings class that does not declare it yet.
-    value = getattr(settings, "allow_eviction", None)
-    if value is None:
-        value = os.environ.get("TASKDISPATCH_ALLOW_EVICTION", "false")
-    return TypeAdapter(bool).validate_python(value)
-
-
 def _client(url: str) -> Redis:
     return Redis.from_url(
         url, decode_responses=True, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
@@ -65,7 +54,8 @@ def _config(client: Redis, *names: str) -> dict[str, str] | None:
     values: dict[str, str] = {}
     try:
         for name in names:
-            values.update(client.config_get(name))
+            reply = client.config_get(name)
+            values.update({str(key): str(value) for key, value in reply.items()})
     except ResponseError:
         return None
     return values
@@ -99,7 +89,7 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
         return
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
-        if not _eviction_allowed(settings):
+        if not settings.allow_eviction:
             raise EvictionPolicyError(url, policy, process=process)
         log.warning(
             "%s: Redis at %s has maxmemory-policy '%s' (TASKDISPATCH_ALLOW_EVICTION=true): "

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     lock_retry_s: float = 2.0
     round_time_limit_s: float = 600.0
     recovery_every_s: float = 5.0
+    # Downgrades the startup refusal of a Redis whose maxmemory-policy may evict keys.
+    allow_eviction: bool = False
     runs_kept: int = 50
     max_consecutive_failures: int = 3
 

@@ -13,10 +13,12 @@ from functools import cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import heartbeat_sent, worker_process_init, worker_ready
+from celery.signals import beat_init, heartbeat_sent, worker_init, worker_process_init, worker_ready
 from redis import Redis
 from redis.exceptions import RedisError
 
+from taskdispatch.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.handlers import load_registry
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.scheduler import ROUND_TASK
@@ -35,6 +37,25 @@ def runner() -> RoundRunner:
     settings = get_settings()
     redis = Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
     return RoundRunner(redis, settings, load_registry(settings), hostname=socket.gethostname())
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _check_worker_startup(**_: Any) -> None:
+    _startup_checks("worker")
+
+
+@beat_init.connect  # type: ignore[untyped-decorator]
+def _check_beat_startup(**_: Any) -> None:
+    _startup_checks("beat")
+
+
+def _startup_checks(process: str) -> None:
+    """Refuse to run on an unreachable or evicting Redis, with one clear line, no traceback."""
+    try:
+        run_startup_checks(get_settings(), process=process)
+    except (StoreUnavailableError, EvictionPolicyError) as exc:
+        log.critical("%s", exc)
+        raise SystemExit(1) from None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -1,0 +1,494 @@
+"""`python -m taskdispatch.run` (what `make run` starts): the whole stack in the foreground.
+
+Picks a Redis (TASKDISPATCH_REDIS_URL, else one answering on the default URL, else an embedded
+one persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
+one beat and Flower, their output prefixed by name. Ctrl-C stops them in an order that lets
+rounds in progress finish. A child that dies takes the whole stack down, loudly: a dev stack
+with a silently missing worker or beat looks healthy while nothing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from taskdispatch.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.redis_server import EmbeddedRedis, free_port, mask_url, redis_answers
+from taskdispatch.settings import Settings, get_settings
+
+__all__ = [
+    "Child",
+    "Console",
+    "ConsoleLogHandler",
+    "RedisChoice",
+    "StopRequest",
+    "Supervisor",
+    "choose_redis",
+    "main",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+TAIL_LINES = 20
+# After beat and worker used the grace period, the API and Flower still get this long.
+LAST_STOP_S = 5.0
+BEAT_STOP_S = 10.0
+BANNER_WAIT_S = 30.0
+REDIS_CHECK_S = 1.0
+REDIS_MISSES = 3
+_POLL_S = 0.2
+_COLORS = {"api": "36", "worker": "32", "beat": "33", "flower": "35", "redis": "34", "run": "1"}
+_ALARM = "1;31"
+
+
+class Console:
+    """Procfile-style output: `name   | line`, one writer at a time, colored on a terminal."""
+
+    def __init__(self, stream: TextIO, *, color: bool) -> None:
+        self.stream = stream
+        self.color = color
+        self.width = max(len(name) for name in _COLORS)
+        self._lock = threading.Lock()
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def line(self, name: str, text: str, *, alarm: bool = False) -> None:
+        prefix = self._paint(_COLORS.get(name, "0"), f"{name:<{self.width}} |")
+        body = self._paint(_ALARM, text) if alarm else text
+        self.write(f"{prefix} {body}\n")
+
+    def write(self, text: str) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class ConsoleLogHandler(logging.Handler):
+    """The supervisor's own log records (startup-check warnings) as `run | ...` lines."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.line("run", self.format(record), alarm=record.levelno >= logging.WARNING)
+
+
+@dataclass
+class Child:
+    """One supervised process; its own process group keeps the terminal's Ctrl-C away from it."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    reader: threading.Thread | None = None
+
+    def start(self, console: Console) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+        self.reader = threading.Thread(
+            target=self._pump, args=(console,), name=f"log-{self.name}", daemon=True
+        )
+        self.reader.start()
+
+    def _pump(self, console: Console) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            text = raw.decode(errors="replace").rstrip()
+            self.tail.append(text)
+            console.line(self.name, text)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, signum: int) -> None:
+        # The main process only: Celery's warm shutdown must reach the worker, not its pool.
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole group, which also catches pool processes left without a parent."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def last_lines(self) -> list[str]:
+        if self.reader is not None:
+            self.reader.join(timeout=1.0)  # let the final lines reach the tail
+        return list(self.tail)
+
+
+@dataclass
+class RedisChoice:
+    url: str
+    origin: str
+    server: EmbeddedRedis | None = None
+
+
+@contextlib.contextmanager
+def _terminal_signals_blocked() -> Iterator[None]:
+    """Spawn with Ctrl-C and Ctrl-\\ blocked, so the child inherits them blocked.
+
+    EmbeddedRedis starts redis-server in our process group, where a Ctrl-C would stop it before
+    the worker's rounds finish; the supervisor stops it last, with SHUTDOWN.
+    """
+    terminal = {signal.SIGINT, signal.SIGQUIT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, terminal)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _default_port(url: str) -> int:
+    """The default URL's port if it is free on 127.0.0.1, else any free port."""
+    port = urllib.parse.urlsplit(url).port or 6379
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def choose_redis(settings: Settings, *, data_dir: Path, force_embedded: bool) -> RedisChoice:
+    """TASKDISPATCH_REDIS_URL if set, else the default URL if it answers, else an embedded one."""
+    if not force_embedded:
+        if "redis_url" in settings.model_fields_set:
+            return RedisChoice(settings.redis_url, "from TASKDISPATCH_REDIS_URL")
+        if redis_answers(settings.redis_url):
+            return RedisChoice(settings.redis_url, "found running at the default URL")
+    port = free_port() if force_embedded else _default_port(settings.redis_url)
+    redis_dir = data_dir / "redis"
+    server = EmbeddedRedis(port=port, data_dir=redis_dir, appendonly=True)
+    with _terminal_signals_blocked():
+        server.start()
+    return RedisChoice(server.url, f"embedded, append-only file in {redis_dir}", server)
+
+
+def build_children(
+    settings: Settings, *, redis_url: str, api_host: str, api_port: int, flower_port: int
+) -> list[Child]:
+    env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    level = settings.log_level.lower()
+    celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
+    return [
+        Child(
+            "api",
+            [
+                *(sys.executable, "-m", "uvicorn", "api.main:app", "--host", api_host),
+                *("--port", str(api_port), "--log-level", level),
+            ],
+            env,
+        ),
+        Child("worker", [*celery, "worker", "-l", level, "-n", "worker1@%h"], env),
+        Child("beat", [*celery, "beat", "-l", level], env),
+        Child(
+            "flower",
+            [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"],
+            # Locally only: lets `/api/workers` answer without auth; compose uses basic auth.
+            {**env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        ),
+    ]
+
+
+class StopRequest:
+    """Signal handler: the first SIGINT/SIGTERM/SIGHUP stops in order, a second one kills.
+
+    It only sets flags: printing from a handler could deadlock on the console lock that the
+    interrupted main thread may be holding.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.force = threading.Event()
+        self.signal_name = ""
+
+    def __call__(self, signum: int, _frame: FrameType | None = None) -> None:
+        if self.requested.is_set():
+            self.force.set()
+        else:
+            self.signal_name = signal.Signals(signum).name
+            self.requested.set()
+
+
+class Supervisor:
+    """Starts the children, watches them, and stops them beat -> worker -> api, flower."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        console: Console,
+        stop: StopRequest,
+        *,
+        grace_s: float,
+        embedded_redis: EmbeddedRedis | None = None,
+    ) -> None:
+        self.children = {child.name: child for child in children}
+        self.console = console
+        self.stop = stop
+        self.grace_s = grace_s
+        self.embedded_redis = embedded_redis
+        self._redis_misses = 0
+        self._redis_checked = 0.0
+
+    def run(self, banner: Sequence[str], health_url: str) -> int:
+        """Run until a signal (exit 0 if everything stopped in time) or a child dies (exit 1)."""
+        for child in self.children.values():
+            if self.stop.requested.is_set():
+                break
+            child.start(self.console)
+        threading.Thread(
+            target=self._announce, args=(banner, health_url), name="banner", daemon=True
+        ).start()
+        dead = self._watch()
+        clean = self._stop_all()
+        if dead is not None:
+            self.console.line("run", f"stopped because {dead} died; exit status 1", alarm=True)
+            return 1
+        return 0 if clean else 1
+
+    def _announce(self, banner: Sequence[str], health_url: str) -> None:
+        deadline = time.monotonic() + BANNER_WAIT_S
+        note = ""
+        while not _answers(health_url):
+            if self.stop.requested.is_set():
+                return
+            if time.monotonic() > deadline:
+                note = f"(the API is not answering {health_url} yet)\n"
+                break
+            time.sleep(0.5)
+        rule = "-" * 64
+        self.console.write("\n".join(["", rule, *banner, rule, ""]) + note + "\n")
+
+    def _watch(self) -> str | None:
+        """Wait for a stop signal (returns None) or a dead child (returns its name)."""
+        while not self.stop.requested.wait(_POLL_S):
+            dead = self._find_dead()
+            if dead is not None:
+                # Stopping now, so a Ctrl-C during the stop means "kill at once".
+                self.stop.requested.set()
+                return dead
+        self.console.line(
+            "run",
+            f"{self.stop.signal_name}: stopping beat, then worker (rounds in progress finish, "
+            f"at most {self.grace_s:g} s), then api and flower; a second Ctrl-C kills at once",
+        )
+        return None
+
+    def _find_dead(self) -> str | None:
+        for child in self.children.values():
+            if child.proc is not None and not child.alive:
+                self._report_death(child.name, child.proc.returncode, child.last_lines())
+                return child.name
+        if self.embedded_redis is not None and self._embedded_redis_gone(self.embedded_redis):
+            self._report_death("redis", None, _tail(self.embedded_redis.log_file))
+            return "redis"
+        return None
+
+    def _embedded_redis_gone(self, server: EmbeddedRedis) -> bool:
+        """Our redis-server is a child too; PING says whether it still serves (no pid needed)."""
+        now = time.monotonic()
+        if now - self._redis_checked < REDIS_CHECK_S:
+            return False
+        self._redis_checked = now
+        if redis_answers(server.url, timeout_s=REDIS_CHECK_S):
+            self._redis_misses = 0
+        else:
+            self._redis_misses += 1
+        return self._redis_misses >= REDIS_MISSES
+
+    def _report_death(self, name: str, code: int | None, lines: list[str]) -> None:
+        if code is None:
+            how = "no longer answers"
+        elif code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        self.console.line(
+            "run", f"!!! {name} exited unexpectedly ({how}); stopping everything", alarm=True
+        )
+        if lines:
+            self.console.line("run", f"!!! last {len(lines)} lines of {name}:", alarm=True)
+            for text in lines:
+                self.console.line("run", f"!!!   {text}", alarm=True)
+
+    def _stop_all(self) -> bool:
+        """Ordered stop; True if every child exited on its own within its allowance."""
+        deadline = time.monotonic() + self.grace_s
+        clean = self._stop(["beat"], min(deadline, time.monotonic() + BEAT_STOP_S))
+        # SIGTERM is Celery's warm shutdown: rounds in progress finish, no new ones start.
+        clean &= self._stop(["worker"], deadline)
+        clean &= self._stop(["api", "flower"], max(deadline, time.monotonic() + LAST_STOP_S))
+        return clean
+
+    def _stop(self, names: list[str], until: float) -> bool:
+        group = [self.children[name] for name in names if name in self.children]
+        for child in group:
+            child.send(signal.SIGTERM)
+        while any(child.alive for child in group):
+            if self.stop.force.is_set() or time.monotonic() >= until:
+                break
+            time.sleep(0.1)
+        clean = True
+        for child in group:
+            if child.alive:
+                clean = False
+                why = "second signal" if self.stop.force.is_set() else "did not stop in time"
+                self.console.line("run", f"{child.name}: {why}, SIGKILL", alarm=True)
+            child.kill_group()
+            if child.reader is not None:
+                child.reader.join(timeout=1.0)
+        return clean
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only (a Redis URL may carry a password)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _tail(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+    except OSError:
+        return []
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def _banner(choice: RedisChoice, *, api: str, flower_port: int, url_file: Path) -> list[str]:
+    return [
+        "taskdispatch is running; Ctrl-C stops everything.",
+        f"  API docs  {api}/docs",
+        f"  Flower    http://127.0.0.1:{flower_port}",
+        f"  Redis     {mask_url(choice.url)} ({choice.origin})",
+        f"  Other shells: export TASKDISPATCH_REDIS_URL=$(cat {url_file})",
+    ]
+
+
+def _parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m taskdispatch.run",
+        description="Run Redis (if needed), the API, a worker, a beat and Flower until Ctrl-C.",
+    )
+    parser.add_argument("--api-port", type=int, default=settings.api_port)
+    parser.add_argument("--flower-port", type=int, default=5555)
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("var"), help="embedded Redis data and redis.url"
+    )
+    parser.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help="always start a fresh embedded Redis on a free port (tests)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long beat and worker may take to stop (rounds finish) before SIGKILL",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = get_settings()
+    args = _parse_args(argv, settings)
+    console = Console(sys.stdout, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    logging.basicConfig(level=logging.WARNING, handlers=[ConsoleLogHandler(console)])
+    # Local runs listen on loopback unless API_HOST says otherwise (its default suits containers).
+    api_host = settings.api_host if "api_host" in settings.model_fields_set else "127.0.0.1"
+    stop = StopRequest()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+    data_dir: Path = args.data_dir.resolve()
+    url_file = data_dir / "redis.url"
+    try:
+        choice = choose_redis(settings, data_dir=data_dir, force_embedded=args.embedded_redis)
+    except RuntimeError as exc:
+        console.line("run", f"cannot start the embedded Redis: {exc}", alarm=True)
+        return 1
+    try:
+        console.line("run", f"Redis: {mask_url(choice.url)} ({choice.origin})")
+        try:
+            run_startup_checks(
+                settings.model_copy(update={"redis_url": choice.url}), process="startup check"
+            )
+        except (StoreUnavailableError, EvictionPolicyError) as exc:
+            console.line("run", str(exc), alarm=True)
+            return 1
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(url_file, choice.url + "\n")
+        children = build_children(
+            settings,
+            redis_url=choice.url,
+            api_host=api_host,
+            api_port=args.api_port,
+            flower_port=args.flower_port,
+        )
+        supervisor = Supervisor(
+            children,
+            console,
+            stop,
+            grace_s=args.grace_period,
+            embedded_redis=choice.server,
+        )
+        api = f"http://{_display_host(api_host)}:{args.api_port}"
+        banner = _banner(choice, api=api, flower_port=args.flower_port, url_file=url_file)
+        return supervisor.run(banner, f"{api}/api/v1/health")
+    finally:
+        url_file.unlink(missing_ok=True)
+        if choice.server is not None:
+            console.line("run", "stopping the embedded Redis (SHUTDOWN, AOF fsynced)")
+            choice.server.stop()
+        console.line("run", "stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
