@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from redis import Redis
@@ -30,7 +30,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.lease import AccountLease
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.settings import Settings
-from taskdispatch.write import queue_task_write
+from taskdispatch.write import queue_task_write, written_by
 
 __all__ = ["RoundMessage", "RoundRunner", "transact"]
 
@@ -48,12 +48,20 @@ def transact(redis: Redis, keys: Keys, task_id: str, plan: Plan) -> tuple[Task |
     """Run `plan` on the current record and apply its (new task, extra writes) atomically.
 
     `plan` returns None to write nothing. Returns (the record plan saw, whether it wrote).
+    The write is tagged: if the connection drops after EXEC (redis-py then raises
+    WatchError), the retry finds the tag and returns instead of planning again on the
+    state its own write produced.
     """
+    write_id = uuid.uuid4().hex
+    tried, attempted = False, cast(Task | None, None)
     with redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(keys.task(task_id))
                 raw = pipe.hgetall(keys.task(task_id))
+                if tried and raw and written_by(raw, write_id):
+                    pipe.unwatch()
+                    return attempted, True
                 old = Task.from_hash(raw) if raw else None
                 decision = plan(old)
                 if decision is None:
@@ -61,9 +69,10 @@ def transact(redis: Redis, keys: Keys, task_id: str, plan: Plan) -> tuple[Task |
                     return old, False
                 new, extra = decision
                 pipe.multi()
-                queue_task_write(pipe, keys, old, new)
+                queue_task_write(pipe, keys, old, new, write_id=write_id)
                 if extra is not None:
                     extra(pipe)
+                tried, attempted = True, old
                 pipe.execute()
                 return old, True
             except WatchError:
@@ -106,6 +115,9 @@ class RoundRunner:
             # Deleted, paused, rescheduled or already run: a newer decision owns this task.
             return {"outcome": "dropped", "reason": "stale message"}
         tz = ZoneInfo(task.timezone)
+        if task.end_ms is not None and now > task.end_ms:
+            # A late message (beat outage, backlog) never starts a round after the end.
+            return self._skip_outside_window(msg, now, tz, reason="past_end")
         if not schedule.in_window(now, task.window, tz):
             return self._skip_outside_window(msg, now, tz)
 
@@ -235,7 +247,9 @@ class RoundRunner:
                 time.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
 
-    def _skip_outside_window(self, msg: RoundMessage, now: int, tz: ZoneInfo) -> dict[str, Any]:
+    def _skip_outside_window(
+        self, msg: RoundMessage, now: int, tz: ZoneInfo, reason: str = "outside_window"
+    ) -> dict[str, Any]:
         def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
             if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
                 return None
@@ -248,14 +262,14 @@ class RoundRunner:
             record = RunRecord(
                 outcome="skipped",
                 scheduled_ms=msg.slot_ms,
-                reason="outside_window",
+                reason=reason,
                 worker=self.hostname,
             )
             keep = self.settings.runs_kept
             return moved, lambda pipe: queue_run_record(pipe, self.keys, task, record, keep=keep)
 
         transact(self.redis, self.keys, msg.task_id, plan)
-        return {"outcome": "skipped", "reason": "outside_window"}
+        return {"outcome": "skipped", "reason": reason}
 
     def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
         """Another round of this account still runs: look again shortly, do not wait a claim."""
@@ -371,7 +385,7 @@ def _after_round(
             end_ms=task.end_ms,
         )
     elif task.failures >= settings.max_consecutive_failures:
-        return task.evolve(status=TaskStatus.ERROR)
+        return task.evolve(status=TaskStatus.ERROR, next_ms=None)
     else:
         # A lost round runs again now; a failed one after a growing pause, at most one interval.
         backoff_s = (

@@ -1,0 +1,271 @@
+"""Fixtures that run real `celery worker` and `celery beat` processes against the test Redis.
+
+Every process gets its own session (`start_new_session=True`), so the whole group (a
+prefork worker's main process and its pool children) can be signalled at once, and a
+log file under the test's tmp_path. Teardown stops everything (SIGTERM, then SIGKILL)
+and asserts with psutil that none of our processes survived; when the test failed, the
+tail of every log is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.keys import Keys
+from taskdispatch.settings import Settings
+from tests.e2e.support import View, now_ms, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = "probe=tests.e2e.handlers:probe_round"
+# Short timings so that every behaviour shows within seconds. Everything else is pinned
+# too, so a developer's own TASKDISPATCH_* variables cannot leak into the processes.
+BASE_ENV = {
+    "TASKDISPATCH_KEY_PREFIX": "td:",
+    "TASKDISPATCH_TIMEZONE": "Asia/Shanghai",
+    "TASKDISPATCH_DEFAULT_QUEUE": "celery",
+    "TASKDISPATCH_ROUTE_BY_SYS_TYPE": "false",
+    "TASKDISPATCH_LEASE_TTL_S": "3",
+    "TASKDISPATCH_DISPATCH_TIMEOUT_S": "5",
+    "TASKDISPATCH_RECOVERY_EVERY_S": "1",
+    "TASKDISPATCH_RETRY_BACKOFF_S": "1",
+    "TASKDISPATCH_LOCK_RETRY_S": "0.5",
+    "TASKDISPATCH_BEAT_MAX_SLEEP_S": "1",
+    "TASKDISPATCH_MAX_CONSECUTIVE_FAILURES": "3",
+    "TASKDISPATCH_HANDLERS": HANDLERS,
+}
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+LOG_TAIL_LINES = 60
+
+
+def e2e_env(redis_url: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The TASKDISPATCH_* variables of one stack (the broker is the test Redis too)."""
+    return {
+        **BASE_ENV,
+        **(overrides or {}),
+        "TASKDISPATCH_REDIS_URL": redis_url,
+        "TASKDISPATCH_BROKER_URL": redis_url,
+    }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The Settings the processes of a stack read from `env`."""
+    prefix = "TASKDISPATCH_"
+    return Settings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so fixtures know whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+class Proc:
+    """One celery process (the leader of its own session and process group)."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_app", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid  # also the process group id
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def group(self) -> list[psutil.Process]:
+        """Live (non-zombie) processes of this process group, wherever they were reparented."""
+        found = []
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(p.pid) == self.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group and wait until every member is gone."""
+        members = self.group()
+        self.signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=STOP_TIMEOUT_S)
+        psutil.wait_procs(members, timeout=STOP_TIMEOUT_S)
+        self._log.close()
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for a graceful exit until `deadline`, then SIGKILL whatever is left."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        leftovers = self.group()
+        self.signal_group(signal.SIGKILL)
+        if self.alive():
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        psutil.wait_procs(leftovers, timeout=STOP_TIMEOUT_S)
+        self._log.close()
+
+
+class Stack:
+    """Workers and beats of one test, with a view of the shared Redis."""
+
+    def __init__(self, redis_url: str, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.settings = settings_of(env)
+        self.keys = Keys(self.settings.key_prefix)
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.view = View(self.redis, self.keys)
+        self.log_dir = log_dir
+        self.workers: list[Proc] = []
+        self.beats: list[Proc] = []
+        self.host = socket.gethostname()
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("TASKDISPATCH_")}
+        self._proc_env = {**inherited, "PYTHONUNBUFFERED": "1", **env}
+
+    def node(self, i: int) -> str:
+        """The Celery node name of worker `i` (as it appears in logs and history)."""
+        return f"w{i + 1}@{self.host}"
+
+    def start(self, *, workers: int, beats: int, concurrency: int, queues: str) -> None:
+        for i in range(workers):
+            args = ["worker", "-l", "info", "-P", "prefork", "-c", str(concurrency)]
+            args += ["-n", f"w{i + 1}@%h", "-Q", queues, "--without-mingle", "--without-gossip"]
+            path = self.log_dir / f"worker{i + 1}.log"
+            self.workers.append(Proc(f"worker {i + 1}", args, self._proc_env, path))
+        for i in range(beats):
+            path = self.log_dir / f"beat{i + 1}.log"
+            self.beats.append(Proc(f"beat {i + 1}", ["beat", "-l", "info"], self._proc_env, path))
+        for i, worker in enumerate(self.workers):
+            self._wait_ready(worker, lambda w=worker, i=i: f"{self.node(i)} ready." in w.log())
+        for beat in self.beats:
+            self._wait_ready(beat, lambda b=beat: self._beat_heartbeat(b))
+
+    def _wait_ready(self, proc: Proc, ready: Callable[[], bool]) -> None:
+        def check() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"{proc.name} exited during startup:\n{proc.tail()}")
+            return ready()
+
+        wait_until(check, START_TIMEOUT_S, message=f"{proc.name} to be ready")
+
+    def _beat_heartbeat(self, beat: Proc) -> bool:
+        """A beat's first tick writes its heartbeat (beat id = host:pid:random)."""
+        ids = self.redis.zrange(self.keys.beats(), 0, -1)
+        return any(str(x).startswith(f"{self.host}:{beat.pid}:") for x in ids)
+
+    def worker_running_pid(self, pid: int) -> int:
+        """Index of the worker whose process group holds `pid` (a pool child)."""
+        for i, worker in enumerate(self.workers):
+            if any(p.pid == pid for p in worker.group()):
+                return i
+        raise AssertionError(f"no worker of this stack runs pid {pid}")
+
+    def kill_worker(self, i: int) -> int:
+        """SIGKILL worker `i` with its pool children; returns when (ms) all of them were dead."""
+        self.workers[i].kill()
+        return now_ms()
+
+    def procs(self) -> list[Proc]:
+        return [*self.beats, *self.workers]
+
+    def stop(self) -> None:
+        """SIGTERM everything at once, wait, SIGKILL leftovers; assert nothing survived."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.procs():
+            proc.terminate()
+        for proc in self.procs():
+            proc.wait_stopped(deadline)
+        survivors = [(proc.name, p.pid) for proc in self.procs() for p in proc.group()]
+        self.redis.close()
+        assert not survivors, f"processes survived the stack's stop: {survivors}"
+
+    def tails(self) -> str:
+        parts = [f"----- {p.name} ({p.log_path}) -----\n{p.tail()}" for p in self.procs()]
+        return "\n".join(parts)
+
+
+@pytest.fixture
+def stack(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Factory: `stack(workers=1, beats=1, concurrency=2, env={...})` starts and waits ready."""
+    ours = psutil.Process()
+    before = {p.pid for p in ours.children(recursive=True)}
+    made: list[Stack] = []
+
+    def factory(
+        workers: int = 1,
+        beats: int = 1,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        queues: str = "celery",
+    ) -> Stack:
+        log_dir = tmp_path / f"stack{len(made) + 1}"
+        log_dir.mkdir()
+        made.append(s := Stack(redis_url, e2e_env(redis_url, env), log_dir))
+        s.start(workers=workers, beats=beats, concurrency=concurrency, queues=queues)
+        return s
+
+    yield factory
+
+    failed = any(
+        getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+    errors = []
+    for s in made:
+        try:
+            s.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+        if failed or errors:
+            print(f"\n===== logs of {s.log_dir} =====\n{s.tails()}")
+    alive = [
+        p.pid
+        for p in ours.children(recursive=True)
+        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not errors, errors
+    assert not alive, f"child processes of the test survived teardown: {alive}"
+
+
+@pytest.fixture
+async def dispatcher(redis_url: str) -> AsyncIterator[TaskDispatcher]:
+    """The public Python API, configured like the stack's processes."""
+    async with TaskDispatcher(settings_of(e2e_env(redis_url))) as d:
+        yield d

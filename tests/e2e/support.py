@@ -1,0 +1,151 @@
+"""Helpers for the e2e tests: polling with deadlines, reading state, checking probe records."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.keys import Keys
+from taskdispatch.models import Task
+from tests.e2e.handlers import ROUNDS_KEY, STARTS_KEY
+
+__all__ = [
+    "ProbeRound",
+    "View",
+    "add_probe_task",
+    "holds_for",
+    "now_ms",
+    "overlaps",
+    "wait_until",
+]
+
+T = TypeVar("T")
+ProbeRound = dict[str, Any]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    interval_s: float = 0.1,
+    message: str = "condition",
+) -> T:
+    """Poll `predicate` until it returns something truthy (returned); fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s:.1f}s waiting for {message} (last value: {value!r})"
+            )
+        time.sleep(interval_s)
+
+
+def holds_for(
+    predicate: Callable[[], Any],
+    duration_s: float,
+    interval_s: float = 0.1,
+    message: str = "condition",
+) -> None:
+    """Poll `predicate` for `duration_s` and fail as soon as it is falsy."""
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        assert value, f"{message} stopped holding (value: {value!r})"
+        time.sleep(interval_s)
+
+
+class View:
+    """Synchronous read access to the state the e2e tests check."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.r = client
+        self.keys = keys
+
+    def task(self, task_id: str) -> Task:
+        raw = self.r.hgetall(self.keys.task(task_id))
+        assert raw, f"task {task_id} does not exist"
+        return Task.from_hash(raw)
+
+    def runs(self, task_id: str, outcome: str | None = None) -> list[dict[str, Any]]:
+        """History records, oldest first (the list itself is newest first)."""
+        records = [json.loads(x) for x in reversed(self.r.lrange(self.keys.runs(task_id), 0, -1))]
+        return [x for x in records if outcome is None or x["outcome"] == outcome]
+
+    def due_score(self, task_id: str) -> float | None:
+        score = self.r.zscore(self.keys.due(), task_id)
+        return None if score is None else float(score)
+
+    def running_ids(self) -> list[str]:
+        return [str(x) for x in self.r.zrange(self.keys.running(), 0, -1)]
+
+    def is_idle(self, task_id: str) -> bool:
+        """No round of the task runs and none is claimed (a claimed one runs soon)."""
+        task = self.task(task_id)
+        unclaimed = task.next_ms is None or self.due_score(task_id) in (None, task.next_ms)
+        return task.run_id is None and task.status != "running" and unclaimed
+
+    def probe_starts(self) -> list[ProbeRound]:
+        return [json.loads(x) for x in self.r.lrange(STARTS_KEY, 0, -1)]
+
+    def probe_rounds(self) -> list[ProbeRound]:
+        return [json.loads(x) for x in self.r.lrange(ROUNDS_KEY, 0, -1)]
+
+
+def _key(x: ProbeRound) -> tuple[Any, ...]:
+    return (x["task_id"], x["start_ms"], x["pid"])
+
+
+def unfinished(starts: Iterable[ProbeRound], rounds: Iterable[ProbeRound]) -> list[ProbeRound]:
+    """Rounds that started but never recorded their end (killed, or still running)."""
+    done = {_key(x) for x in rounds}
+    return [x for x in starts if _key(x) not in done]
+
+
+def overlaps(
+    starts: list[ProbeRound], rounds: list[ProbeRound], *, open_end_ms: dict[int, int]
+) -> list[tuple[ProbeRound, ProbeRound]]:
+    """Pairs of rounds of one account whose [start, end] intervals intersect.
+
+    A round that never finished lasts until `open_end_ms[pid]` (when its process was
+    killed); one missing from that map is taken as still running (it never ended).
+    """
+    intervals: dict[str, list[ProbeRound]] = {}
+    for x in rounds:
+        intervals.setdefault(x["account_id"], []).append(x)
+    for x in unfinished(starts, rounds):
+        end = open_end_ms.get(x["pid"], 2**62)
+        intervals.setdefault(x["account_id"], []).append({**x, "end_ms": end})
+    bad = []
+    for items in intervals.values():
+        items.sort(key=lambda x: x["start_ms"])
+        bad.extend((a, b) for a, b in itertools.pairwise(items) if b["start_ms"] <= a["end_ms"])
+    return bad
+
+
+async def add_probe_task(
+    d: TaskDispatcher, account: str, *, sleep_s: float = 0.0, **fields: Any
+) -> str:
+    """A probe task of `account` (interval 1 s, always in window unless overridden)."""
+    body: dict[str, Any] = {
+        "sys_type": "mac_intel",
+        "xhs_account_id": account,
+        "xhs_account_name": f"name-{account}",
+        "interval": 1,
+        "valid_time_range": [0, 24],
+        "task_type": "probe",
+        "kwargs": {"sleep_s": sleep_s},
+        **fields,
+    }
+    return await d.add_task(**body)
