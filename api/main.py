@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.dependencies import require_token
 from api.exceptions import MAX_BODY_BYTES, BodySizeLimit, error_responses, install_error_handlers
-from api.routers import accounts, dispatcher, health, tasks
+from api.routers import accounts, dashboard, dispatcher, events, health, metrics, schedule, tasks
 from taskdispatch import __version__
 from taskdispatch.checks import run_startup_checks
 from taskdispatch.dispatcher import TaskDispatcher
@@ -60,12 +60,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(health.router)
-    for router in (dispatcher.router, tasks.router, accounts.router):
+    # schedule before tasks: its /api/v1/tasks/preview must win over the tasks router's
+    # /{task_id} routes.
+    for router in (
+        dispatcher.router,
+        schedule.router,
+        tasks.router,
+        accounts.router,
+        metrics.router,
+    ):
         app.include_router(
             router,
             dependencies=[Depends(require_token)],
             responses=error_responses(401, 500, 503),
         )
+    # Its own token check: it also accepts ?token=, since EventSource cannot send headers.
+    app.include_router(events.router, responses=error_responses(500))
+    # Public: the page and its assets hold no data; the page asks for the token.
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     return app
 
 

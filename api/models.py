@@ -11,7 +11,7 @@ import math
 from typing import Annotated, Any, Literal, overload
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from taskdispatch.history import RunRecord
@@ -33,6 +33,7 @@ __all__ = [
     "TaskDetail",
     "TaskInfo",
     "TaskListResponse",
+    "TaskPauseRequest",
     "TaskPauseResponse",
     "TaskReorderRequest",
     "TaskReorderResponse",
@@ -41,9 +42,11 @@ __all__ = [
     "TaskRunsResponse",
     "TaskSavedResponse",
     "TaskUpdateRequest",
+    "WaitingReason",
     "local_time",
     "run_info",
     "task_info",
+    "waiting_reason_info",
 ]
 
 
@@ -168,6 +171,62 @@ class TaskReorderRequest(_Request):
     )
 
 
+class TaskPauseRequest(_Request):
+    """Optional body of POST /api/v1/tasks/{task_id}/pause; no body pauses until resumed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"until": "2026-01-08T18:00:00", "note": "账号申诉中"}]}
+    )
+
+    until: Text | None = Field(
+        None,
+        description="ISO datetime (naive = the task's zone) at which the task resumes by itself.",
+    )
+    note: Text | None = Field(None, description="Why it is paused, shown to operators.")
+
+
+# Waiting reasons: one model per code, so each code documents exactly the details it carries.
+class _Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PausedReason(_Reason):
+    code: Literal["paused"]
+    until: str | None = Field(description="When it resumes by itself, or null (manual resume).")
+    note: str | None
+
+
+class ErrorReason(_Reason):
+    code: Literal["error"]
+    last_error: str | None
+
+
+class NoWorkerReason(_Reason):
+    code: Literal["no_worker_for_queue"]
+    queue: str = Field(description="The Celery queue no live worker consumes.")
+
+
+class BacklogReason(_Reason):
+    code: Literal["backlog"]
+    waiting_s: float = Field(description="How long it has been due without being dispatched.")
+
+
+class OutsideWindowReason(_Reason):
+    code: Literal["outside_window"]
+    window_opens: str = Field(description="Next start of valid_time_range.")
+
+
+class PlainReason(_Reason):
+    code: Literal["dispatcher_stopped", "account_locked", "completed"]
+
+
+WaitingReason = Annotated[
+    PausedReason | ErrorReason | NoWorkerReason | BacklogReason | OutsideWindowReason | PlainReason,
+    Field(discriminator="code"),
+]
+_WAITING_REASON: TypeAdapter[WaitingReason] = TypeAdapter(WaitingReason)
+
+
 class TaskInfo(BaseModel):
     """A task as the API shows it; times are ISO 8601 in the task's time zone."""
 
@@ -194,6 +253,12 @@ class TaskInfo(BaseModel):
                     "last_error": None,
                     "started_at": None,
                     "worker": None,
+                    "paused_until": None,
+                    "pause_note": None,
+                    "waiting_reason": {
+                        "code": "outside_window",
+                        "window_opens": "2026-01-09T08:00:00+08:00",
+                    },
                 }
             ]
         }
@@ -218,6 +283,11 @@ class TaskInfo(BaseModel):
     last_error: str | None
     started_at: str | None = Field(description="Start of the round in progress, if running.")
     worker: str | None = Field(description="Worker running the round in progress.")
+    paused_until: str | None = Field(description="When a paused task resumes by itself.")
+    pause_note: str | None = Field(description="The note given when pausing.")
+    waiting_reason: WaitingReason | None = Field(
+        description="Why the task is not about to run; null when it runs or runs at its next slot."
+    )
 
 
 class TaskDetail(TaskInfo):
@@ -381,11 +451,32 @@ def local_time(task: Task, t_ms: int | None) -> str | None:
     return to_local_iso(t_ms, ZoneInfo(task.timezone))
 
 
+def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingReason | None:
+    """`reasons.waiting_reason`'s answer for humans: instants as ISO in the task's zone."""
+    if reason is None:
+        return None
+    fields = dict(reason)
+    if "until_ms" in fields:
+        fields["until"] = local_time(task, fields.pop("until_ms"))
+    if "window_opens_ms" in fields:
+        fields["window_opens"] = local_time(task, fields.pop("window_opens_ms"))
+    if "waiting_ms" in fields:
+        fields["waiting_s"] = fields.pop("waiting_ms") / 1000
+    return _WAITING_REASON.validate_python(fields)
+
+
 @overload
-def task_info(task: Task) -> TaskInfo: ...
+def task_info(
+    task: Task, *, detail: Literal[False] = False, reason: dict[str, Any] | None = None
+) -> TaskInfo: ...
 @overload
-def task_info(task: Task, *, detail: Literal[True]) -> TaskDetail: ...
-def task_info(task: Task, *, detail: bool = False) -> TaskInfo:
+def task_info(
+    task: Task, *, detail: Literal[True], reason: dict[str, Any] | None = None
+) -> TaskDetail: ...
+def task_info(
+    task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
+) -> TaskInfo:
+    """The API view of a task; `reason` is `reasons.waiting_reason`'s answer (None = none)."""
     info = TaskInfo(
         task_id=task.task_id,
         account_id=task.account_id,
@@ -406,6 +497,9 @@ def task_info(task: Task, *, detail: bool = False) -> TaskInfo:
         last_error=task.last_error,
         started_at=local_time(task, task.started_ms),
         worker=task.worker,
+        paused_until=local_time(task, task.paused_until_ms),
+        pause_note=task.pause_note,
+        waiting_reason=waiting_reason_info(task, reason),
     )
     if not detail:
         return info

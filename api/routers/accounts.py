@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.dependencies import DispatcherDep
 from api.models import AccountTasksResponse, task_info
+from api.routers.schedule import waiting_reasons
 
 __all__ = ["router"]
 
@@ -19,6 +20,9 @@ router = APIRouter(prefix="/api/v1/accounts", tags=["账户管理"])
 )
 async def account_tasks(account_id: str, dispatcher: DispatcherDep) -> AccountTasksResponse:
     tasks = await dispatcher.account_tasks(account_id)
+    reasons = await waiting_reasons(dispatcher, tasks)
     return AccountTasksResponse(
-        account_id=account_id, total=len(tasks), tasks=[task_info(t) for t in tasks]
+        account_id=account_id,
+        total=len(tasks),
+        tasks=[task_info(t, reason=r) for t, r in zip(tasks, reasons, strict=True)],
     )

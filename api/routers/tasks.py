@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
@@ -13,6 +13,7 @@ from api.models import (
     TaskCreateRequest,
     TaskDetail,
     TaskListResponse,
+    TaskPauseRequest,
     TaskPauseResponse,
     TaskReorderRequest,
     TaskReorderResponse,
@@ -25,6 +26,7 @@ from api.models import (
     run_info,
     task_info,
 )
+from api.routers.schedule import waiting_reasons
 
 __all__ = ["router"]
 
@@ -45,8 +47,9 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
 @router.post("", include_in_schema=False)
 async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
     task = await dispatcher.create_task(**body.model_dump())
+    [reason] = await waiting_reasons(dispatcher, [task])
     return TaskSavedResponse(
-        message="任务创建成功", task_id=task.task_id, task_info=task_info(task)
+        message="任务创建成功", task_id=task.task_id, task_info=task_info(task, reason=reason)
     )
 
 
@@ -72,7 +75,11 @@ async def list_tasks(
     total, tasks = await dispatcher.list_tasks(
         account_id=account_id, status=status, limit=limit, offset=offset
     )
-    return TaskListResponse(total=total, tasks=[task_info(t) for t in tasks])
+    reasons = await waiting_reasons(dispatcher, tasks)
+    return TaskListResponse(
+        total=total,
+        tasks=[task_info(t, reason=r) for t, r in zip(tasks, reasons, strict=True)],
+    )
 
 
 @router.get(
@@ -82,7 +89,9 @@ async def list_tasks(
     responses=error_responses(404),
 )
 async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
-    return task_info(await dispatcher.get_task(task_id), detail=True)
+    task = await dispatcher.get_task(task_id)
+    [reason] = await waiting_reasons(dispatcher, [task])
+    return task_info(task, detail=True, reason=reason)
 
 
 @router.patch(
@@ -98,7 +107,10 @@ async def update_task(
     task_id: str, body: TaskUpdateRequest, dispatcher: DispatcherDep
 ) -> TaskSavedResponse:
     task = await dispatcher.update_task(task_id, **body.model_dump(exclude_unset=True))
-    return TaskSavedResponse(message="任务更新成功", task_id=task_id, task_info=task_info(task))
+    [reason] = await waiting_reasons(dispatcher, [task])
+    return TaskSavedResponse(
+        message="任务更新成功", task_id=task_id, task_info=task_info(task, reason=reason)
+    )
 
 
 @router.delete(
@@ -115,11 +127,21 @@ async def delete_task(task_id: str, dispatcher: DispatcherDep) -> TaskActionResp
 @router.post(
     "/{task_id}/pause",
     summary="暂停任务",
-    description="将 pending 或 running 的任务移出调度；正在执行的轮次会完成，但不再排下一轮。",
-    responses=error_responses(404, 409),
+    description=(
+        "将 pending 或 running 的任务移出调度；正在执行的轮次会完成，但不再排下一轮。"
+        "请求体可省略；until（ISO 时间，无时区时按任务时区）到时自动恢复，note 为暂停说明，"
+        "两者都显示在任务详情的 paused_until / pause_note 中。"
+    ),
+    responses=error_responses(404, 409, 413, 422),
 )
-async def pause_task(task_id: str, dispatcher: DispatcherDep) -> TaskPauseResponse:
-    task = await dispatcher.pause_task(task_id)
+async def pause_task(
+    task_id: str,
+    dispatcher: DispatcherDep,
+    # Optional: the document's pause has no body, and clients that send none keep working.
+    body: Annotated[TaskPauseRequest | None, Body()] = None,
+) -> TaskPauseResponse:
+    options = body or TaskPauseRequest()
+    task = await dispatcher.pause_task(task_id, until=options.until, note=options.note)
     return TaskPauseResponse(message="任务暂停成功", task_id=task_id, status=task.status)
 
 

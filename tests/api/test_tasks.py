@@ -35,6 +35,9 @@ TASK_INFO_FIELDS = {
     "last_error",
     "started_at",
     "worker",
+    "paused_until",
+    "pause_note",
+    "waiting_reason",
 }
 
 MISSING = object()
@@ -442,7 +445,8 @@ async def test_resume_pending_task_is_409(
 @pytest.mark.parametrize("action", ["pause", "resume", "reorder"])
 async def test_action_on_unknown_id_is_404(client: httpx.AsyncClient, action: str) -> None:
     """Pause, resume and reorder of an unknown id answer 404 with the document message."""
-    response = await client.post(f"/api/v1/tasks/nope/{action}", json={"priority_offset": 60})
+    body = {"priority_offset": 60} if action == "reorder" else None
+    response = await client.post(f"/api/v1/tasks/nope/{action}", json=body)
     assert response.status_code == 404
     assert response.json() == {"success": False, "error": "任务不存在: nope"}
 

@@ -1,0 +1,83 @@
+"""When tasks run and why they wait: upcoming run times, a draft's preview, waiting reasons.
+
+Included in the app before the tasks router, so `/api/v1/tasks/preview` is never read as a
+task id by the tasks router's `/{task_id}` routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.dependencies import DispatcherDep
+from api.exceptions import error_responses
+from api.models import TaskCreateRequest, local_time
+from taskdispatch.dispatcher import ALIVE_MS, TaskDispatcher
+from taskdispatch.models import Task
+from taskdispatch.reasons import waiting_reason
+from taskdispatch.scheduler import queue_for
+
+__all__ = ["PreviewResponse", "UpcomingResponse", "router", "waiting_reasons"]
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
+
+CountQuery = Annotated[int, Query(ge=1, le=100, description="要列出的执行次数，1..100")]
+
+
+class PreviewResponse(BaseModel):
+    timezone: str = Field(description="The zone the times are given in (the task's).")
+    upcoming: list[str] = Field(description="Next run times, ISO 8601, earliest first.")
+
+
+class UpcomingResponse(PreviewResponse):
+    task_id: str
+
+
+async def waiting_reasons(
+    dispatcher: TaskDispatcher, tasks: list[Task]
+) -> list[dict[str, Any] | None]:
+    """Why each task waits (aligned with `tasks`), from one Redis round trip for all of them."""
+    if not tasks:
+        return []
+    now = dispatcher.clock()
+    world = await dispatcher.store.world(tasks, now_ms=now, alive_since_ms=now - ALIVE_MS)
+    settings = dispatcher.settings
+    return [waiting_reason(t, world, queue=queue_for(t.sys_type, settings)) for t in tasks]
+
+
+@router.post(
+    "/preview",
+    summary="预览新任务的执行时间",
+    description=(
+        "按创建任务的请求体计算接下来 count 次执行时间（任务时区的 ISO 时间），不保存任何数据；"
+        "校验规则与创建任务相同（但不检查账户是否已有任务）。"
+    ),
+    responses=error_responses(400, 413, 422),
+)
+async def preview(
+    body: TaskCreateRequest, dispatcher: DispatcherDep, count: CountQuery = 10
+) -> PreviewResponse:
+    draft, times = dispatcher.preview(count=count, **body.model_dump())
+    return PreviewResponse(timezone=draft.timezone, upcoming=[local_time(draft, t) for t in times])
+
+
+@router.get(
+    "/{task_id}/upcoming",
+    summary="接下来的执行时间",
+    description=(
+        "调度器将安排的接下来 count 次执行时间（任务时区的 ISO 时间），已考虑时间窗口与结束时间。"
+        "暂停的任务：设置了 until 时从恢复后开始计算，否则为空列表；error / completed 为空列表。"
+    ),
+    responses=error_responses(404, 422),
+)
+async def upcoming(
+    task_id: str, dispatcher: DispatcherDep, count: CountQuery = 10
+) -> UpcomingResponse:
+    times = await dispatcher.upcoming(task_id, count=count)
+    # Read again for its zone: a second HGETALL is cheaper than duplicating upcoming's logic.
+    task = await dispatcher.get_task(task_id)
+    return UpcomingResponse(
+        task_id=task_id, timezone=task.timezone, upcoming=[local_time(task, t) for t in times]
+    )
