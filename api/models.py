@@ -7,16 +7,17 @@ and the REST API reject the same input with the same messages.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, overload
 from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 from pydantic_core import PydanticCustomError
 
+from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.history import RunRecord
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.schedule import to_local_iso
+from taskdispatch.spec import check_json
 
 __all__ = [
     "AccountTasksResponse",
@@ -50,11 +51,6 @@ __all__ = [
 ]
 
 
-# Deep enough for any real parameter set, shallow enough that storing and rendering the
-# value (both recursive) can never hit Python's recursion limit.
-KWARGS_MAX_DEPTH = 32
-
-
 def _storable_text(value: str) -> str:
     # JSON can carry lone surrogates ("\ud800"); Redis and the JSON encoder cannot store them.
     try:
@@ -66,26 +62,12 @@ def _storable_text(value: str) -> str:
     return value
 
 
-def _check_json_value(value: object, depth: int) -> None:
-    if depth > KWARGS_MAX_DEPTH:
-        raise PydanticCustomError(
-            "json_depth", f"must not nest deeper than {KWARGS_MAX_DEPTH} levels"
-        )
-    if isinstance(value, str):
-        _storable_text(value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise PydanticCustomError("json_number", "must not contain NaN or Infinity (not JSON)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _storable_text(key)
-            _check_json_value(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json_value(item, depth + 1)
-
-
 def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json_value(value, 1)
+    # The dispatcher checks again; checking here names the field in pydantic's error path.
+    try:
+        check_json(value, field="kwargs")
+    except InvalidTaskError as exc:
+        raise PydanticCustomError("json_value", str(exc)) from None
     return value
 
 

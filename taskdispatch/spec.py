@@ -20,6 +20,7 @@ __all__ = [
     "LIMITS",
     "RUN_PARAM_FIELDS",
     "check_identifier",
+    "check_json",
     "new_task",
     "parse_instant_field",
     "paused",
@@ -85,7 +86,7 @@ def _check_horizon(ms: int, *, field: str) -> int:
     return ms
 
 
-def _check_json(value: Any, *, field: str, depth: int = 0) -> None:
+def check_json(value: Any, *, field: str, depth: int = 0) -> None:
     if depth > LIMITS["kwargs_depth"]:
         raise InvalidTaskError(
             f"{field} nests deeper than {LIMITS['kwargs_depth']} levels", field=field
@@ -93,10 +94,10 @@ def _check_json(value: Any, *, field: str, depth: int = 0) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             _check_text(str(key), field=field)
-            _check_json(item, field=field, depth=depth + 1)
+            check_json(item, field=field, depth=depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_json(item, field=field, depth=depth + 1)
+            check_json(item, field=field, depth=depth + 1)
     elif isinstance(value, str):
         _check_text_chars(value, field=field)
     elif isinstance(value, float) and not math.isfinite(value):
@@ -127,7 +128,7 @@ def _parse(fn: Any, *args: Any, field: str, **kw: Any) -> Any:
 def _run_params(fields: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
     params = dict(base)
     extra = fields.get("kwargs") or {}
-    _check_json(extra, field="kwargs")
+    check_json(extra, field="kwargs")
     params.update(extra)
     for name in RUN_PARAM_FIELDS:
         if name in fields:
