@@ -111,6 +111,26 @@ async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSO
     return _store_unavailable(request.app.state.settings.redis_url, exc)
 
 
+async def _pool_exhausted(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    # redis-py's asyncio pool raises this (a ConnectionError) once `max_connections` (100 by
+    # default) are in use: Redis is fine, this API process is at its concurrency limit.
+    log.warning("no free Redis connection for %s %s: %r", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "too many concurrent requests for this API process's Redis connections; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _redis_refuses(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    # Reachable but refusing writes: a replica during failover, or maxmemory reached.
+    url = mask_url(request.app.state.settings.redis_url)
+    log.warning("Redis at %s refused a command: %r", url, exc)
+    return error_response(
+        503, f"Redis at {url} refuses writes right now ({type(exc).__name__}); retry shortly"
+    )
+
+
 def _field_name(loc: Sequence[str | int]) -> str:
     """("body", "valid_time_range", 0) -> "valid_time_range[0]"; ("query", "limit") -> "limit"."""
     parts = loc[1:] if len(loc) > 1 and loc[0] in _LOCATIONS else loc
@@ -155,6 +175,10 @@ def install_error_handlers(app: FastAPI) -> None:
     # ConnectionError covers refused connections and BusyLoadingError (Redis starting up).
     app.exception_handler(redis.exceptions.ConnectionError)(_redis_down)
     app.exception_handler(redis.exceptions.TimeoutError)(_redis_down)
+    # Subclasses of the above or of ResponseError: the most specific handler wins.
+    app.exception_handler(redis.exceptions.MaxConnectionsError)(_pool_exhausted)
+    app.exception_handler(redis.exceptions.ReadOnlyError)(_redis_refuses)
+    app.exception_handler(redis.exceptions.OutOfMemoryError)(_redis_refuses)
     app.exception_handler(RequestValidationError)(_invalid_request)
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(Exception)(_unexpected)

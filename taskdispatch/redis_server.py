@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
@@ -84,9 +84,12 @@ class EmbeddedRedis:
         data_dir: str | Path | None = None,
         appendonly: bool = False,
         binary: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.port: int = port if port is not None else free_port()
         self.appendonly = appendonly
+        # With a password the server runs with --requirepass and `url` carries it.
+        self.password = password
         self.binary = binary if binary is not None else find_redis_server()
         self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -98,7 +101,8 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def _command(self) -> list[str]:
         if self.appendonly:
@@ -112,6 +116,7 @@ class EmbeddedRedis:
             *("--daemonize", "no", "--protected-mode", "yes"),
             *("--maxmemory-policy", "noeviction", "--logfile", str(self.log_file)),
             *persistence,
+            *(("--requirepass", self.password) if self.password else ()),
         ]
 
     def _log_tail(self) -> str:
@@ -124,7 +129,7 @@ class EmbeddedRedis:
     def _fail(self, reason: str) -> RuntimeError:
         self.kill()
         return RuntimeError(
-            f"redis-server {reason} ({self.url}); last log lines:\n{self._log_tail()}"
+            f"redis-server {reason} ({mask_url(self.url)}); last log lines:\n{self._log_tail()}"
         )
 
     def start(self, *, timeout_s: float = 10.0) -> None:

@@ -3,7 +3,8 @@
 Every state change is one WATCH/MULTI transaction through `transact`, so the task hash,
 its indexes and the round's history record change together. Two tokens guard a round:
 
-- `fence` (from the beat's claim) makes a message for a superseded slot a no-op;
+- `fence` (from the beat's claim) makes a message for a superseded slot a no-op (a message
+  of an older claim still counts for the same due slot: see `_stands_for`);
 - `run_id` (set when the round starts) lets only the round that is still current write
   its outcome: a worker whose lease expired and whose round recovery already declared
   lost cannot overwrite newer state, and retrying a final write is idempotent.
@@ -111,7 +112,7 @@ class RoundRunner:
             if (raw := self.redis.hgetall(self.keys.task(msg.task_id)))
             else None
         )
-        if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+        if task is None or not _stands_for(task, msg, now):
             # Deleted, paused, rescheduled or already run: a newer decision owns this task.
             return {"outcome": "dropped", "reason": "stale message"}
         tz = ZoneInfo(task.timezone)
@@ -146,7 +147,7 @@ class RoundRunner:
         lease_expiry = now + int(self.settings.lease_ttl_s * 1000)
 
         def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+            if task is None or not _stands_for(task, msg, now):
                 return None
             running = task.evolve(
                 status=TaskStatus.RUNNING,
@@ -251,7 +252,7 @@ class RoundRunner:
         self, msg: RoundMessage, now: int, tz: ZoneInfo, reason: str = "outside_window"
     ) -> dict[str, Any]:
         def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+            if task is None or not _stands_for(task, msg, now):
                 return None
             next_ms = schedule.reorder_ms(
                 next_ms=now, offset_s=0, now_ms=now, window=task.window, tz=tz, end_ms=task.end_ms
@@ -276,7 +277,7 @@ class RoundRunner:
         retry_at = now + int(self.settings.lock_retry_s * 1000)
 
         def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or task.fence != msg.fence or task.status != TaskStatus.PENDING:
+            if task is None or not _stands_for(task, msg, now):
                 return None
             record = RunRecord(
                 outcome="skipped",
@@ -368,6 +369,23 @@ class RoundRunner:
         if wrote:
             log.warning("round of task %s was lost; it runs again", task_id)
         return wrote
+
+
+def _stands_for(task: Task, msg: RoundMessage, now_ms: int) -> bool:
+    """Whether `msg` still asks for the task's current, not yet started slot.
+
+    A message carrying the task's fence does. So does one from an older claim of the same
+    slot, once that slot is due: when messages wait in a long queue, the beat re-claims them
+    after `dispatch_timeout_s` (new fence, second message), and if the first message were
+    dropped as stale on arrival, every message of a queue longer than the timeout would be
+    stale and no round would ever run again. Whichever message comes first starts the slot;
+    the start moves the task to `running` (one WATCHed transaction), so the other is dropped.
+    """
+    if task.status != TaskStatus.PENDING:
+        return False
+    if task.fence == msg.fence:
+        return True
+    return msg.fence < task.fence and task.next_ms == msg.slot_ms and msg.slot_ms <= now_ms
 
 
 def _after_round(

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://localhost:6379/0"
+    # Connections one API process may hold; further requests wait up to 5 s for one.
+    redis_max_connections: int = 100
     broker_url: str | None = None
     key_prefix: str = "td:"
     timezone: str = "Asia/Shanghai"

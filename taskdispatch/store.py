@@ -8,6 +8,7 @@ so a page costs O(log N + page) and a count O(1).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
 from taskdispatch.reasons import World
-from taskdispatch.write import queue_task_write
+from taskdispatch.write import queue_task_write, written_by
 
 __all__ = ["Snapshot", "TaskStore"]
 
@@ -57,6 +58,10 @@ class TaskStore:
                 try:
                     await pipe.watch(account_key)
                     existing = await pipe.get(account_key)
+                    if existing is not None and _text(existing) == task.task_id:
+                        # Our own EXEC landed but its reply was lost (see `mutate`).
+                        await pipe.unwatch()
+                        return
                     if existing is not None:
                         raise AccountTaskExistsError(task.account_id, _text(existing))
                     pipe.multi()
@@ -71,19 +76,30 @@ class TaskStore:
 
         `change` may run several times (when another writer wins the race), so it must be
         a pure function of the task it is given. Returning None deletes the task.
+
+        redis-py reports a connection lost during EXEC as a WatchError too, although the
+        transaction may have been applied: the write is tagged (`write.WRITE_ID_FIELD`),
+        so a retry that finds its tag (or, for a delete, no task) returns what it wrote
+        instead of applying `change` a second time (a reorder twice, a pause then 409).
         """
         task_key = self.keys.task(task_id)
+        write_id = uuid.uuid4().hex
+        attempted: tuple[Task, Task | None] | None = None
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(task_key)
                     raw = await pipe.hgetall(task_key)
+                    if attempted is not None and _landed(raw, write_id, attempted[1]):
+                        await pipe.unwatch()
+                        return attempted
                     if not raw:
                         raise TaskNotFoundError(task_id)
                     old = Task.from_hash(raw)
                     new = change(old)
                     pipe.multi()
-                    queue_task_write(pipe, self.keys, old, new)
+                    queue_task_write(pipe, self.keys, old, new, write_id=write_id)
+                    attempted = (old, new)
                     await pipe.execute()
                     return old, new
                 except WatchError:
@@ -97,13 +113,6 @@ class TaskStore:
             pipe.zrange(index, offset, offset + limit - 1)
             total, ids = await pipe.execute()
         return int(total), await self.get_many([_text(i) for i in ids])
-
-    async def counts(self) -> dict[str, int]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for status in STATUSES:
-                pipe.zcard(self.keys.status(status))
-            values = await pipe.execute()
-        return dict(zip(STATUSES, (int(v) for v in values), strict=True))
 
     async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
         """Everything the status endpoint shows, in one round trip plus the running tasks."""
@@ -180,6 +189,13 @@ class Snapshot:
     due_backlog: int
     oldest_due_ms: int | None
     running: list[Task]
+
+
+def _landed(raw: dict[Any, Any], write_id: str, new: Task | None) -> bool:
+    """Whether a write tagged `write_id` that wanted `new` is what the store now holds."""
+    if new is None:
+        return not raw  # deleted, by that write or by another one: the delete holds
+    return bool(raw) and written_by(raw, write_id)
 
 
 def _text(value: Any) -> str:

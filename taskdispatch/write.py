@@ -4,21 +4,44 @@ Every change to a task (API call, round start or end, recovery) goes through
 `queue_task_write` inside a MULTI/EXEC after WATCHing the task key, so the hash and all
 its indexes change together or not at all. It only queues commands, so the same code
 serves redis-py's sync and asyncio pipelines.
+
+A writer may tag its write with a `write_id` (stored in the hash field `WRITE_ID_FIELD`).
+redis-py turns a connection lost while a transaction is WATCHing into a WatchError, even
+when the EXEC had already been applied and only its reply was lost; a writer that retries
+then finds its own tag and knows the write landed, instead of applying it a second time
+(see `store.TaskStore.mutate` and `rounds.transact`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
 
-__all__ = ["queue_task_write"]
+__all__ = ["WRITE_ID_FIELD", "queue_task_write", "written_by"]
+
+# Not a Task field: Task.from_hash ignores it, and a later untagged write leaves it as is.
+WRITE_ID_FIELD = "write_id"
 
 
-def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) -> None:
-    """Queue the writes that take the store from `old` to `new` (None = absent)."""
+def written_by(raw: Mapping[Any, Any], write_id: str) -> bool:
+    """Whether the task hash `raw` (as read back) carries the tag of the write `write_id`."""
+    tag = raw.get(WRITE_ID_FIELD, raw.get(WRITE_ID_FIELD.encode()))
+    if isinstance(tag, bytes):
+        tag = tag.decode()
+    return bool(tag == write_id)
+
+
+def queue_task_write(
+    pipe: Any, keys: Keys, old: Task | None, new: Task | None, *, write_id: str | None = None
+) -> None:
+    """Queue the writes that take the store from `old` to `new` (None = absent).
+
+    `write_id` tags the stored hash so that a retry can tell whether this write landed.
+    """
     if new is None:
         if old is None:
             return
@@ -32,7 +55,10 @@ def queue_task_write(pipe: Any, keys: Keys, old: Task | None, new: Task | None) 
         queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)
         return
 
-    pipe.hset(keys.task(new.task_id), mapping=new.to_hash())
+    mapping = new.to_hash()
+    if write_id is not None:
+        mapping[WRITE_ID_FIELD] = write_id
+    pipe.hset(keys.task(new.task_id), mapping=mapping)
     if old is None:
         pipe.set(keys.account(new.account_id), new.task_id)
         pipe.zadd(keys.all_tasks(), {new.task_id: new.created_ms})

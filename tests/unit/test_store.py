@@ -394,9 +394,10 @@ async def test_page_returns_creation_order_and_total(
     assert (got_total, tasks) == (total, [five[n - 1] for n in expected])
 
 
-async def test_counts_reports_every_status(store: TaskStore, five: list[Task]) -> None:
-    """counts() has one entry per status, zero where empty."""
-    assert await store.counts() == {
+async def test_snapshot_counts_every_status(store: TaskStore, five: list[Task]) -> None:
+    """The snapshot has one count per status, zero where empty."""
+    snapshot = await store.snapshot(now_ms=0, alive_since_ms=0)
+    assert snapshot.counts == {
         "pending": 3,
         "running": 0,
         "paused": 2,
