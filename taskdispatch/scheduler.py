@@ -2,11 +2,12 @@
 
 Each tick costs one Lua call (heartbeat, dispatcher flag, claim of at most `claim_batch`
 due tasks with the data their messages need, and the earliest remaining due time) plus
-one publish per claimed round, so it grows with the number of due tasks, never with
-the number stored. A claim pushes the task's due score forward by the dispatch timeout
-and bumps its fence: if the message is lost before a worker starts it, the task is due
-again after the timeout and the stale message is dropped by its fence. Several beats
-can run at once; the claim is atomic, so each slot is dispatched once.
+one Redis pipeline that publishes a Celery message for every claimed round (see
+`_publish`), so it grows with the number of due tasks, never with the number stored.
+A claim pushes the task's due score forward by the dispatch timeout and bumps its fence:
+if the message is lost before a worker starts it, the task is due again after the
+timeout and the stale message is dropped by its fence. Several beats can run at once;
+the claim is atomic, so each slot is dispatched once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from typing import Any
 
 from celery.beat import Scheduler
+from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -36,6 +38,11 @@ ROUND_TASK = "taskdispatch.run_round"
 # ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis).
 # Returns {enabled 0|1, earliest remaining due score or -1,
 #          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id}.
+# A claim holds the slot for the dispatch timeout; each further claim of the SAME slot (its
+# message is lost, or only waiting in a long queue: the two look alike from here) holds it
+# twice as long, up to 32x (hash fields claimed_slot, claims). In a backlog the queue then
+# gets a logarithmic number of copies of a waiting message, not one per timeout, which had
+# buried the useful messages under stale ones until no round ran at all.
 _CLAIM = """
 local now = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[4])
@@ -43,15 +50,21 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 3600000)
 if redis.call('HGET', KEYS[2], 'enabled') == '0' then return {0, -1} end
 local out = {1, -1}
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local claim_until = now + tonumber(ARGV[3])
+local timeout = tonumber(ARGV[3])
 for _, id in ipairs(ids) do
   local key = ARGV[5] .. id
-  local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id')
+  local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
+                       'claimed_slot', 'claims')
   if f[1] ~= 'pending' or not f[2] or f[2] == '' then
     redis.call('ZREM', KEYS[1], id)
   else
     local fence = redis.call('HINCRBY', key, 'fence', 1)
-    redis.call('ZADD', KEYS[1], claim_until, id)
+    local claims = 1
+    if f[6] == f[2] and f[7] then claims = tonumber(f[7]) + 1 end
+    redis.call('HSET', key, 'claimed_slot', f[2], 'claims', claims)
+    local hold = timeout
+    for _ = 2, math.min(claims, 6) do hold = hold * 2 end
+    redis.call('ZADD', KEYS[1], now + hold, id)
     for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5]}) do table.insert(out, v) end
   end
 end
@@ -116,24 +129,86 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         return max(0.0, (head - now) / 1000)
 
     def _publish(self, claimed: list[list[Any]]) -> None:
+        """Publish one Celery message per claimed round, all through one Redis pipeline.
+
+        `app.send_task` spends about 1 ms of Python and a broker round trip on every message,
+        which capped a beat at ~1-1.5k rounds/s (docs/benchmarks.md). The messages here are
+        still Celery's own: `as_task_v2` builds each one and `send_task_message` routes it,
+        fires the publish signals and the `task-sent` event, as `send_task` does. Only the
+        transport step changes: kombu's `Producer.batch()` buffers the resulting LPUSH (and
+        event PUBLISH) commands and sends them as one pipeline when the block ends; a
+        transport that cannot batch safely publishes each message at once, as before.
+
+        A failed pipeline is not retried here (its delivery is uncertain): the rounds stay
+        claimed, so they are due again after `dispatch_timeout_s` and are re-claimed with a
+        new fence, which makes any message of this batch that did arrive stale.
+        """
         s = self.td_settings
-        with self.app.producer_or_acquire() as producer:
-            for task_id, fence, slot_ms, task_type, sys_type, account_id in claimed:
-                self.app.send_task(
-                    ROUND_TASK,
-                    kwargs={
-                        "task_id": task_id,
-                        "fence": int(fence),
-                        "slot_ms": int(slot_ms),
-                        "account_id": account_id,
-                        "task_type": task_type,
-                    },
-                    queue=queue_for(sys_type, s),
-                    producer=producer,
-                    soft_time_limit=s.round_time_limit_s,
-                    time_limit=s.round_time_limit_s + 30,
-                )
+        amqp = self.app.amqp
+        sent_event = bool(self.app.conf.task_send_sent_event)
+        try:
+            with self.app.producer_or_acquire() as producer:
+                events = self._sent_event_dispatcher(producer) if sent_event else None
+                declared: set[str] = set()
+                # Room for every command of the batch (LPUSH + event PUBLISH per message,
+                # PEXPIREs for expiring queues), so that it leaves as a single pipeline.
+                with producer.batch(max_size=8 * len(claimed)):
+                    for task_id, fence, slot_ms, task_type, sys_type, account_id in claimed:
+                        queue = queue_for(sys_type, s)
+                        if queue not in declared:
+                            # Declared once per batch, then `declare=[]` below: kombu would copy
+                            # the unbound Queue to declare it again for every message.
+                            producer.maybe_declare(amqp.queues[queue])
+                            declared.add(queue)
+                        kwargs = {
+                            "task_id": task_id,
+                            "fence": int(fence),
+                            "slot_ms": int(slot_ms),
+                            "account_id": account_id,
+                            "task_type": task_type,
+                        }
+                        message = amqp.as_task_v2(
+                            str(uuid.uuid4()),
+                            ROUND_TASK,
+                            kwargs=kwargs,
+                            # What Celery's saferepr gives for these short ids and ints, at a
+                            # tenth of its cost; Flower and `celery inspect` show these.
+                            argsrepr="()",
+                            kwargsrepr=repr(kwargs),
+                            reply_to=self.app.thread_oid,
+                            soft_time_limit=s.round_time_limit_s,
+                            time_limit=s.round_time_limit_s + 30,
+                            create_sent_event=sent_event,
+                        )
+                        amqp.send_task_message(
+                            producer,
+                            ROUND_TASK,
+                            message,
+                            queue=queue,
+                            declare=[],
+                            # Inside a batch a publish only buffers; retrying is meaningless.
+                            retry=False,
+                            event_dispatcher=events,
+                        )
+        except (KombuError, RedisError, OSError) as exc:
+            log.error(
+                "publishing %d claimed round(s) failed (%s); they are re-claimed after %.0f s",
+                len(claimed),
+                exc,
+                s.dispatch_timeout_s,
+            )
+            return
         log.info("dispatched %d round(s)", len(claimed))
+
+    def _sent_event_dispatcher(self, producer: Any) -> Any:
+        """Celery's `task-sent` event dispatcher, its exchange bound to the producer's channel.
+
+        Celery's default dispatcher holds an unbound exchange that kombu copies to declare it
+        on every event; bound once per batch, the events cost a third less.
+        """
+        events = self.app.events.Dispatcher(channel=producer.channel, enabled=False)
+        events.exchange = events.exchange(producer.channel)
+        return events
 
     def _sleep_until_woken(self, wait_s: float) -> None:
         """Sleep, but wake as soon as the API makes a task due sooner (see store.wake_beats)."""
