@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: venv run test lint format api
+.PHONY: venv run test lint format api bench bench-quick
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,12 @@ lint: venv
 format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# Benchmarks: docs/benchmarks.md and docs/img/bench-*.png (see bench/README.md).
+bench: venv
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench
+
+bench-quick: venv
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench --quick

@@ -17,9 +17,12 @@ import os
 import socket
 import time
 import uuid
+from functools import cached_property
 from typing import Any
 
 from celery.beat import Scheduler
+from celery.events import Event
+from celery.utils.time import utcoffset
 from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
@@ -79,6 +82,12 @@ def queue_for(sys_type: str, settings: Settings) -> str:
     return sys_type if settings.route_by_sys_type else settings.default_queue
 
 
+def _sent_event(fields: dict[str, Any], queue: str) -> dict[str, Any]:
+    """The fields Celery's `send_task_message` adds to a `task-sent` event: to a queue on a
+    direct exchange (taskdispatch's queues) it publishes through the default exchange."""
+    return {**fields, "queue": queue, "exchange": "", "routing_key": queue}
+
+
 class RedisScheduler(Scheduler):  # type: ignore[misc]
     """Dispatches due rounds from Redis; Celery's own entries (housekeeping) run as usual."""
 
@@ -133,26 +142,33 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
 
         `app.send_task` spends about 1 ms of Python and a broker round trip on every message,
         which capped a beat at ~1-1.5k rounds/s (docs/benchmarks.md). The messages here are
-        still Celery's own: `as_task_v2` builds each one and `send_task_message` routes it,
-        fires the publish signals and the `task-sent` event, as `send_task` does. Only the
-        transport step changes: kombu's `Producer.batch()` buffers the resulting LPUSH (and
-        event PUBLISH) commands and sends them as one pipeline when the block ends; a
-        transport that cannot batch safely publishes each message at once, as before.
+        still Celery's own: `as_task_v2` builds each one and `send_task_message` routes it
+        and fires the publish signals, as `send_task` does. Only the transport step changes:
+        kombu's `Producer.batch()` buffers the resulting LPUSH commands and sends them as one
+        pipeline when the block ends; a transport that cannot batch safely publishes each
+        message at once, as before.
+
+        The `task-sent` events (Flower shows a round from them before a worker takes it) go
+        in the same pipeline as ONE `task.multi` event message listing them all, the way a
+        Celery worker sends its buffered task events; every event receiver (Flower, `celery
+        events`) unpacks such lists. One event message per round cost as much as the round's
+        own message and halved the beat's rate.
 
         A failed pipeline is not retried here (its delivery is uncertain): the rounds stay
-        claimed, so they are due again after `dispatch_timeout_s` and are re-claimed with a
+        claimed, so they are due again when their claim expires and are re-claimed with a
         new fence, which makes any message of this batch that did arrive stale.
         """
         s = self.td_settings
         amqp = self.app.amqp
-        sent_event = bool(self.app.conf.task_send_sent_event)
+        sent_events: list[dict[str, Any]] | None = (
+            [] if self.app.conf.task_send_sent_event else None
+        )
         try:
             with self.app.producer_or_acquire() as producer:
-                events = self._sent_event_dispatcher(producer) if sent_event else None
                 declared: set[str] = set()
-                # Room for every command of the batch (LPUSH + event PUBLISH per message,
-                # PEXPIREs for expiring queues), so that it leaves as a single pipeline.
-                with producer.batch(max_size=8 * len(claimed)):
+                # Room for every command of the batch (an LPUSH per message, PEXPIREs for
+                # expiring queues, the event PUBLISH), so that it leaves as one pipeline.
+                with producer.batch(max_size=8 * len(claimed) + 8):
                     for task_id, fence, slot_ms, task_type, sys_type, account_id in claimed:
                         queue = queue_for(sys_type, s)
                         if queue not in declared:
@@ -178,8 +194,12 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
                             reply_to=self.app.thread_oid,
                             soft_time_limit=s.round_time_limit_s,
                             time_limit=s.round_time_limit_s + 30,
-                            create_sent_event=sent_event,
+                            create_sent_event=sent_events is not None,
                         )
+                        if sent_events is not None:
+                            # Collected for the one event message below, not sent one by one.
+                            sent_events.append(_sent_event(message.sent_event, queue))
+                            message = message._replace(sent_event=None)
                         amqp.send_task_message(
                             producer,
                             ROUND_TASK,
@@ -188,27 +208,53 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
                             declare=[],
                             # Inside a batch a publish only buffers; retrying is meaningless.
                             retry=False,
-                            event_dispatcher=events,
                         )
+                    if sent_events:
+                        self._publish_sent_events(producer, sent_events)
         except (KombuError, RedisError, OSError) as exc:
             log.error(
-                "publishing %d claimed round(s) failed (%s); they are re-claimed after %.0f s",
+                "publishing %d claimed round(s) failed (%s); they are re-claimed when their "
+                "claim expires",
                 len(claimed),
                 exc,
-                s.dispatch_timeout_s,
             )
             return
         log.info("dispatched %d round(s)", len(claimed))
 
-    def _sent_event_dispatcher(self, producer: Any) -> Any:
-        """Celery's `task-sent` event dispatcher, its exchange bound to the producer's channel.
+    @cached_property
+    def _events(self) -> Any:
+        """Celery's event dispatcher of this app: hostname, pid, clock and exchange of events."""
+        return self.app.events.Dispatcher(enabled=False)
 
-        Celery's default dispatcher holds an unbound exchange that kombu copies to declare it
-        on every event; bound once per batch, the events cost a third less.
+    def _publish_sent_events(self, producer: Any, fields: list[dict[str, Any]]) -> None:
+        """All `task-sent` events of a batch as one `task.multi` message (see `_publish`).
+
+        Built as `EventDispatcher` builds events and published as it publishes them (exchange,
+        serializer, headers, delivery mode), only as a list, as a worker's buffered events are.
         """
-        events = self.app.events.Dispatcher(channel=producer.channel, enabled=False)
-        events.exchange = events.exchange(producer.channel)
-        return events
+        events = self._events
+        offset = utcoffset()
+        batch = [
+            Event(
+                "task-sent",
+                hostname=events.hostname,
+                utcoffset=offset,
+                pid=events.pid,
+                clock=events.clock.forward(),
+                **item,
+            )
+            for item in fields
+        ]
+        producer.publish(
+            batch,
+            routing_key="task.multi",
+            exchange=events.exchange.name,
+            declare=[events.exchange],
+            serializer=events.serializer,
+            headers=events.headers,
+            delivery_mode=events.delivery_mode,
+            retry=False,
+        )
 
     def _sleep_until_woken(self, wait_s: float) -> None:
         """Sleep, but wake as soon as the API makes a task due sooner (see store.wake_beats)."""

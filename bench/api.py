@@ -1,0 +1,181 @@
+"""4. The REST API under load: one uvicorn worker, load from a separate process.
+
+GET /api/v1/tasks/{id}, GET /api/v1/tasks/?status=pending&limit=100 and POST /api/v1/tasks/
+with 1k and 100k tasks stored. The load comes from `wrk` when installed (a C client that
+leaves the CPU to the server) or else from bench/loadgen.py (asyncio httpx), each in its own
+process, a fixed number of connections, closed loop. The report names the generator.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.config import Profile
+from bench.load import load_tasks, task_id_of
+from bench.probe import ProbeError, run_probe
+from bench.procs import Child, bench_env, wait_until
+from bench.redisstats import connect, flush
+from bench.stats import Stat
+from taskdispatch.keys import Keys
+from taskdispatch.redis_server import free_port
+
+__all__ = ["run"]
+
+BASE = "/api/v1/tasks"
+GET_IDS = 200
+LIST_PATH = f"{BASE}/?status=pending&limit=100"
+CREATE_BODY = (
+    '{"sys_type":"mac_intel","task_type":"noop","xhs_account_id":"load-{n}",'
+    '"xhs_account_name":"load {n}","user_query":"开始运营","user_topic":"科技",'
+    '"interval":3600,"valid_time_range":[0,24]}'
+)
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _endpoints(n: int) -> dict[str, dict[str, Any]]:
+    ids = [task_id_of(i) for i in range(0, n, max(1, n // GET_IDS))][:GET_IDS]
+    return {
+        "GET /tasks/{id}": {"method": "GET", "paths": [f"{BASE}/{i}" for i in ids]},
+        "GET /tasks/?status=pending&limit=100": {"method": "GET", "paths": [LIST_PATH]},
+        "POST /tasks/": {"method": "POST", "paths": [f"{BASE}/"], "body": CREATE_BODY},
+    }
+
+
+def _wrk_script(spec: dict[str, Any], path: Path) -> None:
+    """A wrk Lua script cycling the paths; in a body, `{n}` becomes a number unique across
+    runs (LuaJIT's unseeded math.random repeats, so a run nonce and a counter instead)."""
+    # Lua long brackets: raw UTF-8, no escapes (LuaJIT rejects JSON's \\u escapes).
+    paths = ",".join(f"[==[{p}]==]" for p in spec["paths"])
+    body = f"[==[{spec.get('body') or ''}]==]"
+    path.write_text(
+        f"""
+local paths = {{{paths}}}
+local body = {body}
+local i = 0
+local counter = 0
+local run = "{time.time_ns()}"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) tid = tid or 0 end
+function request()
+  i = i % #paths + 1
+  if body ~= "" then
+    counter = counter + 1
+    local b = body:gsub("{{n}}", run .. "-" .. tid .. "-" .. counter)
+    return wrk.format("{spec["method"]}", paths[i], {{["content-type"]="application/json"}}, b)
+  end
+  return wrk.format("{spec["method"]}", paths[i])
+end
+""",
+        encoding="utf-8",
+    )
+
+
+def _parse_wrk(text: str) -> dict[str, Any]:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not m:
+            raise ValueError(f"no {pct}% latency in wrk output:\n{text}")
+        return float(m.group(1)) * _UNIT[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if not rps or not total:
+        raise ValueError(f"unexpected wrk output:\n{text}")
+    n_errors = int(errors.group(1)) if errors else 0
+    if sock:
+        n_errors += sum(int(g) for g in sock.groups())
+    return {
+        "rps": float(rps.group(1)),
+        "requests": int(total.group(1)),
+        "errors": n_errors,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+    }
+
+
+def _load_once(
+    url: str, spec: dict[str, Any], profile: Profile, workdir: Path, duration_s: float
+) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    if wrk:
+        script = workdir / "wrk.lua"
+        _wrk_script(spec, script)
+        seconds = max(1, math.ceil(duration_s))  # wrk takes whole seconds
+        cmd = [wrk, "-t1", f"-c{profile.api_connections}", f"-d{seconds}s"]
+        cmd += ["--latency", "-s", str(script), url]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0 or done.stderr.strip():
+            # A script that does not load makes wrk request "/" instead: never a figure.
+            raise ProbeError(f"wrk failed: {done.stderr or done.stdout}")
+        return _parse_wrk(done.stdout)
+    args = spec | {"url": url, "connections": profile.api_connections}
+    return run_probe("bench.loadgen", args | {"duration_s": duration_s}, timeout_s=duration_s + 60)
+
+
+def _server(redis_url: str, port: int, workdir: Path) -> Child:
+    args = ["-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    return Child(f"uvicorn-{port}", args, bench_env(redis_url), workdir)
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}{LIST_PATH.replace('100', '1')}", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) -> dict[str, Any]:
+    client = connect(url)
+    keys = Keys("td:")
+    work = Path(workdir)
+    out: dict[str, Any] = {
+        "generator": "wrk" if shutil.which("wrk") else "httpx (bench/loadgen.py)",
+        "connections": profile.api_connections,
+        "duration_s": profile.api_duration_s,
+        "sizes": [],
+    }
+    for n in profile.api_sizes:
+        flush(client)
+        load_tasks(url, keys, 0, n, now_ms=time.time_ns() // 1_000_000)
+        port = free_port()
+        server = _server(url, port, work)
+        base_url = f"http://127.0.0.1:{port}"
+        point: dict[str, Any] = {"stored": n, "endpoints": {}}
+        try:
+            if not wait_until(lambda url=base_url: _ready(url), 30):
+                raise ProbeError(f"the API did not start:\n{server.log_tail()}")
+            for name, spec in _endpoints(n).items():
+                log(f"api: {name} with {n:,} stored")
+                _load_once(base_url, spec, profile, work, 1.0)  # warm-up
+                runs = []
+                for _ in range(profile.api_repeats):
+                    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+                    result = _load_once(base_url, spec, profile, work, profile.api_duration_s)
+                    cores = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+                    runs.append(result | {"server_cores": cores})
+                point["endpoints"][name] = {
+                    "server_cores": Stat.of([r["server_cores"] for r in runs]).to_json(),
+                    "rps": Stat.of([r["rps"] for r in runs]).to_json(),
+                    "p50_ms": Stat.of([r["p50_ms"] for r in runs]).to_json(),
+                    "p99_ms": Stat.of([r["p99_ms"] for r in runs]).to_json(),
+                    "errors": sum(r["errors"] for r in runs),
+                    "requests": sum(r["requests"] for r in runs),
+                }
+        finally:
+            server.stop()
+        out["sizes"].append(point)
+    flush(client)
+    return out

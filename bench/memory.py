@@ -1,0 +1,81 @@
+"""5. Redis memory per stored task: INFO used_memory delta over N tasks, no history.
+
+The tasks are written as the store writes them (hash, account binding, listing, status
+and due indexes, and the event-stream entry, capped). Also measured, for what bounds it:
+the task hash's encoding and size (`OBJECT ENCODING`, `MEMORY USAGE`), the same load with
+`hash-max-listpack-value` raised so the hash can stay a listpack, and RedBeat's entries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from bench import apps
+from bench.config import Profile
+from bench.load import load_redbeat, load_tasks, task_id_of
+from bench.redisstats import connect, flush
+from bench.stats import Stat
+from taskdispatch.keys import Keys
+
+__all__ = ["run"]
+
+LISTPACK_VALUE = 1024
+
+
+def _per_item(client: redis.Redis, load: Callable[[], None], n: int) -> float:
+    flush(client)
+    time.sleep(0.2)  # let lazy frees settle
+    before = int(client.info("memory")["used_memory"])
+    load()
+    after = int(client.info("memory")["used_memory"])
+    return (after - before) / n
+
+
+def run(url: str, profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
+    client = connect(url)
+    keys = Keys("td:")
+    n = profile.memory_n
+    now_ms = time.time_ns() // 1_000_000
+
+    def load() -> None:
+        load_tasks(url, keys, 0, n, now_ms=now_ms)
+
+    log(f"memory: {n:,} tasks")
+    default = [_per_item(client, load, n) for _ in range(profile.memory_repeats)]
+    sample = keys.task(task_id_of(0))
+    out: dict[str, Any] = {
+        "n": n,
+        "bytes_per_task": Stat.of(default).to_json(),
+        "hash_encoding": client.object("encoding", sample).decode(),
+        "hash_bytes": client.memory_usage(sample),
+        "hash_fields": client.hlen(sample),
+        "longest_value": max(len(v) for v in client.hvals(sample)),
+        "account_key_bytes": client.memory_usage(keys.account("bench-account-0000000")),
+        "listpack_value_limit": int(
+            client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
+        ),
+    }
+    old = client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
+    client.config_set("hash-max-listpack-value", LISTPACK_VALUE)
+    try:
+        raised = [_per_item(client, load, n) for _ in range(profile.memory_repeats)]
+        out["raised_limit"] = LISTPACK_VALUE
+        out["bytes_per_task_listpack"] = Stat.of(raised).to_json()
+        out["hash_bytes_listpack"] = client.memory_usage(sample)
+    finally:
+        client.config_set("hash-max-listpack-value", old)
+    if apps.have_redbeat():
+        app = apps.celery_app(url)
+        log(f"memory: {n:,} RedBeat entries")
+        out["redbeat_bytes_per_entry"] = Stat.of(
+            [
+                _per_item(client, lambda: load_redbeat(url, app, 0, n, now_s=time.time()), n)
+                for _ in range(profile.memory_repeats)
+            ]
+        ).to_json()
+    flush(client)
+    return out
