@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -77,7 +77,9 @@ class Task:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
+        # Field by field, not dataclasses.asdict: asdict deep-copies kwargs on every write.
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
             if value is None:
                 out[name] = ""
             elif name == "window":
@@ -114,3 +116,6 @@ class Task:
             else:
                 values[f.name] = text or None
         return cls(**values)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Task))

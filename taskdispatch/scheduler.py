@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ROUND_TASK = "taskdispatch.run_round"
 
+# The end of each sleep that is slept locally rather than in BLPOP (see _sleep_until_woken).
+_LOCAL_SLEEP_S = 0.25
+
 # KEYS[1] due zset, KEYS[2] dispatcher hash, KEYS[3] beats zset.
 # ARGV[1] now ms, ARGV[2] batch size, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
 # ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis).
@@ -257,11 +260,21 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         )
 
     def _sleep_until_woken(self, wait_s: float) -> None:
-        """Sleep, but wake as soon as the API makes a task due sooner (see store.wake_beats)."""
+        """Sleep until the next due time, but wake when a change makes a task due sooner.
+
+        Redis ends a BLPOP timeout only on its server tick (10 per second by default), up to
+        100 ms late (docs/benchmarks.md, section 3), so the last stretch is slept here: a
+        wake-up in it waits at most that stretch, and due rounds start on time.
+        """
+        deadline = time.monotonic() + wait_s
         try:
-            self.redis.blpop([self.keys.wake()], timeout=wait_s)
+            if wait_s > _LOCAL_SLEEP_S and self.redis.blpop(
+                [self.keys.wake()], timeout=wait_s - _LOCAL_SLEEP_S
+            ):
+                return
         except RedisError:
-            time.sleep(min(wait_s, 1.0))
+            deadline = min(deadline, time.monotonic() + 1.0)
+        time.sleep(max(0.0, deadline - time.monotonic()))
 
     @property
     def info(self) -> str:
