@@ -118,9 +118,9 @@ class RoundRunner:
         tz = ZoneInfo(task.timezone)
         if task.end_ms is not None and now > task.end_ms:
             # A late message (beat outage, backlog) never starts a round after the end.
-            return self._skip_outside_window(msg, now, tz, reason="past_end")
+            return self._skip_outside_window(msg, now, reason="past_end")
         if not schedule.in_window(now, task.window, tz):
-            return self._skip_outside_window(msg, now, tz)
+            return self._skip_outside_window(msg, now)
 
         lease = AccountLease(
             self.redis,
@@ -249,14 +249,12 @@ class RoundRunner:
                 delay_s = min(delay_s * 2, 2.0)
 
     def _skip_outside_window(
-        self, msg: RoundMessage, now: int, tz: ZoneInfo, reason: str = "outside_window"
+        self, msg: RoundMessage, now: int, reason: str = "outside_window"
     ) -> dict[str, Any]:
         def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
             if task is None or not _stands_for(task, msg, now):
                 return None
-            next_ms = schedule.reorder_ms(
-                next_ms=now, offset_s=0, now_ms=now, window=task.window, tz=tz, end_ms=task.end_ms
-            )
+            next_ms = spec.placed(task, now, now_ms=now)
             moved = task.evolve(next_ms=next_ms, fence=task.fence + 1, updated_ms=now)
             if next_ms is None:
                 moved = moved.evolve(status=TaskStatus.COMPLETED)
@@ -411,14 +409,7 @@ def _after_round(
             if slot_ms is None
             else min(settings.retry_backoff_s * 2 ** (task.failures - 1), task.interval_s)
         )
-        next_ms = schedule.reorder_ms(
-            next_ms=now_ms,
-            offset_s=round(backoff_s),
-            now_ms=now_ms,
-            window=task.window,
-            tz=tz,
-            end_ms=task.end_ms,
-        )
+        next_ms = spec.placed(task, now_ms, now_ms=now_ms, offset_s=round(backoff_s))
     if next_ms is None:
         return task.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     return task.evolve(status=TaskStatus.PENDING, next_ms=next_ms, fence=task.fence + 1)

@@ -24,6 +24,7 @@ __all__ = [
     "new_task",
     "parse_instant_field",
     "paused",
+    "placed",
     "reordered",
     "resumed",
     "run_now",
@@ -320,16 +321,26 @@ def paused(
     )
 
 
+def placed(task: Task, at_ms: int, *, now_ms: int, offset_s: int = 0) -> int | None:
+    """The first instant from `at_ms + offset_s` (not before now) inside the task's window,
+    or None when that falls after its end."""
+    return schedule.reorder_ms(
+        next_ms=at_ms,
+        offset_s=offset_s,
+        now_ms=now_ms,
+        window=task.window,
+        tz=schedule.parse_timezone(task.timezone),
+        end_ms=task.end_ms,
+    )
+
+
 def resumed(task: Task, *, now_ms: int) -> Task:
     if task.status not in (TaskStatus.PAUSED, TaskStatus.ERROR):
         raise TaskConflictError(
             f"任务状态为 {task.status.value}，只有 paused 或 error 的任务可以恢复"
         )
-    tz = schedule.parse_timezone(task.timezone)
     wanted = task.next_ms if task.next_ms is not None and task.next_ms > now_ms else now_ms
-    next_ms = schedule.reorder_ms(
-        next_ms=wanted, offset_s=0, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
-    )
+    next_ms = placed(task, wanted, now_ms=now_ms)
     cleared = task.evolve(paused_until_ms=None, pause_note=None, last_error=None, updated_ms=now_ms)
     if next_ms is None:
         return cleared.evolve(status=TaskStatus.COMPLETED, next_ms=None)
@@ -348,15 +359,7 @@ def reordered(task: Task, offset_s: int, *, now_ms: int) -> Task:
             f"priority_offset must be within ±{LIMITS['priority_offset_s_max']} seconds",
             field="priority_offset",
         )
-    tz = schedule.parse_timezone(task.timezone)
-    next_ms = schedule.reorder_ms(
-        next_ms=task.next_ms,
-        offset_s=offset_s,
-        now_ms=now_ms,
-        window=task.window,
-        tz=tz,
-        end_ms=task.end_ms,
-    )
+    next_ms = placed(task, task.next_ms, now_ms=now_ms, offset_s=offset_s)
     if next_ms is None:
         raise TaskConflictError(
             "调整后的执行时间晚于任务结束时间 task_end_time，请减小 priority_offset"
@@ -371,10 +374,7 @@ def run_now(task: Task, *, now_ms: int) -> Task:
         raise TaskConflictError(
             f"任务状态为 {task.status.value}，只有 pending 的任务可以立即执行；请先恢复任务"
         )
-    tz = schedule.parse_timezone(task.timezone)
-    next_ms = schedule.reorder_ms(
-        next_ms=now_ms, offset_s=0, now_ms=now_ms, window=task.window, tz=tz, end_ms=task.end_ms
-    )
+    next_ms = placed(task, now_ms, now_ms=now_ms)
     if next_ms is None:
         raise TaskConflictError("任务已超过结束时间 task_end_time，无法执行")
     return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
