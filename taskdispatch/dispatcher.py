@@ -22,6 +22,8 @@ from taskdispatch.handlers import load_registry
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
+from taskdispatch.reasons import waiting_reason
+from taskdispatch.scheduler import queue_for
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store import TaskStore
 
@@ -41,6 +43,7 @@ class DispatcherStatus:
     beats_alive: int
     workers_alive: int
     counts: dict[str, int]
+    # Oldest first: the status endpoint's current_running_task is the first.
     running_rounds: list[Task]
     due_backlog: int
     # How long the oldest due-but-unclaimed task has waited (0 when none waits).
@@ -225,6 +228,14 @@ class TaskDispatcher:
         _check_count(count)
         draft = self._draft(fields)
         return draft, spec.upcoming(draft, count=count, now_ms=draft.created_ms)
+
+    async def waiting_reasons(self, tasks: list[Task]) -> list[dict[str, Any] | None]:
+        """Why each task waits (aligned with `tasks`), from one Redis round trip for all."""
+        if not tasks:
+            return []
+        now = self.clock()
+        world = await self.store.world(tasks, now_ms=now, alive_since_ms=now - ALIVE_MS)
+        return [waiting_reason(t, world, queue=queue_for(t.sys_type, self.settings)) for t in tasks]
 
     async def runs(self, task_id: str, *, limit: int | None = None) -> list[RunRecord]:
         """The task's recent rounds, newest first."""

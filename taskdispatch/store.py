@@ -22,7 +22,7 @@ from taskdispatch.history import RunRecord
 from taskdispatch.keys import STATUSES, Keys
 from taskdispatch.models import Task
 from taskdispatch.reasons import World
-from taskdispatch.write import queue_task_write, written_by
+from taskdispatch.write import queue_task_write, queue_wake, written_by
 
 __all__ = ["Snapshot", "TaskStore"]
 
@@ -168,8 +168,7 @@ class TaskStore:
     async def wake_beats(self) -> None:
         """Tell sleeping beats to look at the due index now (see scheduler.py)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(self.keys.wake(), "1")
-            pipe.ltrim(self.keys.wake(), 0, 0)
+            queue_wake(pipe, self.keys)
             await pipe.execute()
 
     async def set_enabled(self, enabled: bool) -> None:

@@ -21,7 +21,7 @@ from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
 
-__all__ = ["WRITE_ID_FIELD", "queue_task_write", "written_by"]
+__all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
 
 # Not a Task field: Task.from_hash ignores it, and a later untagged write leaves it as is.
 WRITE_ID_FIELD = "write_id"
@@ -33,6 +33,12 @@ def written_by(raw: Mapping[Any, Any], write_id: str) -> bool:
     if isinstance(tag, bytes):
         tag = tag.decode()
     return bool(tag == write_id)
+
+
+def queue_wake(pipe: Any, keys: Keys) -> None:
+    """Wake one sleeping beat; the list holds at most one token, so a burst costs one tick."""
+    pipe.lpush(keys.wake(), "1")
+    pipe.ltrim(keys.wake(), 0, 0)
 
 
 def queue_task_write(
@@ -78,10 +84,8 @@ def queue_task_write(
         # A new slot or a new fence resets any claim a beat holds on the old one; an
         # unchanged slot keeps its claim (see scheduler.py), so edits do not re-dispatch.
         pipe.zadd(keys.due(), {new.task_id: new.next_ms})
-        # The new slot may be sooner than a sleeping beat expects: wake one (the list holds
-        # at most one token, so a burst of changes costs one extra tick).
-        pipe.lpush(keys.wake(), "1")
-        pipe.ltrim(keys.wake(), 0, 0)
+        # The new slot may be sooner than a sleeping beat expects.
+        queue_wake(pipe, keys)
 
     if new.status == TaskStatus.PAUSED and new.paused_until_ms is not None:
         pipe.zadd(keys.resume(), {new.task_id: new.paused_until_ms})

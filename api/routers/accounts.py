@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from api.dependencies import DispatcherDep
 from api.models import AccountTasksResponse, task_info
-from api.routers.schedule import waiting_reasons
 
 __all__ = ["router"]
 
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/api/v1/accounts", tags=["账户管理"])
 )
 async def account_tasks(account_id: str, dispatcher: DispatcherDep) -> AccountTasksResponse:
     tasks = await dispatcher.account_tasks(account_id)
-    reasons = await waiting_reasons(dispatcher, tasks)
+    reasons = await dispatcher.waiting_reasons(tasks)
     return AccountTasksResponse(
         account_id=account_id,
         total=len(tasks),

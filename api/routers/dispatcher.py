@@ -21,8 +21,6 @@ router = APIRouter(prefix="/api/v1/dispatcher", tags=["调度器管理"])
 
 
 def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
-    # Oldest first is part of this endpoint's contract, whatever order the store returns.
-    by_start = sorted(status.running_rounds, key=lambda t: t.started_ms or 0)
     rounds = [
         RunningRound(
             task_id=t.task_id,
@@ -30,7 +28,7 @@ def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
             started_at=local_time(t, t.started_ms),
             worker=t.worker,
         )
-        for t in by_start
+        for t in status.running_rounds
     ]
     counts = status.counts
     return DispatcherStatusResponse(

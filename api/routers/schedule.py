@@ -1,4 +1,4 @@
-"""When tasks run and why they wait: upcoming run times, a draft's preview, waiting reasons.
+"""When tasks run: upcoming run times and a draft's preview.
 
 Included in the app before the tasks router, so `/api/v1/tasks/preview` is never read as a
 task id by the tasks router's `/{task_id}` routes.
@@ -6,7 +6,7 @@ task id by the tasks router's `/{task_id}` routes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -14,12 +14,8 @@ from pydantic import BaseModel, Field
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
 from api.models import TaskCreateRequest, local_time
-from taskdispatch.dispatcher import ALIVE_MS, TaskDispatcher
-from taskdispatch.models import Task
-from taskdispatch.reasons import waiting_reason
-from taskdispatch.scheduler import queue_for
 
-__all__ = ["PreviewResponse", "UpcomingResponse", "router", "waiting_reasons"]
+__all__ = ["PreviewResponse", "UpcomingResponse", "router"]
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
 
@@ -33,18 +29,6 @@ class PreviewResponse(BaseModel):
 
 class UpcomingResponse(PreviewResponse):
     task_id: str
-
-
-async def waiting_reasons(
-    dispatcher: TaskDispatcher, tasks: list[Task]
-) -> list[dict[str, Any] | None]:
-    """Why each task waits (aligned with `tasks`), from one Redis round trip for all of them."""
-    if not tasks:
-        return []
-    now = dispatcher.clock()
-    world = await dispatcher.store.world(tasks, now_ms=now, alive_since_ms=now - ALIVE_MS)
-    settings = dispatcher.settings
-    return [waiting_reason(t, world, queue=queue_for(t.sys_type, settings)) for t in tasks]
 
 
 @router.post(

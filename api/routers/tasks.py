@@ -26,7 +26,6 @@ from api.models import (
     run_info,
     task_info,
 )
-from api.routers.schedule import waiting_reasons
 
 __all__ = ["router"]
 
@@ -47,7 +46,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
 @router.post("", include_in_schema=False)
 async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
     task = await dispatcher.create_task(**body.model_dump())
-    [reason] = await waiting_reasons(dispatcher, [task])
+    [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
         message="任务创建成功", task_id=task.task_id, task_info=task_info(task, reason=reason)
     )
@@ -75,7 +74,7 @@ async def list_tasks(
     total, tasks = await dispatcher.list_tasks(
         account_id=account_id, status=status, limit=limit, offset=offset
     )
-    reasons = await waiting_reasons(dispatcher, tasks)
+    reasons = await dispatcher.waiting_reasons(tasks)
     return TaskListResponse(
         total=total,
         tasks=[task_info(t, reason=r) for t, r in zip(tasks, reasons, strict=True)],
@@ -90,7 +89,7 @@ async def list_tasks(
 )
 async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
     task = await dispatcher.get_task(task_id)
-    [reason] = await waiting_reasons(dispatcher, [task])
+    [reason] = await dispatcher.waiting_reasons([task])
     return task_info(task, detail=True, reason=reason)
 
 
@@ -107,7 +106,7 @@ async def update_task(
     task_id: str, body: TaskUpdateRequest, dispatcher: DispatcherDep
 ) -> TaskSavedResponse:
     task = await dispatcher.update_task(task_id, **body.model_dump(exclude_unset=True))
-    [reason] = await waiting_reasons(dispatcher, [task])
+    [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
         message="任务更新成功", task_id=task_id, task_info=task_info(task, reason=reason)
     )
