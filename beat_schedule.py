@@ -1,7 +1,9 @@
-"""Beat configuration: the Redis scheduler class and its housekeeping entries.
+"""Beat configuration: the Redis scheduler class, and room for a deployment's own entries.
 
-Task rounds are not listed here: the scheduler reads them from Redis. Only
-housekeeping that every beat may run (it is idempotent) lives in this schedule.
+Task rounds are not listed here: the scheduler reads them from Redis, and it does its own
+housekeeping (recovery of lost rounds, the end of timed pauses) inside every tick, so that
+it runs whatever queues the workers consume. Add periodic Celery tasks of your own to the
+dict `beat_schedule` returns, as in any Celery beat configuration.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from taskdispatch.settings import Settings
-from taskdispatch.worker import RECOVER_TASK
 
 __all__ = ["beat_schedule", "beat_scheduler"]
 
@@ -17,11 +18,4 @@ beat_scheduler = "taskdispatch.scheduler:RedisScheduler"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    return {
-        "taskdispatch-recover-lost-rounds": {
-            "task": RECOVER_TASK,
-            "schedule": settings.recovery_every_s,
-            # A recovery message that waited longer than one period is superseded by the next.
-            "options": {"expires": settings.recovery_every_s},
-        },
-    }
+    return {}

@@ -22,11 +22,13 @@ from taskdispatch.spec import check_json
 __all__ = [
     "AccountTasksResponse",
     "ActionResponse",
+    "Component",
     "ConsistencyResponse",
     "DispatcherStatusResponse",
     "ErrorDetail",
     "ErrorResponse",
     "HealthResponse",
+    "ReadinessResponse",
     "RunInfo",
     "RunningRound",
     "TaskActionResponse",
@@ -409,6 +411,25 @@ class HealthResponse(BaseModel):
     status: Literal["healthy"]
     timestamp: str
     version: str
+
+
+Component = Literal["redis", "beats", "workers"]
+
+
+class ReadinessResponse(BaseModel):
+    """GET /api/v1/health/ready: 200 while Redis answers, 503 (same shape) when it does not."""
+
+    status: Literal["ready", "unavailable"]
+    timestamp: str
+    version: str
+    redis: bool = Field(description="Redis answered within the probe's timeout.")
+    beats_alive: int | None = Field(description="Beats with a fresh heartbeat; null if unknown.")
+    workers_alive: int | None = Field(
+        description="Workers with a fresh heartbeat (proof that they consume); null if unknown."
+    )
+    down: list[Component] = Field(
+        description="What is not working: redis (then 503), or no live beat / worker (still 200)."
+    )
 
 
 class ErrorDetail(BaseModel):

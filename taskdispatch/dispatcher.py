@@ -211,6 +211,11 @@ class TaskDispatcher:
             scheduling_lag_ms=0 if snap.oldest_due_ms is None else now - snap.oldest_due_ms,
         )
 
+    async def alive(self) -> tuple[int, int]:
+        """How many beats and workers have a fresh heartbeat (a lighter `status`)."""
+        now = self.clock()
+        return await self.store.alive(alive_since_ms=now - ALIVE_MS)
+
     async def run_now(self, task_id: str) -> Task:
         """Make the task due now (its next slot moves to now, inside its window)."""
         now = self.clock()

@@ -35,6 +35,12 @@ class RunContext:
     round_num: int
     kwargs: Mapping[str, Any]
     scheduled_for: datetime
+    # Grows with every round of the task (and every change of its schedule): an external
+    # system that remembers the highest token it accepted per task can refuse the writes
+    # of a round that was superseded (docs/reliability.md, "Fencing side effects").
+    fencing_token: int = 0
+    # Unique per round.
+    run_id: str = ""
 
 
 Handler = Callable[[RunContext], Any]

@@ -1,28 +1,50 @@
-"""The per-account lease: two rounds of one account never overlap.
+"""The per-account lease: two rounds of one account never overlap, even across a partition.
 
-A lease is `SET lock:{account} <token> NX PX ttl`. The holder renews it from a
-background thread while the round runs and releases it by compare-and-delete, so a
-holder whose lease expired (it was paused, or lost Redis) can never extend or delete
-the lease a newer holder took. Renewal also pushes the round's `running` score, which
-recovery reads to find rounds whose worker died.
+A lease is `SET lock:{account} <token> NX PX ttl`. The holder renews it from a background
+thread while the round runs and releases it by compare-and-delete, so a holder whose lease
+expired can never extend or delete the lease a newer holder took. Renewal also pushes the
+round's `running` score, which recovery reads to find rounds whose worker died.
+
+Self-fencing: Redis lets the lease expire `ttl` after the last renewal it applied, and
+recovery may then start the round elsewhere. A holder that cannot renew (Redis unreachable,
+a partition) therefore stops its own round first: once `FENCE_AT` of the TTL has passed
+since the last renewal Redis confirmed, `HandlerGuard.interrupt` raises `LeaseLost` inside
+the handler; if the handler has still not returned at `EXIT_AT`, a pool process exits (its
+worker replaces it). Times are measured on the local monotonic clock from the moment the
+confirmed renewal was *sent*, which is never later than the moment Redis applied it, so the
+local deadline always falls before the real expiry.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import threading
+import time
 import uuid
-from collections.abc import Callable
-from types import TracebackType
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType, TracebackType
+from typing import TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["AccountLease"]
+__all__ = ["EXIT_AT", "FENCE_AT", "AccountLease", "HandlerGuard", "LeaseLost"]
 
 log = logging.getLogger(__name__)
 
 ClockMs = Callable[[], int]
+T = TypeVar("T")
+
+# Fractions of the TTL after the last confirmed renewal: stop the handler, then, if it did
+# not stop, exit the pool process. Both leave time before Redis expires the lease.
+FENCE_AT = 0.7
+EXIT_AT = 0.9
+# Exit status of a pool process that had to leave because its handler ignored LeaseLost.
+EXIT_FENCED = 70
 
 # KEYS[1] lock key, KEYS[2] running zset; ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id,
 # ARGV[4] new lease expiry ms. Returns 1 if renewed, 0 if the lease is no longer ours.
@@ -39,9 +61,73 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
+# Set by the worker in prefork pool processes, where exiting only replaces one process.
+in_pool_process = False
+
+
+class LeaseLost(BaseException):
+    """Raised inside a round's handler when its worker can no longer vouch for the lease.
+
+    A BaseException, like KeyboardInterrupt, so that a handler's `except Exception` does not
+    swallow it; a handler may clean up in `finally`, quickly.
+    """
+
+
+class HandlerGuard:
+    """Runs a handler so that another thread can interrupt it with `LeaseLost`.
+
+    In the main thread of a process (a prefork pool process, or the solo pool) the
+    interrupt is a SIGUSR2 whose handler raises, which also ends a blocking sleep or socket
+    read; in any other thread it is an asynchronous exception, delivered at the handler's
+    next Python instruction.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._armed = False
+        self._thread_id = threading.get_ident()
+        self._signals = threading.current_thread() is threading.main_thread()
+
+    @contextmanager
+    def installed(self) -> Iterator[HandlerGuard]:
+        previous = signal.signal(signal.SIGUSR2, self._on_signal) if self._signals else None
+        try:
+            yield self
+        finally:
+            if self._signals:
+                signal.signal(signal.SIGUSR2, previous)
+
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        self._armed = True
+        try:
+            return fn(*args)
+        finally:
+            self._armed = False
+
+    def interrupt(self, reason: str) -> None:
+        """Ask the handler to stop (from the lease's renewal thread)."""
+        self.reason = reason
+        if not self._armed:
+            return
+        if self._signals:
+            signal.pthread_kill(self._thread_id, signal.SIGUSR2)
+        else:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._thread_id), ctypes.py_object(LeaseLost)
+            )
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed:
+            self._armed = False
+            raise LeaseLost(self.reason or "the round's lease was lost")
+
 
 class AccountLease:
-    """Context manager: `with AccountLease(...) as lease: if lease.acquired: ...`."""
+    """Context manager: `with AccountLease(...) as lease: if lease.acquire(): ...`.
+
+    `redis` should fail fast (short socket timeout, no retries): a renewal that hangs would
+    delay the fencing decision, which is taken between renewal attempts.
+    """
 
     def __init__(
         self,
@@ -62,34 +148,71 @@ class AccountLease:
         self.token = uuid.uuid4().hex
         self.acquired = False
         self.lost = threading.Event()
+        self.lost_reason: str | None = None
+        self._confirmed_s = 0.0  # monotonic time the last confirmed SET/renewal was sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
     def acquire(self) -> bool:
+        sent = time.monotonic()
         self.acquired = bool(self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms))
+        self._confirmed_s = sent
         return self.acquired
 
-    def start_renewing(self) -> None:
+    def start_renewing(self, on_lost: Callable[[str], None]) -> None:
+        """Renew until released; call `on_lost(reason)` once if the lease cannot be kept."""
         self._thread = threading.Thread(
-            target=self._renew_loop, name=f"lease-{self.task_id}", daemon=True
+            target=self._renew_loop, args=(on_lost,), name=f"lease-{self.task_id}", daemon=True
         )
         self._thread.start()
 
-    def _renew_loop(self) -> None:
-        interval_s = self.ttl_ms / 3000
-        while not self._stop.wait(interval_s):
+    def _renew_loop(self, on_lost: Callable[[str], None]) -> None:
+        ttl_s = self.ttl_ms / 1000
+        every_s, retry_s = ttl_s / 3, max(0.05, ttl_s / 20)
+        next_s = self._confirmed_s + every_s
+        while True:
+            fence_s = self._confirmed_s + ttl_s * FENCE_AT
+            if self._stop.wait(max(0.0, min(next_s, fence_s) - time.monotonic())):
+                return
+            sent = time.monotonic()
+            if sent >= fence_s:
+                waited = sent - self._confirmed_s
+                self._fence(on_lost, f"its lease could not be renewed for {waited:.1f} s")
+                return
             try:
                 expiry = self.clock_ms() + self.ttl_ms
                 args: list[str | int] = [self.token, self.ttl_ms, self.task_id, expiry]
-                if not self._renew(keys=[self.lock_key, self.running_key], args=args):
-                    log.warning("lease %s lost; the round's outcome will be fenced", self.lock_key)
-                    self.lost.set()
-                    return
+                renewed = self._renew(keys=[self.lock_key, self.running_key], args=args)
             except RedisError as exc:
-                # Keep trying: the lease survives short outages as long as its TTL lasts.
                 log.warning("renewing lease %s failed: %s", self.lock_key, exc)
+                next_s = time.monotonic() + retry_s
+                continue
+            if not renewed:
+                self._fence(on_lost, "its lease expired and was no longer its own")
+                return
+            self._confirmed_s = sent
+            next_s = sent + every_s
+
+    def _fence(self, on_lost: Callable[[str], None], why: str) -> None:
+        reason = f"round stopped by its worker: {why} (Redis unreachable or too slow)"
+        log.error("lease %s: %s", self.lock_key, reason)
+        self.lost_reason = reason
+        self.lost.set()
+        on_lost(reason)
+        # The handler had until EXIT_AT to stop; past it, only leaving the process is safe.
+        exit_s = self._confirmed_s + self.ttl_ms / 1000 * EXIT_AT
+        if self._stop.wait(max(0.0, exit_s - time.monotonic())):
+            return
+        if in_pool_process:
+            log.critical("the handler of %s ignored LeaseLost; pool process exits", self.task_id)
+            os._exit(EXIT_FENCED)
+        log.critical(
+            "the handler of %s ignored LeaseLost and this pool cannot replace its process: "
+            "it may overlap the round's rerun (use the prefork pool)",
+            self.task_id,
+        )
 
     def release(self) -> None:
         self._stop.set()

@@ -24,16 +24,17 @@ from redis import Redis
 from redis.exceptions import RedisError, WatchError
 
 from taskdispatch import schedule, spec
+from taskdispatch.connections import lease_client
 from taskdispatch.events import queue_event
 from taskdispatch.handlers import HandlerRegistry, RunContext
-from taskdispatch.history import RunRecord, queue_run_record
+from taskdispatch.history import Outcome, RunRecord, queue_run_record
 from taskdispatch.keys import Keys
-from taskdispatch.lease import AccountLease
+from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.settings import Settings
 from taskdispatch.write import queue_task_write, written_by
 
-__all__ = ["RoundMessage", "RoundRunner", "transact"]
+__all__ = ["Extra", "RoundMessage", "RoundRunner", "after_round", "now_ms", "transact"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ Extra = Callable[[Any], None]
 Plan = Callable[[Task | None], tuple[Task | None, Extra | None] | None]
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -95,9 +96,12 @@ class RoundRunner:
         registry: HandlerRegistry,
         *,
         hostname: str,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
+        lease_redis: Redis | None = None,
     ) -> None:
         self.redis = redis
+        # Renewals fail fast on a client of their own (see connections.lease_client).
+        self.lease_redis = lease_redis or lease_client(settings)
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.registry = registry
@@ -123,7 +127,7 @@ class RoundRunner:
             return self._skip_outside_window(msg, now)
 
         lease = AccountLease(
-            self.redis,
+            self.lease_redis,
             lock_key=self.keys.lock(task.account_id),
             running_key=self.keys.running(),
             task_id=task.task_id,
@@ -137,8 +141,10 @@ class RoundRunner:
             started = self._start(msg, run_id)
             if started is None:
                 return {"outcome": "dropped", "reason": "changed before start"}
-            lease.start_renewing()
-            record = self._call_handler(started, msg)
+            guard = HandlerGuard()
+            with guard.installed():
+                lease.start_renewing(on_lost=guard.interrupt)
+                record = self._call_handler(started, msg, guard)
             self._finish(msg, run_id, record)
         return {"outcome": record.outcome, "error": record.error, "round": record.round_num}
 
@@ -177,7 +183,8 @@ class RoundRunner:
             return None
         return task.evolve(status=TaskStatus.RUNNING, started_ms=now, run_id=run_id)
 
-    def _call_handler(self, task: Task, msg: RoundMessage) -> RunRecord:
+    def _call_handler(self, task: Task, msg: RoundMessage, guard: HandlerGuard) -> RunRecord:
+        assert task.run_id is not None
         ctx = RunContext(
             task_id=task.task_id,
             account_id=task.account_id,
@@ -187,12 +194,17 @@ class RoundRunner:
             round_num=task.round_num + 1,
             kwargs=task.kwargs,
             scheduled_for=schedule.to_datetime(msg.slot_ms, ZoneInfo(task.timezone)),
+            fencing_token=task.fence,
+            run_id=task.run_id,
         )
-        outcome: Any = "ok"
+        outcome: Outcome = "ok"
         result: Any = None
         error: str | None = None
+        reason: str | None = None
         try:
-            result = self.registry.get(task.task_type)(ctx)
+            result = guard.call(self.registry.get(task.task_type), ctx)
+        except LeaseLost:
+            outcome, reason, error = "lost", "lease_unrenewable", guard.reason
         except Exception as exc:  # a handler may raise anything; the round is then failed
             outcome, error = "failed", _describe(exc)
             log.warning("round of %s failed: %s", task.task_id, error)
@@ -202,6 +214,7 @@ class RoundRunner:
             round_num=ctx.round_num,
             started_ms=task.started_ms,
             finished_ms=self.clock(),
+            reason=reason,
             error=error,
             worker=self.hostname,
             result=result,
@@ -227,7 +240,9 @@ class RoundRunner:
                 updated_ms=now,
             )
             if task.status == TaskStatus.RUNNING:
-                done = _after_round(done, slot_ms=msg.slot_ms, ok=ok, now_ms=now, settings=s)
+                # A round its worker stopped runs again now, like one recovery declares lost.
+                slot_ms = None if record.outcome == "lost" else msg.slot_ms
+                done = after_round(done, slot_ms=slot_ms, ok=ok, now_ms=now, settings=s)
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task.task_id)
@@ -293,81 +308,6 @@ class RoundRunner:
         transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": "account_locked"}
 
-    def recover(self, *, batch: int = 500) -> int:
-        """Declare lost every round whose lease expired, and run it again; returns how many."""
-        now = self.clock()
-        expired = self.redis.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=batch)
-        recovered = 0
-        for task_id in expired:
-            if self._recover_one(str(task_id), now):
-                recovered += 1
-        return recovered
-
-    def resume_due(self, *, batch: int = 500) -> int:
-        """Resume paused tasks whose `until` has come; returns how many."""
-        now = self.clock()
-        due = self.redis.zrangebyscore(self.keys.resume(), "-inf", now, start=0, num=batch)
-
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if (
-                task is None
-                or task.status != TaskStatus.PAUSED
-                or task.paused_until_ms is None
-                or task.paused_until_ms > now
-            ):
-                return None
-            return spec.resumed(task, now_ms=now), None
-
-        resumed = 0
-        for task_id in map(str, due):
-            _, wrote = transact(self.redis, self.keys, task_id, plan)
-            if not wrote:
-                self.redis.zrem(self.keys.resume(), task_id)  # resumed or deleted meanwhile
-            resumed += wrote
-        return resumed
-
-    def _recover_one(self, task_id: str, now: int) -> bool:
-        s = self.settings
-
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or task.run_id is None:
-                return None
-            if self.redis.exists(self.keys.lock(task.account_id)):
-                return None  # the holder still renews its lease; only the zset score lagged
-            lost = task.evolve(
-                run_id=None,
-                started_ms=None,
-                worker=None,
-                failures=task.failures + 1,
-                last_error="round lost: its worker stopped renewing the lease (killed or cut off)",
-                updated_ms=now,
-            )
-            if task.status == TaskStatus.RUNNING:
-                lost = _after_round(lost, slot_ms=None, ok=False, now_ms=now, settings=s)
-            record = RunRecord(
-                outcome="lost",
-                scheduled_ms=task.next_ms,
-                round_num=task.round_num + 1,
-                started_ms=task.started_ms,
-                finished_ms=now,
-                reason="lease_expired",
-                error=lost.last_error,
-                worker=task.worker,
-            )
-
-            def extra(pipe: Any) -> None:
-                pipe.zrem(self.keys.running(), task_id)
-                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
-
-            return lost, extra
-
-        task, wrote = transact(self.redis, self.keys, task_id, plan)
-        if task is None or task.run_id is None:
-            self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
-        if wrote:
-            log.warning("round of task %s was lost; it runs again", task_id)
-        return wrote
-
 
 def _stands_for(task: Task, msg: RoundMessage, now_ms: int) -> bool:
     """Whether `msg` still asks for the task's current, not yet started slot.
@@ -386,7 +326,7 @@ def _stands_for(task: Task, msg: RoundMessage, now_ms: int) -> bool:
     return msg.fence < task.fence and task.next_ms == msg.slot_ms and msg.slot_ms <= now_ms
 
 
-def _after_round(
+def after_round(
     task: Task, *, slot_ms: int | None, ok: bool, now_ms: int, settings: Settings
 ) -> Task:
     """Status and next slot once a round that held `running` ended (or was lost)."""

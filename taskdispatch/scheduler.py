@@ -17,6 +17,8 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -27,10 +29,20 @@ from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
 
+from taskdispatch.connections import store_client
 from taskdispatch.keys import Keys
+from taskdispatch.recovery import Housekeeper
 from taskdispatch.settings import Settings, get_settings
 
-__all__ = ["ROUND_TASK", "RedisScheduler", "queue_for"]
+__all__ = [
+    "HOUSEKEEPING_BATCH",
+    "ROUND_TASK",
+    "Claimed",
+    "RedisScheduler",
+    "Tick",
+    "claim_tick",
+    "queue_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +50,23 @@ ROUND_TASK = "taskdispatch.run_round"
 
 # The end of each sleep that is slept locally rather than in BLPOP (see _sleep_until_woken).
 _LOCAL_SLEEP_S = 0.25
+# Most lost rounds and most timed pauses one tick handles (each costs a transaction).
+HOUSEKEEPING_BATCH = 100
+# After a failed publish (broker unreachable), the next try.
+_PUBLISH_RETRY_S = 1.0
 
-# KEYS[1] due zset, KEYS[2] dispatcher hash, KEYS[3] beats zset.
-# ARGV[1] now ms, ARGV[2] batch size, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
-# ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis).
-# Returns {enabled 0|1, earliest remaining due score or -1,
+# One call per tick: heartbeat, housekeeping candidates, claims.
+# KEYS[1] due zset, KEYS[2] dispatcher hash, KEYS[3] beats zset, KEYS[4] running zset,
+# KEYS[5] resume zset.
+# ARGV[1] now ms, ARGV[2] claim batch, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
+# ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis),
+# ARGV[6] housekeeping batch.
+# Returns {enabled 0|1, the earliest later instant (ms) at which something falls due
+#          (a slot, a lease expiry, a pause's end) or -1, L, R,
+#          L ids of rounds whose lease expiry passed, R ids of pauses whose `until` came,
 #          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id}.
+# Housekeeping candidates come whatever the dispatcher flag: a stopped dispatcher still
+# records lost rounds and ends timed pauses.
 # A claim holds the slot for the dispatch timeout; each further claim of the SAME slot (its
 # message is lost, or only waiting in a long queue: the two look alike from here) holds it
 # twice as long, up to 32x (hash fields claimed_slot, claims). In a backlog the queue then
@@ -51,38 +74,133 @@ _LOCAL_SLEEP_S = 0.25
 # buried the useful messages under stale ones until no round ran at all.
 _CLAIM = """
 local now = tonumber(ARGV[1])
+local hk = tonumber(ARGV[6])
 redis.call('ZADD', KEYS[3], now, ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 3600000)
-if redis.call('HGET', KEYS[2], 'enabled') == '0' then return {0, -1} end
-local out = {1, -1}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local timeout = tonumber(ARGV[3])
-for _, id in ipairs(ids) do
-  local key = ARGV[5] .. id
-  local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
-                       'claimed_slot', 'claims')
-  if f[1] ~= 'pending' or not f[2] or f[2] == '' then
-    redis.call('ZREM', KEYS[1], id)
-  else
-    local fence = redis.call('HINCRBY', key, 'fence', 1)
-    local claims = 1
-    if f[6] == f[2] and f[7] then claims = tonumber(f[7]) + 1 end
-    redis.call('HSET', key, 'claimed_slot', f[2], 'claims', claims)
-    local hold = timeout
-    for _ = 2, math.min(claims, 6) do hold = hold * 2 end
-    redis.call('ZADD', KEYS[1], now + hold, id)
-    for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5]}) do table.insert(out, v) end
+local lost = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, hk)
+local resumes = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, hk)
+local wake = -1
+local function later(key)
+  local head = redis.call('ZRANGEBYSCORE', KEYS[key], '(' .. now, '+inf',
+                          'WITHSCORES', 'LIMIT', 0, 1)
+  if head[2] and (wake < 0 or tonumber(head[2]) < wake) then wake = tonumber(head[2]) end
+end
+later(4)
+later(5)
+local enabled = 1
+if redis.call('HGET', KEYS[2], 'enabled') == '0' then enabled = 0 end
+local claimed = {}
+if enabled == 1 then
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+  local timeout = tonumber(ARGV[3])
+  for _, id in ipairs(ids) do
+    local key = ARGV[5] .. id
+    local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
+                         'claimed_slot', 'claims')
+    if f[1] ~= 'pending' or not f[2] or f[2] == '' then
+      redis.call('ZREM', KEYS[1], id)
+    else
+      local fence = redis.call('HINCRBY', key, 'fence', 1)
+      local claims = 1
+      if f[6] == f[2] and f[7] then claims = tonumber(f[7]) + 1 end
+      redis.call('HSET', key, 'claimed_slot', f[2], 'claims', claims)
+      local hold = timeout
+      for _ = 2, math.min(claims, 6) do hold = hold * 2 end
+      redis.call('ZADD', KEYS[1], now + hold, id)
+      for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5]}) do table.insert(claimed, v) end
+    end
+  end
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if head[2] and (wake < 0 or tonumber(head[2]) < wake) then wake = tonumber(head[2]) end
+end
+local out = {enabled, wake, #lost, #resumes}
+for _, id in ipairs(lost) do table.insert(out, id) end
+for _, id in ipairs(resumes) do table.insert(out, id) end
+for _, v in ipairs(claimed) do table.insert(out, v) end
+return out
+"""
+
+# KEYS[1] due zset. ARGV[1] task key prefix, then per claimed round: id, fence, slot ms.
+# Makes each round due again at once if the claim still stands (pending, same fence and
+# slot): its message may have been lost. Returns how many were released.
+_RELEASE_CLAIMS = """
+local released = 0
+for i = 2, #ARGV, 3 do
+  local id, fence, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'fence', 'next_ms')
+  if f[1] == 'pending' and f[2] == fence and f[3] == slot then
+    redis.call('ZADD', KEYS[1], tonumber(slot), id)
+    released = released + 1
   end
 end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if head[2] then out[2] = head[2] end
-return out
+return released
 """
 
 
 def queue_for(sys_type: str, settings: Settings) -> str:
     """The Celery queue of a round: its sys_type when routing by it is on."""
     return sys_type if settings.route_by_sys_type else settings.default_queue
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One round a tick claimed: what its Celery message carries."""
+
+    task_id: str
+    fence: int
+    slot_ms: int
+    task_type: str
+    sys_type: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one run of the claim script found (see `_CLAIM`)."""
+
+    enabled: bool
+    # The earliest later instant at which a slot, a lease expiry or a pause's end falls due.
+    wake_ms: int | None
+    lost: list[str]
+    resumes: list[str]
+    claimed: list[Claimed]
+
+
+def claim_tick(
+    redis: Redis,
+    keys: Keys,
+    *,
+    now_ms: int,
+    beat_id: str,
+    batch: int,
+    dispatch_timeout_ms: int,
+    housekeeping_batch: int = HOUSEKEEPING_BATCH,
+) -> Tick:
+    """Run the claim script once (a beat's tick does exactly this before it publishes)."""
+    reply = redis.register_script(_CLAIM)(
+        keys=[keys.due(), keys.dispatcher(), keys.beats(), keys.running(), keys.resume()],
+        args=[now_ms, batch, dispatch_timeout_ms, beat_id, keys.task(""), housekeeping_batch],
+    )
+    n_lost, n_resumes = int(reply[2]), int(reply[3])
+    rest = reply[4 + n_lost + n_resumes :]
+    return Tick(
+        enabled=bool(int(reply[0])),
+        wake_ms=None if int(reply[1]) < 0 else int(reply[1]),
+        lost=[str(x) for x in reply[4 : 4 + n_lost]],
+        resumes=[str(x) for x in reply[4 + n_lost : 4 + n_lost + n_resumes]],
+        claimed=[
+            Claimed(str(t), int(f), int(slot), str(tt), str(st), str(a))
+            for t, f, slot, tt, st, a in (rest[i : i + 6] for i in range(0, len(rest), 6))
+        ],
+    )
+
+
+def _broker_probe(settings: Settings) -> Redis | None:
+    """A client of the broker when it is a Redis other than the store, to see it restart."""
+    url = settings.effective_broker_url
+    if url == settings.redis_url or not url.startswith(("redis://", "rediss://")):
+        return None
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def _sent_event(fields: dict[str, Any], queue: str) -> dict[str, Any]:
@@ -92,55 +210,129 @@ def _sent_event(fields: dict[str, Any], queue: str) -> dict[str, Any]:
 
 
 class RedisScheduler(Scheduler):  # type: ignore[misc]
-    """Dispatches due rounds from Redis; Celery's own entries (housekeeping) run as usual."""
+    """Dispatches due rounds from Redis and does the housekeeping, in every tick.
+
+    Celery's own beat entries (`beat_schedule`), if a deployment adds any, run as usual.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.td_settings = get_settings()
-        self.keys = Keys(self.td_settings.key_prefix)
-        self.redis = Redis.from_url(
-            self.td_settings.redis_url, decode_responses=True, health_check_interval=10
+        self.td_settings = s = get_settings()
+        self.keys = Keys(s.key_prefix)
+        # A sleep is a BLPOP of up to beat_max_sleep_s: the socket timeout must outlast it.
+        self.redis = store_client(
+            s, timeout_s=s.beat_max_sleep_s + 10, on_connect=self._on_store_connect
         )
+        self.housekeeper = Housekeeper(self.redis, s)
         self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._claim = self.redis.register_script(_CLAIM)
+        self._release_claims = self.redis.register_script(_RELEASE_CLAIMS)
+        # (monotonic s, task id, fence, slot ms) of recent claims, oldest first: the rounds
+        # whose messages a Redis restart may have lost (see _after_restart).
+        self._claims: deque[tuple[float, str, str, str]] = deque()
+        self._unsent: list[tuple[str, str, str]] = []
+        self._run_ids: dict[str, str] = {}
+        self._store_reconnected = True
+        self._broker = _broker_probe(s)
+        self._broker_checked_s = 0.0
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        housekeeping_s = super().tick(*args, **kwargs)
+        celery_s = super().tick(*args, **kwargs)
         try:
+            self._watch_restarts()
             due_s = self.dispatch_due()
         except RedisError as exc:
             log.error("beat cannot reach Redis (%s); retrying in 1 s", exc)
             return 1.0
-        wait_s = min(housekeeping_s, due_s, self.td_settings.beat_max_sleep_s)
+        wait_s = min(celery_s, due_s, self.td_settings.beat_max_sleep_s)
         if wait_s > 0.01:
             self._sleep_until_woken(wait_s)
         return 0.0
 
     def dispatch_due(self) -> float:
-        """Claim and publish due rounds; returns seconds until the next one is due."""
+        """Claim and publish due rounds, recover lost ones, end timed pauses.
+
+        Returns the seconds until something falls due again.
+        """
         s = self.td_settings
         now = time.time_ns() // 1_000_000
-        reply = self._claim(
-            keys=[self.keys.due(), self.keys.dispatcher(), self.keys.beats()],
-            args=[
-                now,
-                s.claim_batch,
-                int(s.dispatch_timeout_s * 1000),
-                self.beat_id,
-                self.keys.task(""),
-            ],
+        tick = claim_tick(
+            self.redis,
+            self.keys,
+            now_ms=now,
+            beat_id=self.beat_id,
+            batch=s.claim_batch,
+            dispatch_timeout_ms=int(s.dispatch_timeout_s * 1000),
         )
-        enabled, head = int(reply[0]), float(reply[1])
-        claimed = [reply[i : i + 6] for i in range(2, len(reply), 6)]
-        if claimed:
-            self._publish(claimed)
-        if len(claimed) >= s.claim_batch:
-            return 0.0
-        if not enabled or head < 0:
+        if tick.claimed and not self._publish(tick.claimed):
+            return _PUBLISH_RETRY_S
+        changed = 0
+        if tick.lost:
+            changed += self.housekeeper.recover_lost(tick.lost)
+        if tick.resumes:
+            changed += self.housekeeper.resume_paused(tick.resumes)
+        full = len(tick.claimed) >= s.claim_batch or HOUSEKEEPING_BATCH in (
+            len(tick.lost),
+            len(tick.resumes),
+        )
+        if full or changed:
+            return 0.0  # more to do, or tasks just made due now
+        if tick.wake_ms is None:
             return s.beat_max_sleep_s
-        return max(0.0, (head - now) / 1000)
+        return max(0.0, (tick.wake_ms - now) / 1000)
 
-    def _publish(self, claimed: list[list[Any]]) -> None:
+    def _on_store_connect(self, connection: Any) -> None:
+        connection.on_connect()
+        self._store_reconnected = True
+
+    def _watch_restarts(self) -> None:
+        """Release the claims a restarted Redis may have lost, instead of waiting them out.
+
+        A claimed round's message lives in the broker until a worker takes it; a Redis that
+        restarts can lose it (the last second of an `everysec` AOF, or a message a worker
+        had just fetched when its connection broke), and the slot would then wait out the
+        dispatch timeout. A restart shows as a new `run_id`: the store's is read whenever
+        the beat's client reconnects; a separate broker's every few seconds.
+        """
+        if self._unsent and self._release(self._unsent):
+            self._unsent = []
+        restarted = False
+        if self._store_reconnected:
+            self._store_reconnected = False
+            restarted |= self._restarted("store", self.redis)
+        if self._broker is not None and time.monotonic() - self._broker_checked_s > 2.0:
+            self._broker_checked_s = time.monotonic()
+            restarted |= self._restarted("broker", self._broker)
+        if restarted:
+            claims = [(task_id, fence, slot) for _, task_id, fence, slot in self._claims]
+            released = self._release(claims)
+            self._claims.clear()
+            log.warning(
+                "Redis restarted: %d claimed round(s) whose message may be lost are due again",
+                released,
+            )
+
+    def _restarted(self, role: str, client: Redis) -> bool:
+        run_id = str(client.info("server")["run_id"])
+        previous, self._run_ids[role] = self._run_ids.get(role), run_id
+        return previous is not None and previous != run_id
+
+    def _release(self, claims: list[tuple[str, str, str]]) -> int:
+        released = 0
+        for start in range(0, len(claims), 1000):
+            args = [item for claim in claims[start : start + 1000] for item in claim]
+            released += int(
+                self._release_claims(keys=[self.keys.due()], args=[self.keys.task(""), *args])
+            )
+        return released
+
+    def _remember(self, claimed: list[Claimed]) -> None:
+        now_s = time.monotonic()
+        horizon_s = now_s - self.td_settings.dispatch_timeout_s
+        while self._claims and self._claims[0][0] < horizon_s:
+            self._claims.popleft()
+        self._claims.extend((now_s, c.task_id, str(c.fence), str(c.slot_ms)) for c in claimed)
+
+    def _publish(self, claimed: list[Claimed]) -> bool:
         """Publish one Celery message per claimed round, all through one Redis pipeline.
 
         `app.send_task` spends about 1 ms of Python and a broker round trip on every message,
@@ -157,9 +349,8 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         events`) unpacks such lists. One event message per round cost as much as the round's
         own message and halved the beat's rate.
 
-        A failed pipeline is not retried here (its delivery is uncertain): the rounds stay
-        claimed, so they are due again when their claim expires and are re-claimed with a
-        new fence, which makes any message of this batch that did arrive stale.
+        A failed pipeline is not retried here (its delivery is uncertain): its claims are
+        released at the next tick (see `_watch_restarts`). Returns whether it was sent.
         """
         s = self.td_settings
         amqp = self.app.amqp
@@ -172,19 +363,19 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
                 # Room for every command of the batch (an LPUSH per message, PEXPIREs for
                 # expiring queues, the event PUBLISH), so that it leaves as one pipeline.
                 with producer.batch(max_size=8 * len(claimed) + 8):
-                    for task_id, fence, slot_ms, task_type, sys_type, account_id in claimed:
-                        queue = queue_for(sys_type, s)
+                    for c in claimed:
+                        queue = queue_for(c.sys_type, s)
                         if queue not in declared:
                             # Declared once per batch, then `declare=[]` below: kombu would copy
                             # the unbound Queue to declare it again for every message.
                             producer.maybe_declare(amqp.queues[queue])
                             declared.add(queue)
                         kwargs = {
-                            "task_id": task_id,
-                            "fence": int(fence),
-                            "slot_ms": int(slot_ms),
-                            "account_id": account_id,
-                            "task_type": task_type,
+                            "task_id": c.task_id,
+                            "fence": c.fence,
+                            "slot_ms": c.slot_ms,
+                            "account_id": c.account_id,
+                            "task_type": c.task_type,
                         }
                         message = amqp.as_task_v2(
                             str(uuid.uuid4()),
@@ -216,13 +407,17 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
                         self._publish_sent_events(producer, sent_events)
         except (KombuError, RedisError, OSError) as exc:
             log.error(
-                "publishing %d claimed round(s) failed (%s); they are re-claimed when their "
-                "claim expires",
+                "publishing %d claimed round(s) failed (%s); they are claimed again shortly",
                 len(claimed),
                 exc,
             )
-            return
-        log.info("dispatched %d round(s)", len(claimed))
+            # Released at the next tick that reaches Redis: re-claimed with a new fence, so
+            # whichever copy arrives first runs the slot, once.
+            self._unsent.extend((c.task_id, str(c.fence), str(c.slot_ms)) for c in claimed)
+            return False
+        self._remember(claimed)
+        log.debug("dispatched %d round(s)", len(claimed))
+        return True
 
     @cached_property
     def _events(self) -> Any:

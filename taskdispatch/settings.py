@@ -45,11 +45,10 @@ class Settings(BaseSettings):
     claim_batch: int = 1000
     dispatch_timeout_s: float = 30.0
     beat_max_sleep_s: float = 5.0
-    lease_ttl_s: float = 15.0
+    lease_ttl_s: float = 10.0
     retry_backoff_s: float = 10.0
     lock_retry_s: float = 2.0
     round_time_limit_s: float = 600.0
-    recovery_every_s: float = 5.0
     # Downgrades the startup refusal of a Redis whose maxmemory-policy may evict keys.
     allow_eviction: bool = False
     runs_kept: int = 50

@@ -137,6 +137,14 @@ class TaskStore:
             running=await self.get_many([_text(i) for i in running]),
         )
 
+    async def alive(self, *, alive_since_ms: int) -> tuple[int, int]:
+        """(beats, workers) with a heartbeat since `alive_since_ms`, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(self.keys.beats(), alive_since_ms, "+inf")
+            pipe.zcount(self.keys.workers(), alive_since_ms, "+inf")
+            beats, workers = await pipe.execute()
+        return int(beats), int(workers)
+
     async def world(self, tasks: list[Task], *, now_ms: int, alive_since_ms: int) -> World:
         """The facts `reasons.waiting_reason` needs for these tasks, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,4 +1,4 @@
-"""The Celery app: configuration, the round task and the recovery task.
+"""The Celery app: configuration and the round task (housekeeping runs in the beat).
 
 `celery_app.py` at the top of the repository builds the app with `create_celery_app()`,
 so `celery -A celery_app worker|beat|flower|inspect` work as written.
@@ -14,19 +14,18 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import beat_init, heartbeat_sent, worker_init, worker_process_init, worker_ready
-from redis import Redis
 from redis.exceptions import RedisError
 
+from taskdispatch import lease
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.connections import store_client
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.handlers import load_registry
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.scheduler import ROUND_TASK
 from taskdispatch.settings import Settings, get_settings
 
-__all__ = ["RECOVER_TASK", "create_celery_app", "runner"]
-
-RECOVER_TASK = "taskdispatch.recover"
+__all__ = ["create_celery_app", "runner"]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,9 @@ log = logging.getLogger(__name__)
 def runner() -> RoundRunner:
     """One runner (and Redis pool) per worker process, made after the fork."""
     settings = get_settings()
-    redis = Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
-    return RoundRunner(redis, settings, load_registry(settings), hostname=socket.gethostname())
+    return RoundRunner(
+        store_client(settings), settings, load_registry(settings), hostname=socket.gethostname()
+    )
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
@@ -61,6 +61,8 @@ def _startup_checks(process: str) -> None:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_runner_after_fork(**_: Any) -> None:
     runner.cache_clear()
+    # Only a prefork pool process may exit when its handler ignores a lease fence.
+    lease.in_pool_process = True
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
@@ -118,11 +120,5 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         # The node name (w1@host) tells rounds apart in history better than the host alone.
         r.hostname = self.request.hostname or r.hostname
         return r.run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
-
-    @app.task(name=RECOVER_TASK)  # type: ignore[untyped-decorator]
-    def recover() -> dict[str, int]:
-        """Housekeeping: lost rounds run again; paused tasks whose `until` came resume."""
-        r = runner()
-        return {"lost_rounds": r.recover(), "resumed": r.resume_due()}
 
     return app

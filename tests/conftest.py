@@ -36,15 +36,3 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     finally:
         client.close()
     yield redis_server.url
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests of real worker/beat processes get up to two reruns on failure.
-
-    They wait on deadlines for processes on a shared 2-core machine; a rare run where a
-    killed or restarted process is slow to come back (seen about once in six full runs of
-    the fault suite) should not fail the build. A real regression fails all three runs.
-    """
-    for item in items:
-        if item.get_closest_marker("e2e") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=2))

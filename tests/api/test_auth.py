@@ -15,6 +15,7 @@ from tests.api.conftest import TOKEN, create_body, serve
 
 PUBLIC_PATHS = {
     "/api/v1/health",
+    "/api/v1/health/ready",  # for orchestrators, which send no token
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",

@@ -27,3 +27,36 @@ async def test_health_answers_while_redis_is_unreachable() -> None:
     async with serve(app) as client:
         response = await client.get("/api/v1/health")
     assert response.status_code == 200
+
+
+async def test_ready_with_redis_and_no_processes_is_200_naming_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """Redis answers: 200 "ready"; no beat or worker heartbeat yet, so both are named down."""
+    response = await client.get("/api/v1/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["redis"]) == ("ready", True)
+    assert (body["beats_alive"], body["workers_alive"]) == (0, 0)
+    assert body["down"] == ["beats", "workers"]
+
+
+async def test_ready_counts_fresh_heartbeats(client: httpx.AsyncClient, dispatcher) -> None:
+    """A fresh beat and worker heartbeat count as alive, and nothing is named down."""
+    now = dispatcher.clock()
+    await dispatcher.redis.zadd(dispatcher.keys.beats(), {"host:1:abc": now})
+    await dispatcher.redis.zadd(dispatcher.keys.workers(), {"w1@host": now})
+    body = (await client.get("/api/v1/health/ready")).json()
+    assert (body["beats_alive"], body["workers_alive"], body["down"]) == (1, 1, [])
+
+
+async def test_ready_without_redis_is_503_with_the_same_shape() -> None:
+    """Redis unreachable: 503, status "unavailable", redis named down, counts unknown."""
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    async with serve(app) as client:
+        response = await client.get("/api/v1/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["redis"], body["down"]) == ("unavailable", False, ["redis"])
+    assert (body["beats_alive"], body["workers_alive"]) == (None, None)
+    assert datetime.fromisoformat(body["timestamp"]).utcoffset() is not None

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch.scheduler import _CLAIM
+from taskdispatch.scheduler import claim_tick
 from tests.e2e.support import add_probe_task, now_ms, overlaps, unfinished, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -59,12 +59,10 @@ async def test_claim_of_beat_that_died_before_publishing_is_dispatched_again(sta
 
     # Exactly what a beat's tick does before it publishes; then it "dies".
     claim_ms = now_ms()
-    claim = s.redis.register_script(_CLAIM)
-    reply = claim(
-        keys=[s.keys.due(), s.keys.dispatcher(), s.keys.beats()],
-        args=[claim_ms, 10, 5000, "dead-beat", s.keys.task("")],
+    tick = claim_tick(
+        s.redis, s.keys, now_ms=claim_ms, beat_id="dead-beat", batch=10, dispatch_timeout_ms=5000
     )
-    assert reply[2] == task_id, reply
+    assert [c.task_id for c in tick.claimed] == [task_id], tick
     s.redis.zrem(s.keys.beats(), "dead-beat")
 
     stack(workers=0, beats=1)  # a surviving beat
@@ -72,7 +70,7 @@ async def test_claim_of_beat_that_died_before_publishing_is_dispatched_again(sta
     waited_ms = ok[0]["started_ms"] - claim_ms
     print(f"\nclaim -> round start: {waited_ms} ms (dispatch timeout 5000 ms)")
     assert waited_ms >= 5000, "the orphaned claim was re-dispatched before its timeout"
-    slot_ms = int(reply[4])
+    slot_ms = tick.claimed[0].slot_ms
     assert ok[0]["scheduled_ms"] == slot_ms
     assert [x["scheduled_ms"] for x in s.view.probe_starts()].count(slot_ms) == 1
 

@@ -6,7 +6,10 @@ Tests point a client at `proxy.url` instead of the server and then
   reply never reaches the client, whose connection is closed instead (the worst case for
   a retrying writer: it cannot know whether its transaction was applied);
 - `block()` / `unblock()`: every connection is cut and new ones are refused until unblocked
-  (Redis unreachable, as during a network partition or a restart).
+  (Redis unreachable, as during a restart);
+- `partition()` / `heal()`: nothing passes in either direction, but no connection is closed
+  and new ones are accepted (packets dropped, as in a real partition: a client only notices
+  through its own timeouts); healing closes the connections that lived through it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class _Link:
             if _EXEC in tail + data and self.proxy._take_exec_arm():
                 self.drop_reply = True
             tail = data[-len(_EXEC) :]
+            if self.proxy.partitioned:
+                continue  # dropped on the floor
             try:
                 self.upstream.sendall(data)
             except OSError:
@@ -76,7 +81,7 @@ class _Link:
                 break
             if not data:
                 break
-            if self.drop_reply:
+            if self.drop_reply or self.proxy.partitioned:
                 continue  # the transaction's replies never reach the client
             try:
                 self.client.sendall(data)
@@ -94,6 +99,7 @@ class FlakyProxy:
         self._links: list[_Link] = []
         self._exec_armed = 0
         self._blocked = False
+        self.partitioned = False
         self.exec_replies_lost = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -128,6 +134,18 @@ class FlakyProxy:
     def unblock(self) -> None:
         with self._lock:
             self._blocked = False
+
+    def partition(self) -> None:
+        self.partitioned = True
+
+    def heal(self) -> None:
+        """End the partition; connections that lived through it are cut (their streams lost
+        bytes), so clients reconnect."""
+        with self._lock:
+            links, self._links = self._links, []
+        for link in links:
+            link.close()
+        self.partitioned = False
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():

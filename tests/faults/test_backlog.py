@@ -5,7 +5,7 @@ from __future__ import annotations
 from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.keys import Keys
 from taskdispatch.rounds import RoundMessage
-from taskdispatch.scheduler import _CLAIM
+from taskdispatch.scheduler import claim_tick
 from taskdispatch.settings import Settings
 from tests.e2e.support import add_probe_task, now_ms
 from tests.faults.conftest import runner_for
@@ -16,14 +16,10 @@ TIMEOUT_MS = 5000
 
 def _claim(client, at_ms: int) -> list[RoundMessage]:
     """What a beat's tick claims at `at_ms` (its messages, unpublished)."""
-    reply = client.register_script(_CLAIM)(
-        keys=[KEYS.due(), KEYS.dispatcher(), KEYS.beats()],
-        args=[at_ms, 100, TIMEOUT_MS, "test-beat", KEYS.task("")],
+    tick = claim_tick(
+        client, KEYS, now_ms=at_ms, beat_id="test-beat", batch=100, dispatch_timeout_ms=TIMEOUT_MS
     )
-    return [
-        RoundMessage(task_id=reply[i], fence=int(reply[i + 1]), slot_ms=int(reply[i + 2]))
-        for i in range(2, len(reply), 6)
-    ]
+    return [RoundMessage(task_id=c.task_id, fence=c.fence, slot_ms=c.slot_ms) for c in tick.claimed]
 
 
 async def _task(url: str, account: str) -> str:

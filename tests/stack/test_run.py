@@ -68,7 +68,7 @@ class Stack:
             for key, value in os.environ.items()
             if key not in ("TASKDISPATCH_REDIS_URL", "TASKDISPATCH_BROKER_URL")
         }
-        env.update(TASKDISPATCH_BEAT_MAX_SLEEP_S="1", TASKDISPATCH_RECOVERY_EVERY_S="1")
+        env.update(TASKDISPATCH_BEAT_MAX_SLEEP_S="1")
         argv = [sys.executable, "-m", "taskdispatch.run", "--embedded-redis"]
         argv += ["--data-dir", str(data_dir), "--api-port", self.api.rsplit(":", 1)[1]]
         argv += ["--flower-port", str(self.flower_port), "--grace-period", str(grace_s)]

@@ -1,0 +1,119 @@
+"""Housekeeping: rounds whose worker died are declared lost and run again; timed pauses end.
+
+Every beat does this inside its own tick (`scheduler.RedisScheduler`), so it happens
+whatever queues the workers consume and needs no Celery message of its own. The claim
+script hands the beat the candidates (rounds whose lease expiry passed, pauses whose `until`
+came), at most a batch per tick; each is then one WATCHed transaction, so several beats
+doing the same work at once change every task once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis import Redis
+
+from taskdispatch import spec
+from taskdispatch.history import RunRecord, queue_run_record
+from taskdispatch.keys import Keys
+from taskdispatch.models import Task, TaskStatus
+from taskdispatch.rounds import Extra, after_round, now_ms, transact
+from taskdispatch.settings import Settings
+
+__all__ = ["Housekeeper"]
+
+log = logging.getLogger(__name__)
+
+LOST_ERROR = "round lost: its worker stopped renewing the lease (killed or cut off)"
+
+
+class Housekeeper:
+    def __init__(
+        self, redis: Redis, settings: Settings, *, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.clock = clock
+
+    def sweep(self, *, batch: int = 500) -> tuple[int, int]:
+        """Find and handle every candidate now (tests, tools); returns (lost, resumed)."""
+        now = self.clock()
+        expired = self.redis.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=batch)
+        due = self.redis.zrangebyscore(self.keys.resume(), "-inf", now, start=0, num=batch)
+        return self.recover_lost(map(str, expired)), self.resume_paused(map(str, due))
+
+    def recover_lost(self, task_ids: Iterable[str]) -> int:
+        """Declare lost each of these rounds whose lease is gone; returns how many."""
+        return sum(self._recover_one(task_id, self.clock()) for task_id in task_ids)
+
+    def resume_paused(self, task_ids: Iterable[str]) -> int:
+        """Resume each of these paused tasks whose `until` has come; returns how many."""
+        resumed = 0
+        for task_id in task_ids:
+            now = self.clock()
+
+            def plan(task: Task | None, now: int = now) -> tuple[Task | None, Extra | None] | None:
+                if (
+                    task is None
+                    or task.status != TaskStatus.PAUSED
+                    or task.paused_until_ms is None
+                    or task.paused_until_ms > now
+                ):
+                    return None
+                return spec.resumed(task, now_ms=now), None
+
+            _, wrote = transact(self.redis, self.keys, task_id, plan)
+            if not wrote:
+                self.redis.zrem(self.keys.resume(), task_id)  # resumed or deleted meanwhile
+            resumed += wrote
+        return resumed
+
+    def _recover_one(self, task_id: str, now: int) -> bool:
+        s = self.settings
+        raw_account = self.redis.hget(self.keys.task(task_id), "account_id")
+        if raw_account:
+            left_ms = int(self.redis.pttl(self.keys.lock(str(raw_account))))
+            if left_ms > 0:
+                # The holder still renews; only the index score lagged (clocks differ).
+                self.redis.zadd(self.keys.running(), {task_id: now + left_ms}, xx=True)
+                return False
+
+        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+            if task is None or task.run_id is None:
+                return None
+            lost = task.evolve(
+                run_id=None,
+                started_ms=None,
+                worker=None,
+                failures=task.failures + 1,
+                last_error=LOST_ERROR,
+                updated_ms=now,
+            )
+            if task.status == TaskStatus.RUNNING:
+                lost = after_round(lost, slot_ms=None, ok=False, now_ms=now, settings=s)
+            record = RunRecord(
+                outcome="lost",
+                scheduled_ms=task.next_ms,
+                round_num=task.round_num + 1,
+                started_ms=task.started_ms,
+                finished_ms=now,
+                reason="lease_expired",
+                error=LOST_ERROR,
+                worker=task.worker,
+            )
+
+            def extra(pipe: Any) -> None:
+                pipe.zrem(self.keys.running(), task_id)
+                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
+
+            return lost, extra
+
+        task, wrote = transact(self.redis, self.keys, task_id, plan)
+        if task is None or task.run_id is None:
+            self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
+        if wrote:
+            log.warning("round of task %s was lost; it runs again", task_id)
+        return wrote

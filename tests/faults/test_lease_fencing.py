@@ -1,0 +1,180 @@
+"""A round whose worker cannot renew its lease stops itself before the lease can expire."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import redis
+
+from taskdispatch.consistency import check_consistency
+from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.keys import Keys
+from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
+from taskdispatch.settings import Settings
+from tests.e2e.support import add_probe_task
+from tests.faults.conftest import message_for, runner_for
+from tests.faults.proxy import FlakyProxy
+
+KEYS = Keys("td:")
+TTL_S = 2.0
+
+
+async def _due_task(url: str, account: str) -> str:
+    async with TaskDispatcher(Settings(redis_url=url, key_prefix="td:"), task_types={"probe"}) as d:
+        task_id = await add_probe_task(d, account, interval=3600)
+        await d.run_now(task_id)
+        return task_id
+
+
+def _cut_off(proxy: FlakyProxy, *, after_s: float, for_s: float) -> None:
+    def run() -> None:
+        time.sleep(after_s)
+        proxy.partition()
+        time.sleep(for_s)
+        proxy.heal()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis_url, proxy):
+    """Cut off for 2x the TTL mid-round: the handler is interrupted while the lease still
+    holds, and the round is recorded lost by its own worker once Redis is back."""
+    task_id = await _due_task(redis_url, "acct-fenced")
+    direct = redis.Redis.from_url(redis_url, decode_responses=True)
+    seen: dict[str, Any] = {}
+
+    def handler(ctx: Any) -> None:
+        seen["token"] = ctx.fencing_token
+        try:
+            time.sleep(30)
+        finally:
+            # Read directly, past the partition: is the lease still ours as the handler ends?
+            seen["lease_left_ms"] = direct.pttl(KEYS.lock("acct-fenced"))
+            seen["ended"] = time.monotonic()
+
+    runner, client = runner_for(proxy.url, handler, lease_ttl_s=TTL_S)
+    msg = message_for(direct, task_id)
+    _cut_off(proxy, after_s=0.5, for_s=2 * TTL_S)
+    started = time.monotonic()
+    summary = runner.run(msg)
+
+    assert summary["outcome"] == "lost", summary
+    assert seen["lease_left_ms"] > 0, "the handler outlived its lease"
+    assert seen["ended"] - started < 0.5 + TTL_S, "the handler was not stopped in time"
+    assert seen["token"] == msg.fence
+    [record] = [r for r in _runs(direct, task_id) if r["outcome"] == "lost"]
+    assert record["reason"] == "lease_unrenewable"
+    assert "could not be renewed" in record["error"]
+    task = direct.hgetall(KEYS.task(task_id))
+    assert task["status"] == "pending" and task["run_id"] == ""
+    assert int(task["fence"]) > msg.fence
+    assert not direct.exists(KEYS.lock("acct-fenced")), "the lease was not released"
+    async with TaskDispatcher(Settings(redis_url=redis_url, key_prefix="td:")) as d:
+        assert await check_consistency(d.redis, d.keys) == []
+    client.close()
+    direct.close()
+
+
+def _runs(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in client.lrange(KEYS.runs(task_id), 0, -1)]
+
+
+async def test_round_whose_lease_renewals_succeed_is_not_fenced(redis_url, proxy):
+    """A round three times longer than the TTL, with Redis reachable, ends ok."""
+    task_id = await _due_task(redis_url, "acct-renewed")
+    runner, client = runner_for(proxy.url, lambda ctx: time.sleep(3 * TTL_S), lease_ttl_s=TTL_S)
+    direct = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert runner.run(message_for(direct, task_id))["outcome"] == "ok"
+    client.close()
+    direct.close()
+
+
+def test_guard_interrupts_a_handler_in_another_thread() -> None:
+    """Outside the main thread (threads pool) the interrupt arrives as an async exception,
+    and the guard keeps the reason."""
+    outcome: list[str] = []
+    ready = threading.Event()
+    guards: list[HandlerGuard] = []
+
+    def body() -> None:
+        guard = HandlerGuard()
+        guards.append(guard)
+        with guard.installed():
+            try:
+                ready.set()
+                guard.call(lambda: [time.sleep(0.01) for _ in range(500)])
+                outcome.append("finished")
+            except LeaseLost:
+                outcome.append(guard.reason or "")
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    ready.wait(5)
+    time.sleep(0.1)
+    guards[0].interrupt("stop now")
+    thread.join(timeout=5)
+    assert outcome == ["stop now"]
+
+
+def test_guard_after_the_handler_returned_raises_nothing() -> None:
+    """An interrupt that comes once the handler is done is ignored."""
+    guard = HandlerGuard()
+    with guard.installed():
+        assert guard.call(lambda: 42) == 42
+        guard.interrupt("too late")
+        time.sleep(0.05)  # a signal would be delivered here
+
+
+_STUBBORN = """
+import sys
+from taskdispatch import lease
+from tests.faults.test_lease_fencing import stubborn_round
+lease.in_pool_process = True
+stubborn_round(sys.argv[1], sys.argv[2])
+"""
+
+
+def stubborn_round(proxy_url: str, direct_url: str) -> None:
+    """(In a child process) run a round whose handler swallows LeaseLost and keeps going."""
+    direct = redis.Redis.from_url(direct_url, decode_responses=True)
+    task_id = direct.get(KEYS.account("acct-stubborn"))
+
+    def handler(ctx: Any) -> None:
+        while True:
+            try:
+                time.sleep(30)
+            except BaseException:  # the point: a handler that will not stop
+                direct.rpush("test:swallowed", direct.pttl(KEYS.lock("acct-stubborn")))
+
+    runner, _ = runner_for(proxy_url, handler, lease_ttl_s=TTL_S)
+    runner.run(message_for(direct, task_id))
+
+
+async def test_pool_process_whose_handler_ignores_the_fence_exits_before_expiry(redis_url, proxy):
+    """A handler that swallows LeaseLost: its pool process exits while the lease still holds."""
+    await _due_task(redis_url, "acct-stubborn")
+    direct = redis.Redis.from_url(redis_url, decode_responses=True)
+    lock = KEYS.lock("acct-stubborn")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = subprocess.Popen([sys.executable, "-c", _STUBBORN, proxy.url, redis_url], cwd=root)
+    _cut_off(proxy, after_s=1.5, for_s=2 * TTL_S)
+    # Lease first, process second: an expired lease seen while the process still lives is
+    # a fence that came too late.
+    alive_after_expiry = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        expired = direct.pttl(lock) == -2 and direct.llen("test:swallowed") > 0
+        if child.poll() is not None:
+            break
+        alive_after_expiry |= expired
+        time.sleep(0.01)
+    assert child.wait(timeout=5) == EXIT_FENCED
+    assert direct.llen("test:swallowed") == 1, "the handler was not interrupted first"
+    assert not alive_after_expiry, "the pool process outlived its lease"
+    direct.close()
