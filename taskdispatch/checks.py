@@ -22,7 +22,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.redis_server import mask_url
 from taskdispatch.settings import Settings, get_settings
 
-__all__ = ["EvictionPolicyError", "beat_alive", "main", "run_startup_checks"]
+__all__ = ["EvictionPolicyError", "beat_alive", "main", "run_startup_checks", "worker_consuming"]
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +110,30 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
 def beat_alive(settings: Settings, *, host: str, within_s: float) -> bool:
     """True if a beat on `host` sent its heartbeat (one per tick) within `within_s` seconds."""
     # Beat ids are "<hostname>:<pid>:<random>" (see RedisScheduler.beat_id).
+    beats = _fresh(settings, Keys(settings.key_prefix).beats(), within_s=within_s)
+    return any(beat.startswith(f"{host}:") for beat in beats)
+
+
+def worker_consuming(settings: Settings, *, host: str, within_s: float) -> bool:
+    """True if a worker on `host` proved within `within_s` seconds that it consumes.
+
+    Workers write this heartbeat only while messages (or their own probes) reach them
+    (taskdispatch/watchdog.py), so a worker that is alive but deaf fails this check.
+    """
+    # Node names are "<name>@<hostname>", e.g. worker@3f2a1b (compose: the container id).
+    workers = _fresh(settings, Keys(settings.key_prefix).workers(), within_s=within_s)
+    return any(worker.endswith(f"@{host}") for worker in workers)
+
+
+def _fresh(settings: Settings, key: str, *, within_s: float) -> list[str]:
     since_ms = time.time_ns() // 1_000_000 - int(within_s * 1000)
     client = _client(settings.redis_url)
     try:
-        beats = client.zrangebyscore(Keys(settings.key_prefix).beats(), since_ms, "+inf")
+        return [str(member) for member in client.zrangebyscore(key, since_ms, "+inf")]
     except (RedisError, OSError) as exc:
         raise StoreUnavailableError(mask_url(settings.redis_url)) from exc
     finally:
         client.close()
-    return any(str(beat).startswith(f"{host}:") for beat in beats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,20 +146,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="also require a heartbeat of a beat on this host within SECONDS (healthchecks)",
     )
+    parser.add_argument(
+        "--worker-consuming",
+        type=float,
+        metavar="SECONDS",
+        help="also require that a worker on this host proved it consumes within SECONDS",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     settings = get_settings()
     try:
         run_startup_checks(settings, process=args.process)
-        if args.beat_alive is not None:
-            host = socket.gethostname()
-            if not beat_alive(settings, host=host, within_s=args.beat_alive):
-                print(
-                    f"{args.process}: no beat heartbeat from host {host} in the last "
-                    f"{args.beat_alive:g} s",
-                    file=sys.stderr,
-                )
-                return 1
+        host = socket.gethostname()
+        if args.beat_alive is not None and not beat_alive(
+            settings, host=host, within_s=args.beat_alive
+        ):
+            print(
+                f"{args.process}: no beat heartbeat from host {host} in the last "
+                f"{args.beat_alive:g} s",
+                file=sys.stderr,
+            )
+            return 1
+        if args.worker_consuming is not None and not worker_consuming(
+            settings, host=host, within_s=args.worker_consuming
+        ):
+            print(
+                f"{args.process}: no worker on host {host} proved in the last "
+                f"{args.worker_consuming:g} s that it consumes (alive but deaf, or down)",
+                file=sys.stderr,
+            )
+            return 1
     except (StoreUnavailableError, EvictionPolicyError) as exc:
         print(str(exc), file=sys.stderr)
         return 1

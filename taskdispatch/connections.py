@@ -1,8 +1,9 @@
-"""Synchronous Redis clients of the worker, the beat and the command-line tools, made in one place.
+"""The Redis clients of every process, made in one place.
 
 Every client has socket timeouts, so a partition (packets dropped, no reset) turns into an
-error instead of a call that never returns, and TCP keepalive, so a dead peer is noticed
-on an idle connection too.
+error instead of a call that never returns, TCP keepalive, so a dead peer is noticed on an
+idle connection too, and a few retries, so that the first command after a Redis restart,
+which meets a connection the server closed, reconnects instead of failing.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
-from redis.backoff import NoBackoff
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from taskdispatch.settings import Settings
 
-__all__ = ["lease_client", "store_client"]
+__all__ = ["api_client", "lease_client", "store_client"]
+
+# An API request during an outage should answer 503 within about a second, not wait out
+# redis-py's default of ten retries; three are enough to replace a closed connection.
+_API_RETRIES = 3
 
 
 def store_client(
@@ -56,4 +64,27 @@ def lease_client(settings: Settings) -> Redis:
         socket_connect_timeout=timeout_s,
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
+    )
+
+
+def api_client(settings: Settings) -> AsyncRedis:
+    """The API's asyncio client: a bounded pool, and a prompt error while Redis is away.
+
+    The pool blocks (up to 5 s) instead of failing when all `redis_max_connections` are in
+    use, so a burst of requests queues. A pool given to redis-py brings its own retry policy,
+    and without one a connection gets none: the first request after every Redis restart
+    failed with 503 (tests/faults/test_redis_restart.py).
+    """
+    return AsyncRedis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            socket_keepalive=True,
+            health_check_interval=10,
+            retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), _API_RETRIES),
+        )
     )

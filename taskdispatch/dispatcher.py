@@ -14,9 +14,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from taskdispatch import spec
+from taskdispatch.connections import api_client
 from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
 from taskdispatch.history import RunRecord
@@ -65,19 +66,7 @@ class TaskDispatcher:
     ) -> None:
         self.settings = settings or get_settings()
         self._owns_redis = redis is None
-        # Timeouts turn an unresponsive Redis into a prompt 503 instead of a hung request; a
-        # blocking pool makes a burst of requests queue for a connection instead of failing.
-        self.redis = redis or Redis(
-            connection_pool=BlockingConnectionPool.from_url(
-                self.settings.redis_url,
-                max_connections=self.settings.redis_max_connections,
-                timeout=5,
-                decode_responses=True,
-                socket_connect_timeout=5,
-                socket_timeout=10,
-                health_check_interval=10,
-            )
-        )
+        self.redis = redis or api_client(self.settings)
         self.keys = Keys(self.settings.key_prefix)
         self.store = TaskStore(self.redis, self.keys)
         self.clock = clock

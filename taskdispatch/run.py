@@ -4,7 +4,9 @@ Picks a Redis (TASKDISPATCH_REDIS_URL, else one answering on the default URL, el
 one persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
 one beat and Flower, their output prefixed by name. Ctrl-C stops them in an order that lets
 rounds in progress finish. A child that dies takes the whole stack down, loudly: a dev stack
-with a silently missing worker or beat looks healthy while nothing runs.
+with a silently missing worker or beat looks healthy while nothing runs. The one exception
+is a worker that exits because its consumer went deaf (`watchdog.EXIT_DEAF`): it is started
+again, as compose or Kubernetes would.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from taskdispatch.checks import EvictionPolicyError, run_startup_checks
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.redis_server import EmbeddedRedis, free_port, mask_url, redis_answers
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.watchdog import EXIT_DEAF
 
 __all__ = [
     "Child",
@@ -52,6 +55,8 @@ LAST_STOP_S = 5.0
 BEAT_STOP_S = 10.0
 BANNER_WAIT_S = 30.0
 REDIS_CHECK_S = 1.0
+# Restarts of a child that asks for them, before a persistent fault stops the stack.
+MAX_RESTARTS = 5
 REDIS_MISSES = 3
 _POLL_S = 0.2
 _COLORS = {"api": "36", "worker": "32", "beat": "33", "flower": "35", "redis": "34", "run": "1"}
@@ -99,6 +104,10 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    # Exit statuses after which the child is started again rather than taking the stack
+    # down: the worker's "my consumer is deaf, restart me" (taskdispatch/watchdog.py).
+    restart_on: frozenset[int] = frozenset()
+    restarts: int = 0
     proc: subprocess.Popen[bytes] | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     reader: threading.Thread | None = None
@@ -213,7 +222,12 @@ def build_children(
             ],
             env,
         ),
-        Child("worker", [*celery, "worker", "-l", level, "-n", "worker1@%h"], env),
+        Child(
+            "worker",
+            [*celery, "worker", "-l", level, "-n", "worker1@%h"],
+            env,
+            restart_on=frozenset({EXIT_DEAF}),
+        ),
         Child("beat", [*celery, "beat", "-l", level], env),
         Child(
             "flower",
@@ -310,9 +324,22 @@ class Supervisor:
 
     def _find_dead(self) -> str | None:
         for child in self.children.values():
-            if child.proc is not None and not child.alive:
-                self._report_death(child.name, child.proc.returncode, child.last_lines())
-                return child.name
+            if child.proc is None or child.alive:
+                continue
+            code = child.proc.returncode
+            if code in child.restart_on and child.restarts < MAX_RESTARTS:
+                child.restarts += 1
+                self.console.line(
+                    "run",
+                    f"!!! {child.name} exited with status {code} and asked to be restarted "
+                    f"(see its last lines above); starting it again "
+                    f"({child.restarts}/{MAX_RESTARTS})",
+                    alarm=True,
+                )
+                child.start(self.console)
+                continue
+            self._report_death(child.name, code, child.last_lines())
+            return child.name
         if self.embedded_redis is not None and self._embedded_redis_gone(self.embedded_redis):
             self._report_death("redis", None, _tail(self.embedded_redis.log_file))
             return "redis"

@@ -416,7 +416,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             self._unsent.extend((c.task_id, str(c.fence), str(c.slot_ms)) for c in claimed)
             return False
         self._remember(claimed)
-        log.debug("dispatched %d round(s)", len(claimed))
+        log.info("dispatched %d round(s)", len(claimed))
         return True
 
     @cached_property

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     round_time_limit_s: float = 600.0
     # Downgrades the startup refusal of a Redis whose maxmemory-policy may evict keys.
     allow_eviction: bool = False
+    # The worker's consume watchdog (taskdispatch/watchdog.py).
+    worker_probe_every_s: float = 3.0
+    worker_deaf_after_s: float = 10.0
     runs_kept: int = 50
     max_consecutive_failures: int = 3
 

@@ -7,13 +7,18 @@ so `celery -A celery_app worker|beat|flower|inspect` work as written.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import threading
 import time
 from functools import cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, heartbeat_sent, worker_init, worker_process_init, worker_ready
+from celery.signals import beat_init, task_received, worker_init, worker_process_init, worker_ready
+from celery.utils.nodenames import worker_direct
+from celery.worker import state as worker_state
+from redis import Redis
 from redis.exceptions import RedisError
 
 from taskdispatch import lease
@@ -24,10 +29,17 @@ from taskdispatch.handlers import load_registry
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.scheduler import ROUND_TASK
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.watchdog import EXIT_DEAF, PROBE_TASK, ConsumeWatchdog
 
 __all__ = ["create_celery_app", "runner"]
 
 log = logging.getLogger(__name__)
+
+# How often a consuming worker refreshes its heartbeat, and how long heartbeats are kept.
+_ALIVE_EVERY_S = 2.0
+HEARTBEAT_RETENTION_MS = 3_600_000
+# After a deaf worker asked for its own warm shutdown, the longest it waits before exiting.
+_DEAF_EXIT_GRACE_S = 5.0
 
 
 @cache
@@ -66,32 +78,89 @@ def _fresh_runner_after_fork(**_: Any) -> None:
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def _record_worker_queues(sender: Any, **_: Any) -> None:
-    """Remember which queues this worker consumes (explains `no_worker_for_queue`)."""
+def _on_worker_ready(sender: Any, **_: Any) -> None:
+    """Record the queues this worker consumes and start proving that it consumes them."""
     r = runner()
-    queues = ",".join(sorted(q.name for q in sender.task_consumer.queues))
+    # Not the worker's own direct queue: only the probes use it.
+    names = (q.name for q in sender.task_consumer.queues if not q.name.endswith(".dq2"))
+    queues = ",".join(sorted(names))
     try:
         r.redis.hset(r.keys.worker_queues(), sender.hostname, queues)
     except RedisError as exc:
         log.warning("worker queues not recorded: %s", exc)
+    _start_watchdog(sender, r)
 
 
-@heartbeat_sent.connect  # type: ignore[untyped-decorator]
-def _record_worker_heartbeat(sender: Any, **_: Any) -> None:
-    """Celery's event heartbeat (every 2 s) also marks the worker alive in Redis.
+@task_received.connect  # type: ignore[untyped-decorator]
+def _on_task_received(**_: Any) -> None:
+    if _watchdog is not None:
+        _watchdog.received()
 
-    The status endpoint counts live workers from this without a broadcast to every
-    worker (which `celery inspect ping` needs and which would stall the API).
-    """
-    r = runner()
-    now_ms = time.time_ns() // 1_000_000
-    try:
+
+_watchdog: ConsumeWatchdog | None = None
+
+
+def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
+    global _watchdog
+    s = r.settings
+    app = consumer.app
+    hostname = consumer.hostname
+    broker = _broker_client(s)
+    last_alive = [0.0]
+
+    def record_alive() -> None:
+        if time.monotonic() - last_alive[0] < _ALIVE_EVERY_S:
+            return
+        now_ms = time.time_ns() // 1_000_000
         with r.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(r.keys.workers(), {sender.eventer.hostname: now_ms})
-            pipe.zremrangebyscore(r.keys.workers(), "-inf", now_ms - 3_600_000)
+            pipe.zadd(r.keys.workers(), {hostname: now_ms})
+            pipe.zremrangebyscore(r.keys.workers(), "-inf", now_ms - HEARTBEAT_RETENTION_MS)
             pipe.execute()
-    except RedisError as exc:
-        log.warning("worker heartbeat not recorded: %s", exc)
+        last_alive[0] = time.monotonic()
+
+    def saturated() -> bool:
+        waiting = len(worker_state.reserved_requests) - len(worker_state.active_requests)
+        prefetch = int(getattr(consumer.qos, "value", 0) or 0)
+        return prefetch > 0 and waiting >= prefetch
+
+    def broker_answers() -> bool:
+        try:
+            return broker is None or bool(broker.ping())
+        except (RedisError, OSError):
+            return False
+
+    def send_probe() -> None:
+        app.send_task(
+            PROBE_TASK,
+            queue=worker_direct(hostname),
+            expires=s.worker_deaf_after_s,
+            ignore_result=True,
+        )
+
+    def on_deaf(reason: str) -> None:
+        log.critical("%s; exiting with status %d so that it is restarted", reason, EXIT_DEAF)
+        # A warm shutdown lets the loop finish what it runs; if the loop itself is stuck,
+        # leave anyway (pool processes die with us, their rounds are recovered).
+        worker_state.should_stop = EXIT_DEAF
+        threading.Timer(_DEAF_EXIT_GRACE_S, os._exit, args=(EXIT_DEAF,)).start()
+
+    _watchdog = ConsumeWatchdog(
+        send_probe=send_probe,
+        record_alive=record_alive,
+        broker_answers=broker_answers,
+        saturated=saturated,
+        on_deaf=on_deaf,
+        probe_every_s=s.worker_probe_every_s,
+        deaf_after_s=s.worker_deaf_after_s,
+    )
+    _watchdog.start()
+
+
+def _broker_client(settings: Settings) -> Redis | None:
+    url = settings.effective_broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return None  # other brokers: trust the probe alone
+    return Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
@@ -112,6 +181,13 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
         beat_max_loop_interval=settings.beat_max_sleep_s,
     )
+
+    # Each worker also consumes its own direct queue (<node>.dq2), where its probes go.
+    app.conf.worker_direct = True
+
+    @app.task(name=PROBE_TASK, send_events=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def probe() -> None:
+        """The watchdog's self-probe: receiving it proves the consumer consumes."""
 
     @app.task(name=ROUND_TASK, bind=True)  # type: ignore[untyped-decorator]
     def run_round(self: Any, task_id: str, fence: int, slot_ms: int, **info: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from taskdispatch.settings import Settings
 from tests.e2e.support import View, now_ms, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = "probe=tests.e2e.handlers:probe_round"
+HANDLERS = "probe=tests.e2e.handlers:probe_round,probe_file=tests.e2e.handlers:probe_file_round"
 # Short timings so that every behaviour shows within seconds. Everything else is pinned
 # too, so a developer's own TASKDISPATCH_* variables cannot leak into the processes.
 BASE_ENV = {

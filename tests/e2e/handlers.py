@@ -52,3 +52,26 @@ def probe_round(ctx: RunContext) -> dict[str, Any]:
         time.sleep(sleep_s)
     client.rpush(ROUNDS_KEY, json.dumps({**start, "end_ms": _now_ms()}))
     return {"slept_s": sleep_s, "pid": start["pid"]}
+
+
+def probe_file_round(ctx: RunContext) -> dict[str, Any]:
+    """Like `probe_round`, but the records go to files under `$E2E_PROBE_DIR` (one per
+    process), so that a worker cut off from Redis still leaves them; the end is written
+    however the round ends, an interrupt included."""
+    path = os.path.join(os.environ["E2E_PROBE_DIR"], f"{os.getpid()}.jsonl")
+    start = {
+        "task_id": ctx.task_id,
+        "account_id": ctx.account_id,
+        "scheduled_ms": round(ctx.scheduled_for.timestamp() * 1000),
+        "fencing_token": ctx.fencing_token,
+        "start_ms": _now_ms(),
+        "pid": os.getpid(),
+    }
+    with open(path, "a") as out:
+        out.write(json.dumps({"event": "start", **start}) + "\n")
+    try:
+        time.sleep(float(ctx.kwargs.get("sleep_s", 0)))
+    finally:
+        with open(path, "a") as out:
+            out.write(json.dumps({"event": "end", **start, "end_ms": _now_ms()}) + "\n")
+    return {"pid": start["pid"]}

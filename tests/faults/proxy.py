@@ -7,6 +7,9 @@ Tests point a client at `proxy.url` instead of the server and then
   a retrying writer: it cannot know whether its transaction was applied);
 - `block()` / `unblock()`: every connection is cut and new ones are refused until unblocked
   (Redis unreachable, as during a restart);
+- `deafen_next(b"BRPOP")`: the next connection that sends this command goes silent in both
+  directions from then on, while every other connection works (a consumer stuck on a
+  connection that will never answer, as in a "deaf worker" after a broker reconnect);
 - `partition()` / `heal()`: nothing passes in either direction, but no connection is closed
   and new ones are accepted (packets dropped, as in a real partition: a client only notices
   through its own timeouts); healing closes the connections that lived through it.
@@ -34,6 +37,7 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.drop_reply = False
+        self.silent = False
         self.closed = threading.Event()
         for target in (self._client_to_upstream, self._upstream_to_client):
             threading.Thread(target=target, daemon=True).start()
@@ -59,7 +63,9 @@ class _Link:
             if _EXEC in tail + data and self.proxy._take_exec_arm():
                 self.drop_reply = True
             tail = data[-len(_EXEC) :]
-            if self.proxy.partitioned:
+            if not self.silent and self.proxy._take_deafen(data):
+                self.silent = True
+            if self.proxy.partitioned or self.silent:
                 continue  # dropped on the floor
             try:
                 self.upstream.sendall(data)
@@ -81,7 +87,7 @@ class _Link:
                 break
             if not data:
                 break
-            if self.drop_reply or self.proxy.partitioned:
+            if self.drop_reply or self.silent or self.proxy.partitioned:
                 continue  # the transaction's replies never reach the client
             try:
                 self.client.sendall(data)
@@ -100,6 +106,8 @@ class FlakyProxy:
         self._exec_armed = 0
         self._blocked = False
         self.partitioned = False
+        self._deafen: bytes | None = None
+        self.deafened = 0
         self.exec_replies_lost = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -134,6 +142,18 @@ class FlakyProxy:
     def unblock(self) -> None:
         with self._lock:
             self._blocked = False
+
+    def deafen_next(self, command: bytes) -> None:
+        with self._lock:
+            self._deafen = command.upper()
+
+    def _take_deafen(self, data: bytes) -> bool:
+        with self._lock:
+            if self._deafen is None or self._deafen not in data.upper():
+                return False
+            self._deafen = None
+            self.deafened += 1
+            return True
 
     def partition(self) -> None:
         self.partitioned = True

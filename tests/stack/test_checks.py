@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskdispatch.checks import EvictionPolicyError, beat_alive, main, run_startup_checks
+from taskdispatch.checks import (
+    EvictionPolicyError,
+    beat_alive,
+    main,
+    run_startup_checks,
+    worker_consuming,
+)
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
 from taskdispatch.redis_server import EmbeddedRedis, free_port
@@ -143,6 +149,20 @@ def test_beat_alive_recent_heartbeat_of_this_host_is_true(redis_url: str) -> Non
     assert not beat_alive(settings, host=host, within_s=60)
     conn.zadd(beats, {f"{host}:3:new": now_ms})
     assert beat_alive(settings, host=host, within_s=60)
+    conn.close()
+
+
+def test_worker_consuming_recent_heartbeat_of_a_worker_on_this_host_is_true(redis_url: str) -> None:
+    """Only a fresh heartbeat of a node on this host (`name@host`) counts as consuming."""
+    conn = redis.Redis.from_url(redis_url)
+    workers = Keys(Settings().key_prefix).workers()
+    now_ms = time.time_ns() // 1_000_000
+    host = socket.gethostname()
+    settings = Settings(redis_url=redis_url)
+    conn.zadd(workers, {f"w1@{host}": now_ms - 120_000, f"w2@{host}-other": now_ms})
+    assert not worker_consuming(settings, host=host, within_s=60)
+    conn.zadd(workers, {f"w3@{host}": now_ms})
+    assert worker_consuming(settings, host=host, within_s=60)
     conn.close()
 
 
