@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: venv run test lint format api bench bench-quick
+.PHONY: venv run test test-fast test-repeat lint format api bench bench-quick
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The in-process tier (no celery worker, beat or stack processes): seconds, for your own loop.
+test-fast: venv
+	$(PY) -m pytest -q -m "not e2e"
+
+# Stability of the real-process suites: N full runs in a row, failures counted.
+N ?= 10
+test-repeat: venv
+	$(PY) -m tests.support.repeat --runs $(N)
 
 lint: venv
 	$(PY) -m ruff check .

@@ -14,6 +14,7 @@ from typing import Any
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, APIRouter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -34,6 +35,7 @@ from taskdispatch.redis_server import mask_url
 __all__ = [
     "MAX_BODY_BYTES",
     "BodySizeLimit",
+    "document_body_errors",
     "error_response",
     "error_responses",
     "install_error_handlers",
@@ -82,6 +84,19 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in status_codes
     }
+
+
+def document_body_errors(router: APIRouter) -> None:
+    """Every operation that reads a body documents the errors any body can cause.
+
+    A body that is not JSON (400), too large (413) or of the wrong shape (422) can reach
+    every such operation, whatever its own errors are; listing them here, once, keeps the
+    schema true for clients and fuzzers alike.
+    """
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.body_field is not None:
+            for code, entry in error_responses(400, 413, 422).items():
+                route.responses.setdefault(code, entry)
 
 
 def _with_field(field: str, message: str) -> str:

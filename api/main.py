@@ -15,7 +15,13 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.dependencies import require_token
-from api.exceptions import MAX_BODY_BYTES, BodySizeLimit, error_responses, install_error_handlers
+from api.exceptions import (
+    MAX_BODY_BYTES,
+    BodySizeLimit,
+    document_body_errors,
+    error_responses,
+    install_error_handlers,
+)
 from api.routers import accounts, dashboard, dispatcher, events, health, metrics, schedule, tasks
 from taskdispatch import __version__
 from taskdispatch.checks import run_startup_checks
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         accounts.router,
         metrics.router,
     ):
+        document_body_errors(router)
         app.include_router(
             router,
             dependencies=[Depends(require_token)],

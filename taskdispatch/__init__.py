@@ -11,6 +11,7 @@ from taskdispatch.exceptions import (
     UnknownTaskTypeError,
 )
 from taskdispatch.handlers import RunContext
+from taskdispatch.lease import LeaseLost
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.settings import Settings, get_settings
 
@@ -20,6 +21,7 @@ __all__ = [
     "AccountTaskExistsError",
     "DispatcherStatus",
     "InvalidTaskError",
+    "LeaseLost",
     "RunContext",
     "Settings",
     "StoreUnavailableError",

@@ -38,7 +38,7 @@ class UpcomingResponse(PreviewResponse):
         "按创建任务的请求体计算接下来 count 次执行时间（任务时区的 ISO 时间），不保存任何数据；"
         "校验规则与创建任务相同（但不检查账户是否已有任务）。"
     ),
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400),
 )
 async def preview(
     body: TaskCreateRequest, dispatcher: DispatcherDep, count: CountQuery = 10

@@ -41,7 +41,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
         "为一个账户创建周期任务；同一账户只能有一个任务。首次执行时间为创建时间加 interval"
         "（或 start_at），并移入 valid_time_range 时间窗口。"
     ),
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400),
 )
 @router.post("", include_in_schema=False)
 async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
@@ -100,7 +100,7 @@ async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
         "只修改请求体中出现的字段；显式 null 表示清除（task_end_time、user_* 参数）。"
         "修改 interval、时间窗口、时区或结束时间会重新计算下次执行时间，任务状态不变。"
     ),
-    responses=error_responses(404, 413, 422),
+    responses=error_responses(404),
 )
 async def update_task(
     task_id: str, body: TaskUpdateRequest, dispatcher: DispatcherDep
@@ -131,7 +131,7 @@ async def delete_task(task_id: str, dispatcher: DispatcherDep) -> TaskActionResp
         "请求体可省略；until（ISO 时间，无时区时按任务时区）到时自动恢复，note 为暂停说明，"
         "两者都显示在任务详情的 paused_until / pause_note 中。"
     ),
-    responses=error_responses(404, 409, 413, 422),
+    responses=error_responses(404, 409),
 )
 async def pause_task(
     task_id: str,
@@ -169,7 +169,7 @@ async def resume_task(task_id: str, dispatcher: DispatcherDep) -> TaskResumeResp
         "下次执行时间加上 priority_offset 秒：负数提前（不早于当前时间），正数延后，"
         "结果移入时间窗口。任务正在运行时返回 409。"
     ),
-    responses=error_responses(404, 409, 413, 422),
+    responses=error_responses(404, 409),
 )
 async def reorder_task(
     task_id: str, body: TaskReorderRequest, dispatcher: DispatcherDep
