@@ -6,16 +6,17 @@ STAMP := $(VENV)/.requirements-installed
 
 .PHONY: venv run test test-fast test-repeat lint format api bench bench-quick
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (PYTHON=$(PYTHON))"; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 run: venv
-	$(PY) -m taskdispatch.run
+	$(VENV)/bin/taskdispatch run
 
 api: venv
 	$(PY) -m uvicorn api.main:app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000}

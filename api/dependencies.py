@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.messages import text
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
 __all__ = [
+    "BearerDep",
     "DispatcherDep",
     "SettingsDep",
     "get_dispatcher",
@@ -39,20 +41,20 @@ DispatcherDep = Annotated[TaskDispatcher, Depends(get_dispatcher)]
 _bearer = HTTPBearer(
     auto_error=False, description="Required when the server sets TASKDISPATCH_API_TOKEN."
 )
-_BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _unauthorized(reason: str) -> HTTPException:
-    return HTTPException(401, f"未授权: {reason}", headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(key: str) -> HTTPException:
+    return HTTPException(401, text(key), headers={"WWW-Authenticate": "Bearer"})
 
 
-async def require_token(settings: SettingsDep, credentials: _BearerDep) -> None:
+async def require_token(settings: SettingsDep, credentials: BearerDep) -> None:
     """When `settings.api_token` is set, demand `Authorization: Bearer <that token>`."""
     expected = settings.api_token
     if not expected:
         return
     if credentials is None:
-        raise _unauthorized("missing 'Authorization: Bearer <token>' header")
+        raise _unauthorized("unauthorized_missing")
     # Bytes, not str: compare_digest rejects non-ASCII str, and headers may carry any byte.
     if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise _unauthorized("invalid bearer token")
+        raise _unauthorized("unauthorized_invalid")

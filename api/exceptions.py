@@ -1,12 +1,15 @@
 """How requests fail: every error is `{"success": false, "error": "<clear message>"}`.
 
 `install_error_handlers` maps taskdispatch's exceptions, request validation, Starlette's
-HTTP errors and Redis outages to one body shape with a fitting status; anything else is
-a 500 that names no internals. `BodySizeLimit` rejects oversized bodies with 413.
+HTTP errors and Redis outages to one body shape with a
+fitting status; anything else is a 500 that names no internals. Messages come from
+`taskdispatch/messages.py`, in the design document's language; `details` carries, per
+field, the message and, where it helps, the English technical detail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.models import ErrorDetail, ErrorResponse
+from taskdispatch.connections import masked
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -30,7 +34,7 @@ from taskdispatch.exceptions import (
     TaskNotFoundError,
     UnknownTaskTypeError,
 )
-from taskdispatch.redis_server import mask_url
+from taskdispatch.messages import text
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -64,6 +68,9 @@ _DESCRIPTIONS = {
     500: "内部服务器错误",
     503: "Redis 不可用",
 }
+
+# Starlette's own errors (no route, wrong method, the body limit) in the table's words.
+_HTTP_MESSAGES = {404: "route_not_found", 405: "method_not_allowed"}
 
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
@@ -105,8 +112,8 @@ def _with_field(field: str, message: str) -> str:
 
 def _store_unavailable(url: str, cause: BaseException | None) -> JSONResponse:
     # The cause names host and errno, never the password; the URL is masked both ways.
-    log.warning("Redis at %s is unreachable: %r", mask_url(url), cause)
-    return error_response(503, str(StoreUnavailableError(mask_url(url))))
+    log.warning("Redis at %s is unreachable: %r", masked(url), cause)
+    return error_response(503, str(StoreUnavailableError(masked(url))))
 
 
 async def _task_error(request: Request, exc: TaskDispatchError) -> JSONResponse:
@@ -117,33 +124,25 @@ async def _task_error(request: Request, exc: TaskDispatchError) -> JSONResponse:
     )
     if isinstance(exc, InvalidTaskError) and exc.field is not None:
         message = _with_field(exc.field, str(exc))
-        details = [ErrorDetail(field=exc.field, message=str(exc))]
+        details = [ErrorDetail(field=exc.field, message=str(exc), detail=exc.detail)]
         return error_response(status_code, message, details=details)
     return error_response(status_code, str(exc))
 
 
 async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    if isinstance(exc.__cause__, asyncio.TimeoutError):
+        # The blocking pool waited redis_pool_timeout_s for a free connection: Redis is
+        # fine, this API process is at its concurrency limit (redis_max_connections).
+        log.warning("no free Redis connection for %s %s", request.method, request.url.path)
+        return error_response(503, text("pool_exhausted"), headers={"Retry-After": "1"})
     return _store_unavailable(request.app.state.settings.redis_url, exc)
-
-
-async def _pool_exhausted(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
-    # redis-py's asyncio pool raises this (a ConnectionError) once `max_connections` (100 by
-    # default) are in use: Redis is fine, this API process is at its concurrency limit.
-    log.warning("no free Redis connection for %s %s: %r", request.method, request.url.path, exc)
-    return error_response(
-        503,
-        "too many concurrent requests for this API process's Redis connections; retry shortly",
-        headers={"Retry-After": "1"},
-    )
 
 
 async def _redis_refuses(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
     # Reachable but refusing writes: a replica during failover, or maxmemory reached.
-    url = mask_url(request.app.state.settings.redis_url)
+    url = masked(request.app.state.settings.redis_url)
     log.warning("Redis at %s refused a command: %r", url, exc)
-    return error_response(
-        503, f"Redis at {url} refuses writes right now ({type(exc).__name__}); retry shortly"
-    )
+    return error_response(503, text("store_refuses", url=url, reason=type(exc).__name__))
 
 
 def _field_name(loc: Sequence[str | int]) -> str:
@@ -159,10 +158,10 @@ def _unreadable_body(errors: Sequence[Any]) -> str | None:
     """Why the body could not be read as JSON at all, or None if it could."""
     for error in errors:
         if error["type"] == "json_invalid":
-            return "request body is not valid JSON"
+            return text("body_not_json")
         # FastAPI hands over the raw bytes when the Content-Type is not JSON.
         if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
-            return "request body must be JSON sent with 'Content-Type: application/json'"
+            return text("body_content_type")
     return None
 
 
@@ -171,27 +170,35 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     unreadable = _unreadable_body(errors)
     if unreadable is not None:
         return error_response(400, unreadable)
-    details = [ErrorDetail(field=_field_name(e["loc"]), message=e["msg"]) for e in errors]
+    details = [
+        ErrorDetail(
+            field=(name := _field_name(e["loc"])),
+            message=text("invalid_field", field=name),
+            detail=e["msg"],
+        )
+        for e in errors
+    ]
     first = details[0]
-    return error_response(422, f"{first.field}: {first.message}", details=details)
+    return error_response(422, first.message, details=details)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    key = _HTTP_MESSAGES.get(exc.status_code)
+    message = text(key, path=request.url.path) if key is not None else str(exc.detail)
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("未处理的异常: %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "内部服务器错误")
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, text("internal_error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(TaskDispatchError)(_task_error)
-    # ConnectionError covers refused connections and BusyLoadingError (Redis starting up).
+    # ConnectionError covers refused connections, a full pool and BusyLoadingError.
     app.exception_handler(redis.exceptions.ConnectionError)(_redis_down)
     app.exception_handler(redis.exceptions.TimeoutError)(_redis_down)
-    # Subclasses of the above or of ResponseError: the most specific handler wins.
-    app.exception_handler(redis.exceptions.MaxConnectionsError)(_pool_exhausted)
+    # Subclasses of ResponseError: the most specific handler wins.
     app.exception_handler(redis.exceptions.ReadOnlyError)(_redis_refuses)
     app.exception_handler(redis.exceptions.OutOfMemoryError)(_redis_refuses)
     app.exception_handler(RequestValidationError)(_invalid_request)
@@ -201,11 +208,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class BodyTooLarge(HTTPException):
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body exceeds the limit of {max_bytes} bytes")
+        super().__init__(413, text("body_too_large", max=max_bytes))
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body over `max_bytes`, declared or streamed."""
+    """ASGI middleware: 413 for a body over `max_bytes`, declared or streamed.
+
+    Not Starlette's `max_body_size`: for a declared Content-Length over the limit it replaces
+    whatever the app answers with a plain-text "Content Too Large", which breaks the one
+    error body every client of this API relies on.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app

@@ -25,8 +25,8 @@ from api.exceptions import (
 from api.routers import accounts, dashboard, dispatcher, events, health, metrics, schedule, tasks
 from taskdispatch import __version__
 from taskdispatch.checks import run_startup_checks
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 
 __all__ = ["app", "create_app"]

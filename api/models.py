@@ -15,9 +15,9 @@ from pydantic_core import PydanticCustomError
 
 from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.history import RunRecord
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import Outcome, Task, TaskStatus
 from taskdispatch.schedule import to_local_iso
-from taskdispatch.spec import check_json
+from taskdispatch.validation import DEFAULTS, check_json
 
 __all__ = [
     "AccountTasksResponse",
@@ -106,7 +106,7 @@ class TaskCreateRequest(_Request):
     )
 
     sys_type: Text = Field(description="Machine type the round runs on, e.g. mac_intel.")
-    task_type: Text = Field("xhs_type", description="A registered task type.")
+    task_type: Text = Field(DEFAULTS["task_type"], description="A registered task type.")
     xhs_account_id: Text = Field(description="Account id; one task per account.")
     xhs_account_name: Text = Field(description="Account display name.")
     user_query: Text | None = None
@@ -117,9 +117,10 @@ class TaskCreateRequest(_Request):
         None,
         description="ISO date (through the end of that day) or datetime; null = no end.",
     )
-    interval: StrictInt | None = Field(3600, description="Seconds between rounds.")
+    interval: StrictInt | None = Field(DEFAULTS["interval"], description="Seconds between rounds.")
     valid_time_range: list[StrictInt] | None = Field(
-        [8, 22], description="[start, end) local hours in which a round may start."
+        DEFAULTS["valid_time_range"],
+        description="[start, end) local hours in which a round may start.",
     )
     timezone: Text | None = Field(None, description="IANA zone; default: the server setting.")
     start_at: Text | None = Field(None, description="ISO datetime of the first run.")
@@ -386,7 +387,7 @@ class ConsistencyResponse(BaseModel):
 class RunInfo(BaseModel):
     """One round (or skipped or lost slot) of a task; times in the task's time zone."""
 
-    outcome: Literal["ok", "failed", "skipped", "lost"]
+    outcome: Outcome
     round_num: int | None
     scheduled_for: str | None
     started_at: str | None
@@ -435,6 +436,7 @@ class ReadinessResponse(BaseModel):
 class ErrorDetail(BaseModel):
     field: str
     message: str
+    detail: str | None = Field(None, description="English technical detail, where it helps.")
 
 
 class ErrorResponse(BaseModel):

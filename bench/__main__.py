@@ -22,7 +22,7 @@ from typing import Any
 from bench import api, dispatch, lag, machine, memory, tick
 from bench.config import PROFILES
 from bench.probe import ROOT
-from taskdispatch.redis_server import EmbeddedRedis
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.settings import get_settings
 
 SECTIONS = ("tick", "dispatch", "lag", "api", "memory")

@@ -25,8 +25,8 @@ from bench.probe import ProbeError, run_probe
 from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat
+from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import free_port
 
 __all__ = ["run"]
 

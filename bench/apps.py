@@ -47,7 +47,7 @@ def celery_app(redis_url: str, *, key_prefix: str = "td:", redbeat_prefix: str =
 
 
 def td_scheduler(app: Any) -> Any:
-    from taskdispatch.scheduler import RedisScheduler
+    from taskdispatch.beat import RedisScheduler
 
     return RedisScheduler(app=app, lazy=True)
 

@@ -24,9 +24,9 @@ from bench.config import Profile
 from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat, percentile
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import Keys
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
 __all__ = ["run"]

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.resp import RespPipe
+from taskdispatch.beat import ROUND_TASK
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
-from taskdispatch.scheduler import ROUND_TASK
 from taskdispatch.write import queue_task_write
 
 __all__ = ["RUN_PARAMS", "bench_task", "load_redbeat", "load_tasks", "task_id_of"]

@@ -89,7 +89,7 @@ def redbeat(url: str, n: int, due: int, repeats: int, prefix: str) -> dict[str, 
 def persistent(url: str, n: int, due: int, repeats: int, workdir: str) -> dict[str, Any]:
     from celery.schedules import schedule
 
-    from taskdispatch.scheduler import ROUND_TASK
+    from taskdispatch.beat import ROUND_TASK
 
     app = apps.celery_app(url)
     hot = [f"bench-entry-{i:07d}" for i in range(due)]

@@ -1,6 +1,5 @@
 """taskdispatch: a Redis-backed, Celery-based scheduler for recurring per-account jobs."""
 
-from taskdispatch.dispatcher import DispatcherStatus, TaskDispatcher
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -13,6 +12,7 @@ from taskdispatch.exceptions import (
 from taskdispatch.handlers import RunContext
 from taskdispatch.lease import LeaseLost
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.service import DispatcherStatus, TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 
 __version__ = "1.0.0"

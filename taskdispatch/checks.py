@@ -2,7 +2,7 @@
 
 A scheduler on a Redis that evicts keys loses tasks silently, and one without persistence
 loses them on restart; both are cheap to detect at startup and expensive to discover later.
-`python -m taskdispatch.checks` runs the same checks from a shell, a CI job or a healthcheck.
+`taskdispatch check` runs the same checks from a shell, a CI job or a healthcheck.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from taskdispatch.connections import masked
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import mask_url
 from taskdispatch.settings import Settings, get_settings
 
 __all__ = ["EvictionPolicyError", "beat_alive", "main", "run_startup_checks", "worker_consuming"]
@@ -67,7 +67,7 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
     Raises StoreUnavailableError (unreachable) or EvictionPolicyError; messages are one line
     and never show the Redis password.
     """
-    url = mask_url(settings.redis_url)
+    url = masked(settings.redis_url)
     client = _client(settings.redis_url)
     try:
         try:
@@ -131,14 +131,14 @@ def _fresh(settings: Settings, key: str, *, within_s: float) -> list[str]:
     try:
         return [str(member) for member in client.zrangebyscore(key, since_ms, "+inf")]
     except (RedisError, OSError) as exc:
-        raise StoreUnavailableError(mask_url(settings.redis_url)) from exc
+        raise StoreUnavailableError(masked(settings.redis_url)) from exc
     finally:
         client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m taskdispatch.checks`: exit 0 when the checks pass, 1 with one line otherwise."""
-    parser = argparse.ArgumentParser(prog="python -m taskdispatch.checks", description=__doc__)
+    """`taskdispatch check`: exit 0 when the checks pass, 1 with one line otherwise."""
+    parser = argparse.ArgumentParser(prog="taskdispatch check", description=__doc__)
     parser.add_argument("--process", default="checks", help="name shown in messages")
     parser.add_argument(
         "--beat-alive",
@@ -179,9 +179,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreUnavailableError, EvictionPolicyError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"{args.process}: Redis at {mask_url(settings.redis_url)} passed the startup checks")
+    print(f"{args.process}: Redis at {masked(settings.redis_url)} passed the startup checks")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kombu.utils.url import maybe_sanitize_url
 from redis import Redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
@@ -20,11 +21,17 @@ from redis.retry import Retry
 
 from taskdispatch.settings import Settings
 
-__all__ = ["api_client", "lease_client", "store_client"]
+__all__ = ["api_client", "lease_client", "masked", "store_client"]
 
 # An API request during an outage should answer 503 within about a second, not wait out
 # redis-py's default of ten retries; three are enough to replace a closed connection.
 _API_RETRIES = 3
+
+
+def masked(url: str) -> str:
+    """The URL with its password shown as ***, for logs and messages (kombu's masking,
+    applied to each URL of a `;`-separated list, as Celery writes Sentinel URLs)."""
+    return ";".join(str(maybe_sanitize_url(part, mask="***")) for part in url.split(";"))
 
 
 def store_client(
@@ -70,16 +77,16 @@ def lease_client(settings: Settings) -> Redis:
 def api_client(settings: Settings) -> AsyncRedis:
     """The API's asyncio client: a bounded pool, and a prompt error while Redis is away.
 
-    The pool blocks (up to 5 s) instead of failing when all `redis_max_connections` are in
-    use, so a burst of requests queues. A pool given to redis-py brings its own retry policy,
-    and without one a connection gets none: the first request after every Redis restart
-    failed with 503 (tests/faults/test_redis_restart.py).
+    The pool blocks (up to `redis_pool_timeout_s`) instead of failing when all
+    `redis_max_connections` are in use, so a burst of requests queues. A pool given to
+    redis-py brings its own retry policy, and without one a connection gets none: the first
+    request after every Redis restart failed with 503 (tests/faults/test_redis_restart.py).
     """
     return AsyncRedis(
         connection_pool=BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
-            timeout=5,
+            timeout=settings.redis_pool_timeout_s,
             decode_responses=True,
             socket_connect_timeout=5,
             socket_timeout=10,

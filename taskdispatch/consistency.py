@@ -2,25 +2,26 @@
 
 It reads every task and every index entry (ZSCAN/HGETALL in pages, never KEYS), so it
 costs O(tasks); run it on demand (`GET /api/v1/dispatcher/check` or
-`python -m taskdispatch.consistency`), not on a hot path. Reads are not one snapshot:
+`taskdispatch consistency`), not on a hot path. Reads are not one snapshot:
 on a busy store, re-run to tell a transient mismatch from a real one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from taskdispatch.keys import STATUSES, Keys
+from taskdispatch.keys import Keys
+from taskdispatch.lifecycle import is_scheduled
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.settings import get_settings
 
-__all__ = ["check_consistency"]
+__all__ = ["check_consistency", "main"]
 
 _PAGE = 500
 
@@ -52,7 +53,7 @@ async def check_consistency(redis: Redis, keys: Keys) -> list[str]:
         live.update(task.task_id for task in tasks)
         problems.extend(await _check_page(redis, keys, tasks))
 
-    for index in [keys.due(), keys.running(), *(keys.status(s) for s in STATUSES)]:
+    for index in [keys.due(), keys.running(), *(keys.status(s) for s in TaskStatus)]:
         async for member, _ in _members(redis, index):
             if member not in live:
                 problems.append(f"{index} holds {member}, which is not a stored task")
@@ -63,16 +64,16 @@ async def _check_page(redis: Redis, keys: Keys, tasks: list[Task]) -> list[str]:
     async with redis.pipeline(transaction=False) as pipe:
         for task in tasks:
             pipe.get(keys.account(task.account_id))
-            for status in STATUSES:
+            for status in TaskStatus:
                 pipe.zscore(keys.status(status), task.task_id)
             pipe.zscore(keys.due(), task.task_id)
             pipe.zscore(keys.running(), task.task_id)
         replies: list[Any] = await pipe.execute()
-    width = 3 + len(STATUSES)
+    width = 3 + len(TaskStatus)
     problems: list[str] = []
     for n, task in enumerate(tasks):
         account, *scores, due, running = replies[n * width : (n + 1) * width]
-        by_status = dict(zip(STATUSES, scores, strict=True))
+        by_status = {s.value: score for s, score in zip(TaskStatus, scores, strict=True)}
         problems.extend(_check_task(task, account, by_status, due, running))
     return problems
 
@@ -88,7 +89,7 @@ def _check_task(
         if (score is not None) != (status == task.status.value):
             where = "missing from" if score is None else "also in"
             out.append(f"task {tid} ({task.status.value}) is {where} the {status} index")
-    scheduled = task.status == TaskStatus.PENDING and task.next_ms is not None
+    scheduled = is_scheduled(task)
     if scheduled and due is None:
         out.append(f"task {tid} is pending but not in the due index (it would never run)")
     if not scheduled and due is not None:
@@ -98,7 +99,13 @@ def _check_task(
     return out
 
 
-async def _main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """`taskdispatch consistency`: print the problems as JSON; exit 1 if there are any."""
+    argparse.ArgumentParser(prog="taskdispatch consistency", description=__doc__).parse_args(argv)
+    return asyncio.run(_check())
+
+
+async def _check() -> int:
     settings = get_settings()
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     try:
@@ -107,7 +114,3 @@ async def _main() -> int:
         await redis.aclose()
     print(json.dumps({"consistent": not problems, "problems": problems}, ensure_ascii=False))
     return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))

@@ -7,9 +7,16 @@ TaskDispatchError                  base of everything below
 ├── AccountTaskExistsError         one task per account             (400)
 ├── TaskConflictError              not allowed in the task's state  (409)
 └── StoreUnavailableError          Redis cannot be reached          (503)
+
+`str(exc)` is the client-facing message from `messages.py` (the design document's
+language); `detail`, when set, is the English technical detail (value received, format).
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from taskdispatch.messages import text
 
 __all__ = [
     "AccountTaskExistsError",
@@ -25,33 +32,37 @@ __all__ = [
 class TaskDispatchError(Exception):
     """Base class; `str(exc)` is a message fit to show to an API client."""
 
+    def __init__(self, key: str, *, detail: str | None = None, **params: Any) -> None:
+        super().__init__(text(key, **params))
+        self.key = key
+        self.detail = detail
+
 
 class InvalidTaskError(TaskDispatchError):
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, key: str, *, field: str | None = None, detail: str | None = None, **params: Any
+    ) -> None:
+        super().__init__(key, detail=detail, field=field, **params)
         self.field = field
 
 
 class UnknownTaskTypeError(InvalidTaskError):
     def __init__(self, task_type: str, known: list[str]) -> None:
         super().__init__(
-            f"task_type '{task_type}' is not registered; known task types: {', '.join(known)}",
-            field="task_type",
+            "unknown_task_type", field="task_type", task_type=task_type, known=", ".join(known)
         )
         self.known = known
 
 
 class TaskNotFoundError(TaskDispatchError):
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"任务不存在: {task_id}")
+        super().__init__("task_not_found", task_id=task_id)
         self.task_id = task_id
 
 
 class AccountTaskExistsError(TaskDispatchError):
     def __init__(self, account_id: str, existing_task_id: str) -> None:
-        super().__init__(
-            f"账户ID '{account_id}' 已存在任务 '{existing_task_id}'，同一账户不能创建多个任务"
-        )
+        super().__init__("account_exists", account_id=account_id, task_id=existing_task_id)
         self.account_id = account_id
         self.existing_task_id = existing_task_id
 
@@ -62,7 +73,5 @@ class TaskConflictError(TaskDispatchError):
 
 class StoreUnavailableError(TaskDispatchError):
     def __init__(self, url: str) -> None:
-        super().__init__(
-            f"Redis at {url} cannot be reached; the task store is unavailable, retry shortly."
-        )
+        super().__init__("store_unavailable", url=url)
         self.url = url

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
-from taskdispatch.metrics import queue_round_stats
-from taskdispatch.models import Task
+from taskdispatch.models import Outcome, Task
+from taskdispatch.stats import queue_round_stats
 
-__all__ = ["Outcome", "RunRecord", "queue_run_record"]
-
-Outcome = Literal["ok", "failed", "skipped", "lost"]
+__all__ = ["RunRecord", "queue_run_record"]
 
 # A result bigger than this is replaced by a note, so one chatty handler cannot bloat Redis.
 MAX_RESULT_BYTES = 4096

@@ -1,4 +1,5 @@
-"""Every Redis key taskdispatch uses, built here and nowhere else.
+"""Every Redis key taskdispatch uses, built here and nowhere else, and the encoding of the
+dispatcher flag stored under one of them.
 
 All keys share one configurable prefix (`TASKDISPATCH_KEY_PREFIX`, default `td:`).
 `docs/redis-keys.md` lists each key, its type and who writes it.
@@ -8,9 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["STATUSES", "Keys"]
+__all__ = ["DISPATCHER_OFF", "DISPATCHER_ON", "ENABLED_FIELD", "Keys", "dispatcher_enabled"]
 
-STATUSES = ("pending", "running", "paused", "completed", "error")
+# The dispatcher flag, `HGET <dispatcher> enabled`: absent or anything but "0" means on, so a
+# fresh Redis dispatches. The beat's claim script gets DISPATCHER_OFF as an argument.
+ENABLED_FIELD = "enabled"
+DISPATCHER_ON = "1"
+DISPATCHER_OFF = "0"
+
+
+def dispatcher_enabled(value: str | bytes | None) -> bool:
+    """Whether the stored dispatcher flag `value` means "dispatching is on"."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value != DISPATCHER_OFF
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,3 @@ class Keys:
     def wake(self) -> str:
         """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
         return f"{self.prefix}wake"
-
-    def all_index_keys(self) -> list[str]:
-        return [self.all_tasks(), self.due(), *(self.status(s) for s in STATUSES)]

@@ -10,9 +10,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["Task", "TaskStatus"]
+__all__ = ["Outcome", "Task", "TaskStatus"]
+
+# What happened to a slot: it ran (ok or failed), was skipped, or its round was lost.
+Outcome = Literal["ok", "failed", "skipped", "lost"]
 
 
 class TaskStatus(StrEnum):

@@ -15,12 +15,13 @@ from typing import Any
 
 from redis import Redis
 
-from taskdispatch import spec
+from taskdispatch import lifecycle
+from taskdispatch.clock import now_ms
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.rounds import Extra, after_round, now_ms, transact
+from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.settings import Settings
+from taskdispatch.transaction import Change, Read, transact
 
 __all__ = ["Housekeeper"]
 
@@ -37,6 +38,7 @@ class Housekeeper:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.clock = clock
+        self.policy = RetryPolicy.of(settings)
 
     def sweep(self, *, batch: int = 500) -> tuple[int, int]:
         """Find and handle every candidate now (tests, tools); returns (lost, resumed)."""
@@ -55,24 +57,18 @@ class Housekeeper:
         for task_id in task_ids:
             now = self.clock()
 
-            def plan(task: Task | None, now: int = now) -> tuple[Task | None, Extra | None] | None:
-                if (
-                    task is None
-                    or task.status != TaskStatus.PAUSED
-                    or task.paused_until_ms is None
-                    or task.paused_until_ms > now
-                ):
-                    return None
-                return spec.resumed(task, now_ms=now), None
+            def plan(read: Read, now: int = now) -> Change | None:
+                task = read.task
+                new = None if task is None else lifecycle.auto_resumed(task, now_ms=now)
+                return None if new is None else Change(new)
 
-            _, wrote = transact(self.redis, self.keys, task_id, plan)
+            wrote = transact(self.redis, self.keys, task_id, plan).wrote
             if not wrote:
                 self.redis.zrem(self.keys.resume(), task_id)  # resumed or deleted meanwhile
             resumed += wrote
         return resumed
 
     def _recover_one(self, task_id: str, now: int) -> bool:
-        s = self.settings
         raw_account = self.redis.hget(self.keys.task(task_id), "account_id")
         if raw_account:
             left_ms = int(self.redis.pttl(self.keys.lock(str(raw_account))))
@@ -81,19 +77,10 @@ class Housekeeper:
                 self.redis.zadd(self.keys.running(), {task_id: now + left_ms}, xx=True)
                 return False
 
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
+        def plan(read: Read) -> Change | None:
+            task = read.task
             if task is None or task.run_id is None:
                 return None
-            lost = task.evolve(
-                run_id=None,
-                started_ms=None,
-                worker=None,
-                failures=task.failures + 1,
-                last_error=LOST_ERROR,
-                updated_ms=now,
-            )
-            if task.status == TaskStatus.RUNNING:
-                lost = after_round(lost, slot_ms=None, ok=False, now_ms=now, settings=s)
             record = RunRecord(
                 outcome="lost",
                 scheduled_ms=task.next_ms,
@@ -104,16 +91,18 @@ class Housekeeper:
                 error=LOST_ERROR,
                 worker=task.worker,
             )
+            keep = self.settings.runs_kept
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task_id)
-                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
+                queue_run_record(pipe, self.keys, task, record, keep=keep)
 
-            return lost, extra
+            new = lifecycle.lost(task, error=LOST_ERROR, now_ms=now, policy=self.policy)
+            return Change(new, extra)
 
-        task, wrote = transact(self.redis, self.keys, task_id, plan)
-        if task is None or task.run_id is None:
+        result = transact(self.redis, self.keys, task_id, plan)
+        if result.old is None or result.old.run_id is None:
             self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
-        if wrote:
+        if result.wrote:
             log.warning("round of task %s was lost; it runs again", task_id)
-        return wrote
+        return result.wrote

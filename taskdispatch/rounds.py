@@ -1,84 +1,45 @@
-"""One round of one task as a worker runs it, and recovery of rounds whose worker died.
+"""One round of one task, as a worker runs it: check, lease, start, handler, finish.
 
-Every state change is one WATCH/MULTI transaction through `transact`, so the task hash,
-its indexes and the round's history record change together. Two tokens guard a round:
+Every state change is one transaction (`transaction.transact`) applying a rule of
+`lifecycle.py`, so the task hash, its indexes and the round's history record change
+together. Two tokens guard a round:
 
-- `fence` (from the beat's claim) makes a message for a superseded slot a no-op (a message
-  of an older claim still counts for the same due slot: see `_stands_for`);
+- `fence` (from the beat's claim) makes a message for a superseded slot a no-op
+  (`lifecycle.stands_for`);
 - `run_id` (set when the round starts) lets only the round that is still current write
-  its outcome: a worker whose lease expired and whose round recovery already declared
-  lost cannot overwrite newer state, and retrying a final write is idempotent.
+  its outcome: a worker whose round recovery already declared lost cannot overwrite newer
+  state, and retrying a final write is idempotent.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
+from redis.retry import Retry
 
-from taskdispatch import schedule, spec
+from taskdispatch import lifecycle, schedule
+from taskdispatch.clock import now_ms
 from taskdispatch.connections import lease_client
 from taskdispatch.events import queue_event
 from taskdispatch.handlers import HandlerRegistry, RunContext
-from taskdispatch.history import Outcome, RunRecord, queue_run_record
+from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.lifecycle import RetryPolicy
+from taskdispatch.models import Outcome, Task
 from taskdispatch.settings import Settings
-from taskdispatch.write import queue_task_write, written_by
+from taskdispatch.transaction import Change, Read, transact
 
-__all__ = ["Extra", "RoundMessage", "RoundRunner", "after_round", "now_ms", "transact"]
+__all__ = ["RoundMessage", "RoundRunner"]
 
 log = logging.getLogger(__name__)
-
-Extra = Callable[[Any], None]
-Plan = Callable[[Task | None], tuple[Task | None, Extra | None] | None]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def transact(redis: Redis, keys: Keys, task_id: str, plan: Plan) -> tuple[Task | None, bool]:
-    """Run `plan` on the current record and apply its (new task, extra writes) atomically.
-
-    `plan` returns None to write nothing. Returns (the record plan saw, whether it wrote).
-    The write is tagged: if the connection drops after EXEC (redis-py then raises
-    WatchError), the retry finds the tag and returns instead of planning again on the
-    state its own write produced.
-    """
-    write_id = uuid.uuid4().hex
-    tried, attempted = False, cast(Task | None, None)
-    with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(keys.task(task_id))
-                raw = pipe.hgetall(keys.task(task_id))
-                if tried and raw and written_by(raw, write_id):
-                    pipe.unwatch()
-                    return attempted, True
-                old = Task.from_hash(raw) if raw else None
-                decision = plan(old)
-                if decision is None:
-                    pipe.unwatch()
-                    return old, False
-                new, extra = decision
-                pipe.multi()
-                queue_task_write(pipe, keys, old, new, write_id=write_id)
-                if extra is not None:
-                    extra(pipe)
-                tried, attempted = True, old
-                pipe.execute()
-                return old, True
-            except WatchError:
-                continue
 
 
 @dataclass(frozen=True)
@@ -107,24 +68,19 @@ class RoundRunner:
         self.registry = registry
         self.hostname = hostname
         self.clock = clock
+        self.policy = RetryPolicy.of(settings)
 
     def run(self, msg: RoundMessage) -> dict[str, Any]:
         """Check, lease, start, run and finish one round; returns a summary for logs."""
         now = self.clock()
-        task = (
-            Task.from_hash(raw)
-            if (raw := self.redis.hgetall(self.keys.task(msg.task_id)))
-            else None
-        )
-        if task is None or not _stands_for(task, msg, now):
+        raw = self.redis.hgetall(self.keys.task(msg.task_id))
+        task = Task.from_hash(raw) if raw else None
+        if task is None or not self._stands(task, msg, now):
             # Deleted, paused, rescheduled or already run: a newer decision owns this task.
             return {"outcome": "dropped", "reason": "stale message"}
-        tz = ZoneInfo(task.timezone)
-        if task.end_ms is not None and now > task.end_ms:
-            # A late message (beat outage, backlog) never starts a round after the end.
-            return self._skip_outside_window(msg, now, reason="past_end")
-        if not schedule.in_window(now, task.window, tz):
-            return self._skip_outside_window(msg, now)
+        reason = lifecycle.skip_reason(task, now_ms=now)
+        if reason is not None:
+            return self._skip(msg, now, reason=reason)
 
         lease = AccountLease(
             self.lease_redis,
@@ -137,31 +93,38 @@ class RoundRunner:
         with lease:
             if not lease.acquire():
                 return self._skip_account_locked(msg, now)
-            run_id = uuid.uuid4().hex
-            started = self._start(msg, run_id)
+            started = self._start(msg, uuid.uuid4().hex)
             if started is None:
                 return {"outcome": "dropped", "reason": "changed before start"}
             guard = HandlerGuard()
             with guard.installed():
                 lease.start_renewing(on_lost=guard.interrupt)
                 record = self._call_handler(started, msg, guard)
-            self._finish(msg, run_id, record)
-        return {"outcome": record.outcome, "error": record.error, "round": record.round_num}
+            self._finish(msg, started, record)
+        return {
+            "outcome": record.outcome,
+            "error": record.error,
+            "round": record.round_num,
+            "account": task.account_id,
+        }
+
+    @staticmethod
+    def _stands(task: Task, msg: RoundMessage, now: int) -> bool:
+        return lifecycle.stands_for(task, fence=msg.fence, slot_ms=msg.slot_ms, now_ms=now)
+
+    def _record(self, task: Task, record: RunRecord) -> Callable[[Any], None]:
+        keep = self.settings.runs_kept
+        return lambda pipe: queue_run_record(pipe, self.keys, task, record, keep=keep)
 
     def _start(self, msg: RoundMessage, run_id: str) -> Task | None:
         now = self.clock()
         lease_expiry = now + int(self.settings.lease_ttl_s * 1000)
 
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or not _stands_for(task, msg, now):
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or not self._stands(task, msg, now):
                 return None
-            running = task.evolve(
-                status=TaskStatus.RUNNING,
-                started_ms=now,
-                worker=self.hostname,
-                run_id=run_id,
-                updated_ms=now,
-            )
+            running = lifecycle.started(task, run_id=run_id, worker=self.hostname, now_ms=now)
 
             def extra(pipe: Any) -> None:
                 pipe.zadd(self.keys.running(), {task.task_id: lease_expiry})
@@ -176,12 +139,10 @@ class RoundRunner:
                     worker=self.hostname,
                 )
 
-            return running, extra
+            return Change(running, extra)
 
-        task, wrote = transact(self.redis, self.keys, msg.task_id, plan)
-        if not wrote or task is None:
-            return None
-        return task.evolve(status=TaskStatus.RUNNING, started_ms=now, run_id=run_id)
+        result = transact(self.redis, self.keys, msg.task_id, plan)
+        return result.new if result.wrote else None
 
     def _call_handler(self, task: Task, msg: RoundMessage, guard: HandlerGuard) -> RunRecord:
         assert task.run_id is not None
@@ -193,7 +154,7 @@ class RoundRunner:
             sys_type=task.sys_type,
             round_num=task.round_num + 1,
             kwargs=task.kwargs,
-            scheduled_for=schedule.to_datetime(msg.slot_ms, ZoneInfo(task.timezone)),
+            scheduled_for=schedule.to_datetime(msg.slot_ms, schedule.parse_timezone(task.timezone)),
             fencing_token=task.fence,
             run_id=task.run_id,
         )
@@ -207,7 +168,7 @@ class RoundRunner:
             outcome, reason, error = "lost", "lease_unrenewable", guard.reason
         except Exception as exc:  # a handler may raise anything; the round is then failed
             outcome, error = "failed", _describe(exc)
-            log.warning("round of %s failed: %s", task.task_id, error)
+            log.warning("round of %s (account %s) failed: %s", task.task_id, task.account_id, error)
         return RunRecord(
             outcome=outcome,
             scheduled_ms=msg.slot_ms,
@@ -220,67 +181,58 @@ class RoundRunner:
             result=result,
         )
 
-    def _finish(self, msg: RoundMessage, run_id: str, record: RunRecord) -> None:
-        """Record the outcome and the next slot; retried until Redis answers (idempotent)."""
-        s = self.settings
+    def _finish(self, msg: RoundMessage, started: Task, record: RunRecord) -> None:
+        """Record the outcome and the next slot, retrying while Redis does not answer.
 
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or task.run_id != run_id:
+        A retry is harmless: once one attempt landed, the task no longer carries this
+        round's `run_id`, and the plan writes nothing.
+        """
+
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or task.run_id != started.run_id:
                 return None  # deleted, or declared lost meanwhile: this result is fenced out
-            now = self.clock()
-            ok = record.outcome == "ok"
-            done = task.evolve(
-                round_num=task.round_num + 1,
-                last_ms=record.started_ms,
-                failures=0 if ok else task.failures + 1,
-                last_error=None if ok else record.error,
-                run_id=None,
-                started_ms=None,
-                worker=None,
-                updated_ms=now,
+            done = lifecycle.finished(
+                task,
+                outcome=record.outcome,
+                slot_ms=msg.slot_ms,
+                started_ms=record.started_ms,
+                error=record.error,
+                now_ms=self.clock(),
+                policy=self.policy,
             )
-            if task.status == TaskStatus.RUNNING:
-                # A round its worker stopped runs again now, like one recovery declares lost.
-                slot_ms = None if record.outcome == "lost" else msg.slot_ms
-                done = after_round(done, slot_ms=slot_ms, ok=ok, now_ms=now, settings=s)
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task.task_id)
-                queue_run_record(pipe, self.keys, task, record, keep=s.runs_kept)
+                self._record(task, record)(pipe)
 
-            return done, extra
+            return Change(done, extra)
 
-        delay_s = 0.2
-        deadline = time.monotonic() + s.lease_ttl_s * 4
-        while True:
-            try:
-                transact(self.redis, self.keys, msg.task_id, plan)
-                return
-            except RedisError as exc:
-                if time.monotonic() > deadline:
-                    log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
-                    return
-                time.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
-
-    def _skip_outside_window(
-        self, msg: RoundMessage, now: int, reason: str = "outside_window"
-    ) -> dict[str, Any]:
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or not _stands_for(task, msg, now):
-                return None
-            next_ms = spec.placed(task, now, now_ms=now)
-            moved = task.evolve(next_ms=next_ms, fence=task.fence + 1, updated_ms=now)
-            if next_ms is None:
-                moved = moved.evolve(status=TaskStatus.COMPLETED)
-            record = RunRecord(
-                outcome="skipped",
-                scheduled_ms=msg.slot_ms,
-                reason=reason,
-                worker=self.hostname,
+        # Long enough to ride out a Redis restart; past it, recovery records the round lost.
+        retries = int(4 * self.settings.lease_ttl_s / _FINISH_BACKOFF_CAP_S) + 3
+        retry = Retry(
+            ExponentialBackoff(cap=_FINISH_BACKOFF_CAP_S, base=0.2),
+            retries,
+            supported_errors=(ConnectionError, TimeoutError, OSError),
+        )
+        try:
+            retry.call_with_retry(
+                lambda: transact(self.redis, self.keys, msg.task_id, plan), lambda _: None
             )
-            keep = self.settings.runs_kept
-            return moved, lambda pipe: queue_run_record(pipe, self.keys, task, record, keep=keep)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
+
+    def _skip(self, msg: RoundMessage, now: int, *, reason: str) -> dict[str, Any]:
+        """The slot may not run now (outside its window, past the end): move on, recorded."""
+
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or not self._stands(task, msg, now):
+                return None
+            record = RunRecord(
+                outcome="skipped", scheduled_ms=msg.slot_ms, reason=reason, worker=self.hostname
+            )
+            return Change(lifecycle.skipped(task, now_ms=now), self._record(task, record))
 
         transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": reason}
@@ -289,8 +241,9 @@ class RoundRunner:
         """Another round of this account still runs: look again shortly, do not wait a claim."""
         retry_at = now + int(self.settings.lock_retry_s * 1000)
 
-        def plan(task: Task | None) -> tuple[Task | None, Extra | None] | None:
-            if task is None or not _stands_for(task, msg, now):
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or not self._stands(task, msg, now):
                 return None
             record = RunRecord(
                 outcome="skipped",
@@ -301,58 +254,16 @@ class RoundRunner:
 
             def extra(pipe: Any) -> None:
                 pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
-                queue_run_record(pipe, self.keys, task, record, keep=self.settings.runs_kept)
+                self._record(task, record)(pipe)
 
-            return task, extra
+            return Change(task, extra)
 
         transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": "account_locked"}
 
 
-def _stands_for(task: Task, msg: RoundMessage, now_ms: int) -> bool:
-    """Whether `msg` still asks for the task's current, not yet started slot.
-
-    A message carrying the task's fence does. So does one from an older claim of the same
-    slot, once that slot is due: when messages wait in a long queue, the beat re-claims them
-    after `dispatch_timeout_s` (new fence, second message), and if the first message were
-    dropped as stale on arrival, every message of a queue longer than the timeout would be
-    stale and no round would ever run again. Whichever message comes first starts the slot;
-    the start moves the task to `running` (one WATCHed transaction), so the other is dropped.
-    """
-    if task.status != TaskStatus.PENDING:
-        return False
-    if task.fence == msg.fence:
-        return True
-    return msg.fence < task.fence and task.next_ms == msg.slot_ms and msg.slot_ms <= now_ms
-
-
-def after_round(
-    task: Task, *, slot_ms: int | None, ok: bool, now_ms: int, settings: Settings
-) -> Task:
-    """Status and next slot once a round that held `running` ended (or was lost)."""
-    tz = ZoneInfo(task.timezone)
-    if ok:
-        next_ms = schedule.next_run_ms(
-            slot_ms=slot_ms if slot_ms is not None else now_ms,
-            now_ms=now_ms,
-            interval_s=task.interval_s,
-            window=task.window,
-            tz=tz,
-            end_ms=task.end_ms,
-        )
-    elif task.failures >= settings.max_consecutive_failures:
-        return task.evolve(status=TaskStatus.ERROR, next_ms=None)
-    else:
-        # A lost round runs again now; a failed one after a growing pause, at most one interval.
-        backoff_s = (
-            0
-            if slot_ms is None
-            else min(settings.retry_backoff_s * 2 ** (task.failures - 1), task.interval_s)
-        )
-        next_ms = spec.placed(task, now_ms, now_ms=now_ms, offset_s=round(backoff_s))
-    if next_ms is None:
-        return task.evolve(status=TaskStatus.COMPLETED, next_ms=None)
-    return task.evolve(status=TaskStatus.PENDING, next_ms=next_ms, fence=task.fence + 1)
+# The longest pause between two attempts of a round's final write.
+_FINISH_BACKOFF_CAP_S = 2.0
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,8 +12,10 @@ wraps midnight, ``(0, 24)`` is always open, and ``end_ms`` is inclusive.
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from taskdispatch.messages import text
 
 __all__ = [
     "ScheduleError",
@@ -35,22 +37,24 @@ __all__ = [
 Window: TypeAlias = tuple[int, int]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WINDOW_FORMAT = "two whole hours [start, end] with start in 0..23 and end in 0..24"
-_END_FORMATS = (
-    "an ISO 8601 date ('2026-02-08', meaning through the end of that day) or datetime "
-    "('2026-02-08T18:00:00', optionally with an offset such as '+08:00' or 'Z')"
-)
 
 
 class ScheduleError(ValueError):
-    """Invalid schedule input; the message names the offending field and how to fix it."""
+    """Invalid schedule input: `key` names the message (taskdispatch/messages.py), `params`
+    fill it in, and `detail` says in English what exactly is wrong."""
+
+    def __init__(self, key: str, *, detail: str | None = None, **params: Any) -> None:
+        super().__init__(text(key, **params))
+        self.key = key
+        self.detail = detail
+        self.params = params
 
 
 def parse_window(value: Sequence[object]) -> Window:
     """Validate a JSON ``valid_time_range`` value and return it as a ``(start, end)`` tuple."""
 
     def fail(reason: str) -> ScheduleError:
-        return ScheduleError(f"valid_time_range must be {_WINDOW_FORMAT}, got {value!r}: {reason}")
+        return ScheduleError("window_format", detail=reason, value=repr(value))
 
     # A str is a Sequence too, but "8,20" is never a valid window.
     if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -74,9 +78,7 @@ def parse_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         # OSError: directory names such as 'Europe'; ValueError: '../etc', ''; TypeError: non-str.
-        raise ScheduleError(
-            f"timezone {name!r} is not a known IANA time zone name (e.g. 'Asia/Shanghai')"
-        ) from None
+        raise ScheduleError("timezone_unknown", value=repr(name)) from None
 
 
 def parse_end(value: str | date | datetime | None, tz: ZoneInfo) -> int | None:
@@ -93,7 +95,7 @@ def parse_end(value: str | date | datetime | None, tz: ZoneInfo) -> int | None:
         return _datetime_ms(parsed, tz)
     if isinstance(parsed, date) and parsed < date.max:  # date.max has no next midnight
         return _wall_ms(parsed + timedelta(days=1), 0, tz, fold=0) - 1
-    raise ScheduleError(f"task_end_time must be {_END_FORMATS}, got {value!r}")
+    raise ScheduleError("end_format", value=repr(value))
 
 
 def parse_instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
@@ -103,10 +105,7 @@ def parse_instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
             value = datetime.fromisoformat(value.strip())
     if isinstance(value, datetime):
         return _datetime_ms(value, tz)
-    raise ScheduleError(
-        f"{field} must be an ISO 8601 datetime such as '2026-02-08T18:00:00' or "
-        f"'2026-02-08T18:00:00+08:00', got {value!r}"
-    )
+    raise ScheduleError("instant_format", field=field, value=repr(value))
 
 
 def in_window(t_ms: int, window: Window, tz: ZoneInfo) -> bool:
@@ -217,7 +216,7 @@ def _settle(t_ms: int, window: Window, tz: ZoneInfo, end_ms: int | None) -> int 
 def _check_interval(interval_s: int) -> None:
     # A non-positive interval would make upcoming_ms repeat one slot and rounds never advance.
     if interval_s <= 0:
-        raise ScheduleError(f"interval must be a positive number of seconds, got {interval_s}")
+        raise ScheduleError("interval_range", value=interval_s, max="∞")
 
 
 def to_datetime(t_ms: int, tz: ZoneInfo) -> datetime:

@@ -22,8 +22,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://localhost:6379/0"
-    # Connections one API process may hold; further requests wait up to 5 s for one.
+    # Connections one API process may hold; further requests wait this long for one.
     redis_max_connections: int = 100
+    redis_pool_timeout_s: float = 5.0
     broker_url: str | None = None
     key_prefix: str = "td:"
     timezone: str = "Asia/Shanghai"

@@ -1,28 +1,32 @@
-"""The asyncio task store used by the API and the `TaskDispatcher` facade.
+"""The asyncio task store used by the API and the `TaskDispatcher` service.
 
-Reads are plain commands or pipelines; every write is an optimistic transaction
-(WATCH the task key, compute the new record in Python, MULTI/EXEC the hash and its
-indexes through `queue_task_write`). Listing and counting read the sorted-set indexes,
-so a page costs O(log N + page) and a count O(1).
+Reads are plain commands or pipelines; every write is one optimistic transaction
+(`transaction.atransact`). Listing and counting read the sorted-set indexes, so a page
+costs O(log N + page) and a count O(1).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from taskdispatch.events import queue_event
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
-from taskdispatch.keys import STATUSES, Keys
-from taskdispatch.models import Task
+from taskdispatch.keys import (
+    DISPATCHER_OFF,
+    DISPATCHER_ON,
+    ENABLED_FIELD,
+    Keys,
+    dispatcher_enabled,
+)
+from taskdispatch.models import Task, TaskStatus
 from taskdispatch.reasons import World
-from taskdispatch.write import queue_task_write, queue_wake, written_by
+from taskdispatch.transaction import Change, Read, atransact
+from taskdispatch.write import queue_wake
 
 __all__ = ["Snapshot", "TaskStore"]
 
@@ -52,58 +56,29 @@ class TaskStore:
 
     async def create(self, task: Task) -> None:
         """Store a new task; raises AccountTaskExistsError if its account already has one."""
-        account_key = self.keys.account(task.account_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(account_key)
-                    existing = await pipe.get(account_key)
-                    if existing is not None and _text(existing) == task.task_id:
-                        # Our own EXEC landed but its reply was lost (see `mutate`).
-                        await pipe.unwatch()
-                        return
-                    if existing is not None:
-                        raise AccountTaskExistsError(task.account_id, _text(existing))
-                    pipe.multi()
-                    queue_task_write(pipe, self.keys, None, task)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        def plan(read: Read) -> Change:
+            if read.account_task_id is not None:
+                raise AccountTaskExistsError(task.account_id, read.account_task_id)
+            return Change(task)
+
+        await atransact(self.redis, self.keys, task.task_id, plan, account_id=task.account_id)
 
     async def mutate(self, task_id: str, change: Mutation) -> tuple[Task, Task | None]:
         """Apply `change` to the current record atomically; returns (old, new).
 
         `change` may run several times (when another writer wins the race), so it must be
         a pure function of the task it is given. Returning None deletes the task.
-
-        redis-py reports a connection lost during EXEC as a WatchError too, although the
-        transaction may have been applied: the write is tagged (`write.WRITE_ID_FIELD`),
-        so a retry that finds its tag (or, for a delete, no task) returns what it wrote
-        instead of applying `change` a second time (a reorder twice, a pause then 409).
         """
-        task_key = self.keys.task(task_id)
-        write_id = uuid.uuid4().hex
-        attempted: tuple[Task, Task | None] | None = None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(task_key)
-                    raw = await pipe.hgetall(task_key)
-                    if attempted is not None and _landed(raw, write_id, attempted[1]):
-                        await pipe.unwatch()
-                        return attempted
-                    if not raw:
-                        raise TaskNotFoundError(task_id)
-                    old = Task.from_hash(raw)
-                    new = change(old)
-                    pipe.multi()
-                    queue_task_write(pipe, self.keys, old, new, write_id=write_id)
-                    attempted = (old, new)
-                    await pipe.execute()
-                    return old, new
-                except WatchError:
-                    continue
+
+        def plan(read: Read) -> Change:
+            if read.task is None:
+                raise TaskNotFoundError(task_id)
+            return Change(change(read.task))
+
+        result = await atransact(self.redis, self.keys, task_id, plan)
+        assert result.old is not None
+        return result.old, result.new
 
     async def page(self, *, status: str | None, offset: int, limit: int) -> tuple[int, list[Task]]:
         """One page of tasks in creation order, and the number of all that match."""
@@ -117,9 +92,9 @@ class TaskStore:
     async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
         """Everything the status endpoint shows, in one round trip plus the running tasks."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for status in STATUSES:
+            for status in TaskStatus:
                 pipe.zcard(self.keys.status(status))
-            pipe.hget(self.keys.dispatcher(), "enabled")
+            pipe.hget(self.keys.dispatcher(), ENABLED_FIELD)
             pipe.zcount(self.keys.beats(), alive_since_ms, "+inf")
             pipe.zcount(self.keys.workers(), alive_since_ms, "+inf")
             pipe.zcount(self.keys.due(), "-inf", now_ms)
@@ -128,8 +103,8 @@ class TaskStore:
             *counts, enabled, beats, workers, backlog, head, running = await pipe.execute()
         oldest_due_ms = int(head[0][1]) if head and head[0][1] <= now_ms else None
         return Snapshot(
-            counts=dict(zip(STATUSES, (int(v) for v in counts), strict=True)),
-            enabled=enabled is None or _text(enabled) == "1",
+            counts={status.value: int(n) for status, n in zip(TaskStatus, counts, strict=True)},
+            enabled=dispatcher_enabled(enabled),
             beats_alive=int(beats),
             workers_alive=int(workers),
             due_backlog=int(backlog),
@@ -148,7 +123,7 @@ class TaskStore:
     async def world(self, tasks: list[Task], *, now_ms: int, alive_since_ms: int) -> World:
         """The facts `reasons.waiting_reason` needs for these tasks, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.dispatcher(), "enabled")
+            pipe.hget(self.keys.dispatcher(), ENABLED_FIELD)
             pipe.zrangebyscore(self.keys.workers(), alive_since_ms, "+inf")
             pipe.hgetall(self.keys.worker_queues())
             for task in tasks:
@@ -162,7 +137,7 @@ class TaskStore:
         }
         return World(
             now_ms=now_ms,
-            dispatcher_enabled=enabled is None or _text(enabled) == "1",
+            dispatcher_enabled=dispatcher_enabled(enabled),
             live_queues=frozenset(live_queues),
             locked_accounts=frozenset(
                 t.account_id for t, held in zip(tasks, locked, strict=True) if held
@@ -181,7 +156,9 @@ class TaskStore:
 
     async def set_enabled(self, enabled: bool) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.dispatcher(), "enabled", "1" if enabled else "0")
+            pipe.hset(
+                self.keys.dispatcher(), ENABLED_FIELD, DISPATCHER_ON if enabled else DISPATCHER_OFF
+            )
             kind = "dispatcher.started" if enabled else "dispatcher.stopped"
             queue_event(pipe, self.keys, kind)
             await pipe.execute()
@@ -196,13 +173,6 @@ class Snapshot:
     due_backlog: int
     oldest_due_ms: int | None
     running: list[Task]
-
-
-def _landed(raw: dict[Any, Any], write_id: str, new: Task | None) -> bool:
-    """Whether a write tagged `write_id` that wanted `new` is what the store now holds."""
-    if new is None:
-        return not raw  # deleted, by that write or by another one: the delete holds
-    return bool(raw) and written_by(raw, write_id)
 
 
 def _text(value: Any) -> str:

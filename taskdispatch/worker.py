@@ -21,13 +21,13 @@ from celery.worker import state as worker_state
 from redis import Redis
 from redis.exceptions import RedisError
 
-from taskdispatch import lease
+from taskdispatch import _broker_patches, lease
+from taskdispatch.beat import ROUND_TASK
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
 from taskdispatch.connections import store_client
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.handlers import load_registry
 from taskdispatch.rounds import RoundMessage, RoundRunner
-from taskdispatch.scheduler import ROUND_TASK
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.watchdog import EXIT_DEAF, PROBE_TASK, ConsumeWatchdog
 
@@ -164,6 +164,7 @@ def _broker_client(settings: Settings) -> Redis | None:
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
+    _broker_patches.apply()
     settings = settings or get_settings()
     app = Celery("taskdispatch", broker=settings.effective_broker_url)
     app.conf.update(

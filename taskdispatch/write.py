@@ -9,7 +9,7 @@ A writer may tag its write with a `write_id` (stored in the hash field `WRITE_ID
 redis-py turns a connection lost while a transaction is WATCHing into a WatchError, even
 when the EXEC had already been applied and only its reply was lost; a writer that retries
 then finds its own tag and knows the write landed, instead of applying it a second time
-(see `store.TaskStore.mutate` and `rounds.transact`).
+(see `transaction.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
+from taskdispatch.lifecycle import is_scheduled
 from taskdispatch.models import Task, TaskStatus
 
 __all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
@@ -73,16 +74,11 @@ def queue_task_write(
             pipe.zrem(keys.status(old.status), old.task_id)
         pipe.zadd(keys.status(new.status), {new.task_id: new.created_ms})
 
-    if new.status != TaskStatus.PENDING or new.next_ms is None:
+    if not is_scheduled(new):
         pipe.zrem(keys.due(), new.task_id)
-    elif (
-        old is None
-        or old.status != TaskStatus.PENDING
-        or old.next_ms != new.next_ms
-        or old.fence != new.fence
-    ):
+    elif old is None or not is_scheduled(old) or _slot(old) != _slot(new):
         # A new slot or a new fence resets any claim a beat holds on the old one; an
-        # unchanged slot keeps its claim (see scheduler.py), so edits do not re-dispatch.
+        # unchanged slot keeps its claim (see beat.py), so edits do not re-dispatch.
         pipe.zadd(keys.due(), {new.task_id: new.next_ms})
         # The new slot may be sooner than a sleeping beat expects.
         queue_wake(pipe, keys)
@@ -102,3 +98,8 @@ def queue_task_write(
         next_ms=new.next_ms,
         round_num=new.round_num,
     )
+
+
+def _slot(task: Task) -> tuple[int | None, int]:
+    """What identifies a claim: the slot and the fence it was claimed under."""
+    return task.next_ms, task.fence

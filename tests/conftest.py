@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskdispatch.redis_server import EmbeddedRedis
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from api.models import (
     local_time,
 )
 from taskdispatch.consistency import check_consistency
-from taskdispatch.dispatcher import DispatcherStatus
+from taskdispatch.service import DispatcherStatus
 
 __all__ = ["router"]
 

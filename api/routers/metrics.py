@@ -2,21 +2,82 @@
 
 Top level, where Prometheus looks by default. When the API has a token the route needs it
 like every other; Prometheus sends it with `authorization: {type: Bearer, credentials: ...}`
-(or `bearer_token` in older versions) in the scrape config.
+(or `bearer_token` in older versions) in the scrape config. The counters are recorded by
+the workers (`taskdispatch/stats.py`); the gauges are read at scrape time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi import APIRouter
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from api.dependencies import DispatcherDep
-from taskdispatch.metrics import render_metrics
+from taskdispatch.service import TaskDispatcher
 
-__all__ = ["router"]
+__all__ = ["render_metrics", "router"]
 
 router = APIRouter(tags=["调度器管理"])
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
+    """The Prometheus text exposition of the whole deployment."""
+    status = await dispatcher.status()
+    stats = await dispatcher.round_stats()
+
+    tasks = GaugeMetricFamily("taskdispatch_tasks", "Tasks per status", labels=["status"])
+    for name, count in status.counts.items():
+        tasks.add_metric([name], count)
+    families: list[Metric] = [tasks]
+    gauges: list[tuple[str, str, float]] = [
+        ("due_backlog", "Tasks due but not yet claimed by a beat", status.due_backlog),
+        ("running_rounds", "Rounds in progress", len(status.running_rounds)),
+        ("beats_alive", "Beats with a fresh heartbeat", status.beats_alive),
+        ("workers_alive", "Workers with a fresh heartbeat", status.workers_alive),
+        ("dispatcher_enabled", "1 when the dispatcher flag is on", int(status.enabled)),
+        (
+            "scheduling_lag_seconds",
+            "Wait of the oldest unclaimed due task",
+            status.scheduling_lag_ms / 1000,
+        ),
+    ]
+    for name, doc, value in gauges:
+        families.append(GaugeMetricFamily(f"taskdispatch_{name}", doc, value=value))
+
+    rounds = CounterMetricFamily(
+        "taskdispatch_rounds", "Rounds by outcome and task type", labels=["outcome", "task_type"]
+    )
+    for (outcome, task_type), total in stats.rounds.items():
+        rounds.add_metric([outcome, task_type], total)
+    families.append(rounds)
+    families.append(
+        HistogramMetricFamily(
+            "taskdispatch_round_start_lag_seconds",
+            "Round start minus its scheduled slot",
+            buckets=stats.lag_buckets,
+            sum_value=stats.lag_sum_s,
+        )
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
 
 
 @router.get(

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
 TOKEN = "s3cret"

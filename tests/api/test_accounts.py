@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.exceptions import AccountTaskExistsError
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.api.conftest import CreateTask, create_body
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.models import TaskStatus
+from taskdispatch.service import TaskDispatcher
 from tests.api.conftest import CreateTask
 
 MINUTE_MS = 60_000

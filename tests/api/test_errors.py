@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from api.main import create_app
-from taskdispatch.dispatcher import TaskDispatcher
-from taskdispatch.redis_server import free_port
+from taskdispatch.dev.embedded_redis import free_port
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.api.conftest import create_body, serve
 
@@ -26,14 +26,17 @@ async def test_unknown_route_is_404_with_standard_body(client: httpx.AsyncClient
     """Starlette's own 404 uses the standard error body."""
     response = await client.get("/api/v1/nothing-here")
     assert response.status_code == 404
-    assert response.json() == {"success": False, "error": "Not Found"}
+    assert response.json() == {"success": False, "error": "接口不存在: /api/v1/nothing-here"}
 
 
 async def test_wrong_method_is_405_with_allow_header(client: httpx.AsyncClient) -> None:
     """A wrong method answers 405 in the standard body and keeps the Allow header."""
     response = await client.put("/api/v1/dispatcher/start")
     assert response.status_code == 405
-    assert response.json() == {"success": False, "error": "Method Not Allowed"}
+    assert response.json() == {
+        "success": False,
+        "error": "接口 /api/v1/dispatcher/start 不支持该请求方法",
+    }
     assert response.headers["Allow"] == "POST"
 
 
@@ -42,7 +45,7 @@ async def test_body_declared_over_1_mib_is_413(client: httpx.AsyncClient) -> Non
     response = await client.post("/api/v1/tasks/", **json_request(b" " * (MIB + 1)))
     assert response.status_code == 413
     assert response.json()["success"] is False
-    assert "1048576 bytes" in response.json()["error"]
+    assert "1048576 字节" in response.json()["error"]
 
 
 async def test_body_streamed_over_1_mib_is_413(client: httpx.AsyncClient) -> None:
@@ -56,7 +59,7 @@ async def test_body_streamed_over_1_mib_is_413(client: httpx.AsyncClient) -> Non
         "/api/v1/tasks/", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 413
-    assert "1048576 bytes" in response.json()["error"]
+    assert "1048576 字节" in response.json()["error"]
 
 
 async def test_body_of_exactly_1_mib_is_read(client: httpx.AsyncClient) -> None:
@@ -96,16 +99,25 @@ async def test_unstorable_json_is_422_naming_field(
 async def test_validation_error_names_nested_field_and_lists_details(
     client: httpx.AsyncClient,
 ) -> None:
-    """`error` names the first failing field in plain words; `details` lists every failure."""
+    """`error` names the first failing field; `details` lists every failure, each with the
+    English technical detail."""
     body = create_body(interval="abc", valid_time_range=[8, "x"])
     response = await client.post("/api/v1/tasks/", json=body)
     assert response.status_code == 422
     assert response.json() == {
         "success": False,
-        "error": "interval: Input should be a valid integer",
+        "error": "interval 的值无效（原因见 details）",
         "details": [
-            {"field": "interval", "message": "Input should be a valid integer"},
-            {"field": "valid_time_range[1]", "message": "Input should be a valid integer"},
+            {
+                "field": "interval",
+                "message": "interval 的值无效（原因见 details）",
+                "detail": "Input should be a valid integer",
+            },
+            {
+                "field": "valid_time_range[1]",
+                "message": "valid_time_range[1] 的值无效（原因见 details）",
+                "detail": "Input should be a valid integer",
+            },
         ],
     }
 

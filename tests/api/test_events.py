@@ -21,8 +21,8 @@ import uvicorn
 
 from api.main import create_app
 from api.routers import events
+from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import free_port
 from taskdispatch.settings import Settings
 from tests.api.conftest import TOKEN, create_body
 

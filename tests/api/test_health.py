@@ -7,7 +7,7 @@ from datetime import datetime
 import httpx
 
 from api.main import create_app
-from taskdispatch.redis_server import free_port
+from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.settings import Settings
 from tests.api.conftest import serve
 

@@ -32,7 +32,7 @@ async def test_upcoming_count_out_of_bounds_is_422(
     task_id = (await create_task())["task_id"]
     response = await client.get(f"/api/v1/tasks/{task_id}/upcoming", params={"count": count})
     assert response.status_code == 422
-    assert response.json()["error"].startswith("count: ")
+    assert response.json()["error"].startswith("count ")
 
 
 async def test_upcoming_default_lists_ten_from_next_execution_time(
@@ -180,7 +180,7 @@ async def test_preview_count_out_of_bounds_is_422(client: httpx.AsyncClient, cou
     """Preview bounds count like upcoming."""
     response = await client.post(f"/api/v1/tasks/preview?count={count}", json=create_body())
     assert response.status_code == 422
-    assert response.json()["error"].startswith("count: ")
+    assert response.json()["error"].startswith("count ")
 
 
 async def test_preview_path_is_not_shadowed_by_task_id_routes(

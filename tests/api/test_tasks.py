@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.models import TaskStatus
+from taskdispatch.service import TaskDispatcher
 from tests.api.conftest import CreateTask, create_body
 
 TASK_INFO_FIELDS = {
@@ -173,7 +173,7 @@ async def test_create_body_not_json_is_400(client: httpx.AsyncClient) -> None:
         "/api/v1/tasks/", content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json() == {"success": False, "error": "request body is not valid JSON"}
+    assert response.json() == {"success": False, "error": "请求体不是有效的 JSON"}
 
 
 async def test_create_body_without_json_content_type_is_400(client: httpx.AsyncClient) -> None:

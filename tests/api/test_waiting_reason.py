@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.service import TaskDispatcher
 from tests.api.conftest import CreateTask
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

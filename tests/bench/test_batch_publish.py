@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.beat import ROUND_TASK, RedisScheduler
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import Keys
-from taskdispatch.scheduler import ROUND_TASK, RedisScheduler
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.worker import create_celery_app
 

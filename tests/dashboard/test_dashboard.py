@@ -25,10 +25,10 @@ import httpx
 import pytest
 import redis
 
+from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task
-from taskdispatch.redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

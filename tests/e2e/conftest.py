@@ -24,8 +24,8 @@ import psutil
 import pytest
 import redis
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.keys import Keys
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.e2e.support import View, now_ms, wait_until
 

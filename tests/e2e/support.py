@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task
+from taskdispatch.service import TaskDispatcher
 from tests.e2e.handlers import ROUNDS_KEY, STARTS_KEY
 
 __all__ = [

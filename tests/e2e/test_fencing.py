@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskdispatch.scheduler import ROUND_TASK
+from taskdispatch.beat import ROUND_TASK
 from taskdispatch.worker import create_celery_app
 from tests.e2e.support import add_probe_task, holds_for, wait_until
 

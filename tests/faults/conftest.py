@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.handlers import HandlerRegistry, RunContext
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import EmbeddedRedis
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
 from tests.e2e.conftest import (  # noqa: F401  (fixtures and hook, re-exported for this dir)

@@ -37,10 +37,10 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from taskdispatch import spec
+from taskdispatch import lifecycle
 from taskdispatch.consistency import check_consistency
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import EmbeddedRedis
 from taskdispatch.write import queue_task_write
 from tests.e2e.conftest import Stack, e2e_env
 from tests.e2e.handlers import ROUNDS_KEY, STARTS_KEY
@@ -115,7 +115,7 @@ def _load(client: redis.Redis, keys: Keys, count: int, *, seed: int) -> list[str
                 "interval": interval,
                 "valid_time_range": [0, 24],
             }
-            task = spec.new_task(
+            task = lifecycle.created(
                 fields,
                 task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 now_ms=now_ms(),

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from taskdispatch.redis_server import free_port
+from taskdispatch.dev.embedded_redis import free_port
 from tests.e2e.support import ProbeRound, View, overlaps, unfinished, wait_until
 
 __all__ = [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.beat import claim_tick
 from taskdispatch.keys import Keys
 from taskdispatch.rounds import RoundMessage
-from taskdispatch.scheduler import claim_tick
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.e2e.support import add_probe_task, now_ms
 from tests.faults.conftest import runner_for

@@ -15,7 +15,6 @@ import redis
 
 from api.main import create_app
 from taskdispatch.consistency import check_consistency
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -26,6 +25,7 @@ from taskdispatch.handlers import RunContext
 from taskdispatch.keys import Keys
 from taskdispatch.models import TaskStatus
 from taskdispatch.recovery import Housekeeper
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.api.conftest import serve
 from tests.e2e.conftest import e2e_env, settings_of

@@ -13,9 +13,9 @@ from typing import Any
 import redis
 
 from taskdispatch.consistency import check_consistency
-from taskdispatch.dispatcher import TaskDispatcher
 from taskdispatch.keys import Keys
 from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.e2e.support import add_probe_task
 from tests.faults.conftest import message_for, runner_for

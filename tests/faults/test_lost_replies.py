@@ -15,11 +15,11 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from taskdispatch.consistency import check_consistency
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.exceptions import TaskNotFoundError
 from taskdispatch.handlers import RunContext
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import EmbeddedRedis
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.e2e.support import add_probe_task
 from tests.faults.conftest import message_for, runner_for

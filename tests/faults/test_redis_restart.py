@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taskdispatch.redis_server import EmbeddedRedis
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, e2e_env
 from tests.e2e.support import holds_for, now_ms, wait_until
 from tests.faults.support import ApiProcess, duplicate_slots, error_body_ok, overlaps_by_history

@@ -11,7 +11,9 @@ import redis.asyncio
 import redis.exceptions
 from fastapi import FastAPI
 
-from tests.api.conftest import create_body
+from api.main import create_app
+from taskdispatch.settings import Settings
+from tests.api.conftest import create_body, serve
 from tests.faults.support import error_body_ok
 from tests.hostile.conftest import consistent
 
@@ -35,9 +37,31 @@ async def test_more_concurrent_requests_than_pool_connections_get_503_retry_afte
     for response in responses:
         if response.status_code == 503:
             assert error_body_ok(response.json())
-            assert "concurrent requests" in response.json()["error"]
+            assert "并发请求" in response.json()["error"]
             assert response.headers["Retry-After"] == "1"
     assert await consistent(raw) == []
+
+
+async def test_no_free_pool_connection_within_the_timeout_is_503_retry_after(
+    settings: Settings,
+) -> None:
+    """Every connection of the API's pool busy past redis_pool_timeout_s: 503 saying so,
+    with Retry-After, not a false "Redis cannot be reached"."""
+    app = create_app(
+        settings.model_copy(update={"redis_max_connections": 1, "redis_pool_timeout_s": 0.2})
+    )
+    async with serve(app) as client:
+        pool = app.state.dispatcher.redis.connection_pool
+        held = await pool.get_connection()  # the pool's only connection, taken
+        try:
+            response = await client.get("/api/v1/tasks/")
+        finally:
+            await pool.release(held)
+        assert (await client.get("/api/v1/tasks/")).status_code == 200
+    assert response.status_code == 503
+    assert error_body_ok(response.json())
+    assert "并发请求" in response.json()["error"]
+    assert response.headers["Retry-After"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -63,5 +87,5 @@ async def test_redis_refusing_writes_is_503_naming_the_condition(
     response = await client.post("/api/v1/tasks/", json=create_body())
     assert response.status_code == 503, response.text
     assert error_body_ok(response.json())
-    assert "refuses writes" in response.json()["error"]
+    assert "拒绝写入" in response.json()["error"]
     assert type(error).__name__ in response.json()["error"]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskdispatch.redis_server import EmbeddedRedis
+from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401  (logs on failure)
 
 PASSWORD = "s3cretpw"

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from api.main import create_app
-from taskdispatch.dispatcher import TaskDispatcher
-from taskdispatch.redis_server import EmbeddedRedis, free_port
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.api.conftest import create_body, serve
 from tests.e2e.conftest import Stack, e2e_env, settings_of

@@ -17,9 +17,9 @@ from taskdispatch.checks import (
     run_startup_checks,
     worker_consuming,
 )
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
-from taskdispatch.redis_server import EmbeddedRedis, free_port
 from taskdispatch.settings import Settings, get_settings
 
 
@@ -169,7 +169,7 @@ def test_worker_consuming_recent_heartbeat_of_a_worker_on_this_host_is_true(redi
 def test_checks_main_exit_codes_follow_the_checks(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`python -m taskdispatch.checks` exits 0 on a good Redis and 1 with one line otherwise."""
+    """`taskdispatch check` exits 0 on a good Redis and 1 with one line otherwise."""
     monkeypatch.setenv("TASKDISPATCH_REDIS_URL", redis_url)
     get_settings.cache_clear()
     try:

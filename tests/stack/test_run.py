@@ -1,4 +1,4 @@
-"""`python -m taskdispatch.run`: the stack comes up, runs rounds, stops cleanly and persists.
+"""`taskdispatch run`: the stack comes up, runs rounds, stops cleanly and persists.
 
 Each supervisor runs in its own session, as a terminal's foreground job does, and Ctrl-C is
 sent to that whole process group: only the supervisor may act on it, in its own order.
@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from taskdispatch.redis_server import free_port
+from taskdispatch.dev.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def wait_for(probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T
 
 
 class Stack:
-    """One `python -m taskdispatch.run --embedded-redis` with every process it ever spawned."""
+    """One `taskdispatch run --embedded-redis` with every process it ever spawned."""
 
     def __init__(self, data_dir: Path, log: Path, *, grace_s: float = 20) -> None:
         self.data_dir = data_dir
@@ -69,7 +69,7 @@ class Stack:
             if key not in ("TASKDISPATCH_REDIS_URL", "TASKDISPATCH_BROKER_URL")
         }
         env.update(TASKDISPATCH_BEAT_MAX_SLEEP_S="1")
-        argv = [sys.executable, "-m", "taskdispatch.run", "--embedded-redis"]
+        argv = [sys.executable, "-m", "taskdispatch", "run", "--embedded-redis"]
         argv += ["--data-dir", str(data_dir), "--api-port", self.api.rsplit(":", 1)[1]]
         argv += ["--flower-port", str(self.flower_port), "--grace-period", str(grace_s)]
         with log.open("ab") as out:
@@ -219,6 +219,12 @@ def test_run_child_death_stops_everything_and_exits_nonzero(
     """A killed beat is reported with its last lines; everything stops; exit status 1."""
     stack = start_stack(tmp_path / "data")
     stack.wait_healthy()
+    # Killed once it has said something, so that there are last lines to report.
+    wait_for(
+        lambda: "beat   | " in stack.log.read_text(errors="replace"),
+        timeout_s=30,
+        what="the beat's first output line",
+    )
     beat = next(p for p in stack.collect() if " beat " in f" {' '.join(p.cmdline())} ")
     beat.kill()
     assert stack.proc.wait(timeout=45) == 1

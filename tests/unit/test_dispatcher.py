@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import fakeredis
 import pytest
 
-from taskdispatch.dispatcher import ALIVE_MS, TaskDispatcher
 from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.service import ALIVE_MS, TaskDispatcher
 from taskdispatch.settings import Settings
 
 NOW = (

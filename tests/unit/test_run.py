@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from taskdispatch.run import Child, Console, StopRequest, Supervisor
+from taskdispatch.dev.supervisor import Child, Console, StopRequest, Supervisor
 from taskdispatch.watchdog import EXIT_DEAF
 
 # Exits with EXIT_DEAF on its first start, then stays up: a worker that recovered.

@@ -98,9 +98,8 @@ def test_parse_window_invalid_value_raises_naming_field(value: Any, reason: str)
     """Invalid ranges raise ScheduleError naming valid_time_range, the format and the reason."""
     with pytest.raises(ScheduleError) as excinfo:
         parse_window(value)
-    message = str(excinfo.value)
-    assert message.startswith("valid_time_range must be two whole hours [start, end]")
-    assert reason in message
+    assert str(excinfo.value).startswith("valid_time_range 必须是两个整点小时 [start, end]")
+    assert reason in (excinfo.value.detail or "")
 
 
 def test_parse_window_equal_hours_message_is_exact() -> None:
@@ -108,9 +107,10 @@ def test_parse_window_equal_hours_message_is_exact() -> None:
     with pytest.raises(ScheduleError, match=r"^valid_time_range .*$") as excinfo:
         parse_window([8, 8])
     assert str(excinfo.value) == (
-        "valid_time_range must be two whole hours [start, end] with start in 0..23 and end in "
-        "0..24, got [8, 8]: start and end must differ"
+        "valid_time_range 必须是两个整点小时 [start, end]，start 取 0..23，end 取 0..24，"
+        "且不相等；收到 [8, 8]"
     )
+    assert excinfo.value.detail == "start and end must differ"
 
 
 def test_schedule_error_is_value_error() -> None:
@@ -145,9 +145,7 @@ def test_parse_timezone_invalid_name_raises_naming_field(name: Any) -> None:
     """Unknown or malformed names raise ScheduleError naming timezone with an example."""
     with pytest.raises(ScheduleError) as excinfo:
         parse_timezone(name)
-    assert str(excinfo.value) == (
-        f"timezone {name!r} is not a known IANA time zone name (e.g. 'Asia/Shanghai')"
-    )
+    assert str(excinfo.value) == f"timezone {name!r} 不是已知的 IANA 时区名（如 'Asia/Shanghai'）"
 
 
 # --- parse_end / parse_instant ------------------------------------------------------------------
@@ -220,7 +218,7 @@ def test_parse_end_unparsable_raises_naming_field(value: Any) -> None:
     with pytest.raises(ScheduleError) as excinfo:
         parse_end(value, SHANGHAI)
     message = str(excinfo.value)
-    assert message.startswith("task_end_time must be an ISO 8601 date ('2026-02-08'")
+    assert message.startswith("task_end_time 必须是 ISO 8601 日期（如 '2026-02-08'")
     assert "'2026-02-08T18:00:00'" in message
     assert repr(value) in message
 
@@ -242,7 +240,7 @@ def test_parse_instant_iso_datetime_returns_epoch_ms(value: Any, expected: int) 
 @pytest.mark.parametrize("value", ["soon", "", "2026-02-30T10:00:00", 1770000000])
 def test_parse_instant_unparsable_raises_naming_given_field(value: Any) -> None:
     """Unparsable instants raise ScheduleError naming the caller's field."""
-    with pytest.raises(ScheduleError, match=r"^start_time must be an ISO 8601 datetime"):
+    with pytest.raises(ScheduleError, match=r"^start_time 必须是 ISO 8601 时间"):
         parse_instant(value, SHANGHAI, field="start_time")
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskdispatch.dispatcher import TaskDispatcher
+from taskdispatch.beat import RedisScheduler
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
-from taskdispatch.redis_server import EmbeddedRedis, free_port
-from taskdispatch.scheduler import RedisScheduler
+from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.worker import create_celery_app
 

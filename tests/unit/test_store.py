@@ -10,9 +10,10 @@ import pytest
 
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
-from taskdispatch.keys import STATUSES, Keys
+from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.store import TaskStore
+from taskdispatch.write import WRITE_ID_FIELD
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
@@ -69,7 +70,9 @@ def store(fake: fakeredis.FakeAsyncRedis) -> TaskStore:
 
 async def status_members(fake: fakeredis.FakeAsyncRedis) -> dict[str, list[str]]:
     """Each status index's members (only the non-empty ones)."""
-    out: dict[str, list[Any]] = {s: await fake.zrange(KEYS.status(s), 0, -1) for s in STATUSES}
+    out: dict[str, list[Any]] = {
+        s: await fake.zrange(KEYS.status(s), 0, -1) for s in (t.value for t in TaskStatus)
+    }
     return {s: ids for s, ids in out.items() if ids}
 
 
@@ -84,10 +87,13 @@ async def due_score(fake: fakeredis.FakeAsyncRedis, task_id: str) -> float | Non
 async def test_create_writes_hash_account_indexes_and_due(
     store: TaskStore, fake: fakeredis.FakeAsyncRedis
 ) -> None:
-    """create stores the hash, binds the account and enters the all/status/due indexes."""
+    """create stores the hash (tagged with its write, like every write), binds the account
+    and enters the all/status/due indexes."""
     task = make_task()
     await store.create(task)
-    assert await fake.hgetall(KEYS.task("task-1")) == task.to_hash()
+    stored = await fake.hgetall(KEYS.task("task-1"))
+    assert stored.pop(WRITE_ID_FIELD)
+    assert stored == task.to_hash()
     assert await fake.get(KEYS.account("account_1")) == "task-1"
     assert await fake.zrange(KEYS.all_tasks(), 0, -1, withscores=True) == [
         ("task-1", task.created_ms)

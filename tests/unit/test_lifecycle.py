@@ -1,4 +1,5 @@
-"""Specification tests for taskdispatch.spec: the pure rules from API input to task records.
+"""Specification of taskdispatch.lifecycle: every state transition of a task, API-side
+and round-side, as pure functions of (task, event, now).
 
 Every instant is built from an explicit aware datetime; nothing reads the wall clock. Unless a
 test says otherwise it is 2026-01-08 10:00 in Asia/Shanghai and the window is [8, 22].
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch import spec
+from taskdispatch import lifecycle, validation
 from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
 from taskdispatch.models import Task, TaskStatus
 
@@ -40,14 +41,14 @@ NOW = at(8, 10)
 
 
 def create(*, now_ms: int = NOW, default_timezone: str = "Asia/Shanghai", **fields: Any) -> Task:
-    """spec.new_task with the three required fields filled in."""
+    """lifecycle.created with the three required fields filled in."""
     body: dict[str, Any] = {
         "sys_type": "mac_intel",
         "xhs_account_id": "account_1",
         "xhs_account_name": "账号1",
         **fields,
     }
-    return spec.new_task(
+    return lifecycle.created(
         body,
         task_id="task-1",
         now_ms=now_ms,
@@ -224,7 +225,7 @@ def test_new_task_registered_task_type_is_kept() -> None:
 
 def test_new_task_longest_interval_is_accepted() -> None:
     """The interval may be as long as LIMITS['interval_s_max']."""
-    assert create(interval=spec.LIMITS["interval_s_max"]).interval_s == 366 * DAY_S
+    assert create(interval=validation.LIMITS["interval_s_max"]).interval_s == 366 * DAY_S
 
 
 @pytest.mark.parametrize(
@@ -280,7 +281,7 @@ def test_new_task_invalid_field_raises_naming_it(fields: dict[str, Any], field: 
 def test_check_identifier_bad_value_raises_naming_field(value: str) -> None:
     """Empty, too long, whitespace, control or URL-reserved characters are rejected."""
     with pytest.raises(InvalidTaskError) as info:
-        spec.check_identifier(value, field="xhs_account_id")
+        validation.check_identifier(value, field="xhs_account_id")
     assert info.value.field == "xhs_account_id"
 
 
@@ -298,7 +299,7 @@ def test_check_identifier_bad_value_raises_naming_field(value: str) -> None:
 )
 def test_check_identifier_printable_value_is_returned(value: str) -> None:
     """Printable ids up to 128 characters, including ':', '*' and unicode, are accepted."""
-    assert spec.check_identifier(value, field="xhs_account_id") == value
+    assert validation.check_identifier(value, field="xhs_account_id") == value
 
 
 # --------------------------------------------------------------------------- run parameters
@@ -353,7 +354,7 @@ def test_new_task_run_params_allow_tab_and_newline() -> None:
 
 
 # `{"blob": ""}` is 12 bytes of JSON; the blob fills the rest up to the 64 KiB limit.
-_AT_LIMIT = "x" * (spec.LIMITS["kwargs_bytes"] - 12)
+_AT_LIMIT = "x" * (validation.LIMITS["kwargs_bytes"] - 12)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +380,7 @@ def test_new_task_run_params_size_limit_is_utf8_bytes(blob: str, ok: bool) -> No
 
 def test_updated_non_timing_change_keeps_next_and_fence() -> None:
     """Renaming the account changes neither the next run nor the fence (no re-dispatch)."""
-    new = spec.updated(stored(), {"account_name": "新名字"}, now_ms=NOW)
+    new = lifecycle.updated(stored(), {"account_name": "新名字"}, now_ms=NOW)
     assert new.account_name == "新名字"
     assert (new.next_ms, new.fence, new.status) == (at(8, 10, 40), 5, PENDING)
     assert new.updated_ms == NOW
@@ -388,7 +389,7 @@ def test_updated_non_timing_change_keeps_next_and_fence() -> None:
 def test_updated_empty_patch_changes_only_updated_ms() -> None:
     """An empty PATCH leaves the task as it was apart from updated_ms."""
     task = stored()
-    assert spec.updated(task, {}, now_ms=NOW) == task.evolve(updated_ms=NOW)
+    assert lifecycle.updated(task, {}, now_ms=NOW) == task.evolve(updated_ms=NOW)
 
 
 @pytest.mark.parametrize(
@@ -408,34 +409,34 @@ def test_updated_timing_change_recomputes_next_and_bumps_fence(
     changes: dict[str, Any], expected_next: int
 ) -> None:
     """An interval change counts from the last run; a window/zone change moves next into it."""
-    new = spec.updated(stored(), changes, now_ms=NOW)
+    new = lifecycle.updated(stored(), changes, now_ms=NOW)
     assert (new.status, new.next_ms, new.fence) == (PENDING, expected_next, 6)
 
 
 def test_updated_interval_change_without_rounds_counts_from_creation() -> None:
     """With no round yet, a new interval counts from created_ms."""
     task = stored(created_ms=at(8, 9, 45), last_ms=None, round_num=0)
-    assert spec.updated(task, {"interval": 1800}, now_ms=NOW).next_ms == at(8, 10, 15)
+    assert lifecycle.updated(task, {"interval": 1800}, now_ms=NOW).next_ms == at(8, 10, 15)
 
 
 def test_updated_running_task_keeps_next_and_fence() -> None:
     """While a round runs the new settings are stored; the worker computes next at round end."""
     task = stored(status=RUNNING)
-    new = spec.updated(task, {"interval": 600, "valid_time_range": [12, 18]}, now_ms=NOW)
+    new = lifecycle.updated(task, {"interval": 600, "valid_time_range": [12, 18]}, now_ms=NOW)
     assert (new.interval_s, new.window) == (600, (12, 18))
     assert (new.status, new.next_ms, new.fence) == (RUNNING, task.next_ms, task.fence)
 
 
 def test_updated_paused_task_stays_paused_with_next_moved() -> None:
     """A timing change on a paused task recomputes next but does not resume it."""
-    new = spec.updated(stored(status=PAUSED), {"valid_time_range": [12, 18]}, now_ms=NOW)
+    new = lifecycle.updated(stored(status=PAUSED), {"valid_time_range": [12, 18]}, now_ms=NOW)
     assert (new.status, new.next_ms) == (PAUSED, at(8, 12))
 
 
 def test_updated_error_task_keeps_status_and_next() -> None:
     """A timing change on an error task is stored; resume schedules it."""
     task = stored(status=ERROR, failures=3)
-    new = spec.updated(task, {"interval": 600}, now_ms=NOW)
+    new = lifecycle.updated(task, {"interval": 600}, now_ms=NOW)
     assert new.interval_s == 600
     assert (new.status, new.next_ms, new.fence) == (ERROR, task.next_ms, task.fence)
 
@@ -451,7 +452,7 @@ def test_updated_completed_task_revived_by_later_end(
     end: str | None, expected_end_ms: int | None
 ) -> None:
     """A completed task given a later (or no) end becomes pending with next now, in window."""
-    new = spec.updated(ended_yesterday(), {"task_end_time": end}, now_ms=NOW)
+    new = lifecycle.updated(ended_yesterday(), {"task_end_time": end}, now_ms=NOW)
     assert (new.status, new.next_ms, new.end_ms, new.end_text) == (
         PENDING,
         NOW,
@@ -463,20 +464,20 @@ def test_updated_completed_task_revived_by_later_end(
 
 def test_updated_completed_task_window_change_stays_completed() -> None:
     """A timing change that leaves the end in the past keeps the task completed."""
-    new = spec.updated(ended_yesterday(), {"valid_time_range": [0, 24]}, now_ms=NOW)
+    new = lifecycle.updated(ended_yesterday(), {"valid_time_range": [0, 24]}, now_ms=NOW)
     assert (new.status, new.next_ms, new.window) == (COMPLETED, None, (0, 24))
 
 
 def test_updated_end_before_next_run_completes_task() -> None:
     """Moving the end before the next run completes the task and takes it off the schedule."""
-    new = spec.updated(stored(), {"task_end_time": "2026-01-08T10:30:00"}, now_ms=NOW)
+    new = lifecycle.updated(stored(), {"task_end_time": "2026-01-08T10:30:00"}, now_ms=NOW)
     assert (new.status, new.next_ms) == (COMPLETED, None)
 
 
 def test_updated_timezone_change_rereads_date_end_in_new_zone() -> None:
     """A date end means the end of that day in the task's zone, so it follows a zone change."""
     task = stored(end_text="2026-02-08", end_ms=at(9, 0, month=2) - 1)
-    new = spec.updated(task, {"timezone": "UTC"}, now_ms=NOW)
+    new = lifecycle.updated(task, {"timezone": "UTC"}, now_ms=NOW)
     assert new.end_ms == at(9, 0, month=2, tz=ZoneInfo("UTC")) - 1
 
 
@@ -494,20 +495,20 @@ def test_updated_timezone_change_rereads_date_end_in_new_zone() -> None:
 def test_updated_invalid_change_raises_naming_field(changes: dict[str, Any], field: str) -> None:
     """Each invalid PATCH field raises InvalidTaskError whose .field names it."""
     with pytest.raises(InvalidTaskError) as info:
-        spec.updated(stored(), changes, now_ms=NOW)
+        lifecycle.updated(stored(), changes, now_ms=NOW)
     assert info.value.field == field
 
 
 def test_updated_run_params_merge_into_existing() -> None:
     """PATCH kwargs and user_* fields merge into the stored run parameters."""
     task = stored(kwargs={"user_query": "开始运营", "extra": 1})
-    new = spec.updated(task, {"user_topic": "科技", "kwargs": {"extra": 2}}, now_ms=NOW)
+    new = lifecycle.updated(task, {"user_topic": "科技", "kwargs": {"extra": 2}}, now_ms=NOW)
     assert new.kwargs == {"user_query": "开始运营", "extra": 2, "user_topic": "科技"}
 
 
 def test_updated_null_user_field_removes_it() -> None:
     """A user_* field set to null in a PATCH is removed from the run parameters."""
-    assert spec.updated(stored(), {"user_query": None}, now_ms=NOW).kwargs == {}
+    assert lifecycle.updated(stored(), {"user_query": None}, now_ms=NOW).kwargs == {}
 
 
 # --------------------------------------------------------------------------- paused
@@ -516,31 +517,31 @@ def test_updated_null_user_field_removes_it() -> None:
 @pytest.mark.parametrize("status", [PENDING, RUNNING], ids=str)
 def test_paused_active_task_becomes_paused_with_fence_bumped(status: TaskStatus) -> None:
     """Pending and running tasks pause; the fence bump makes an in-flight message stale."""
-    new = spec.paused(stored(status=status), now_ms=NOW)
+    new = lifecycle.paused(stored(status=status), now_ms=NOW)
     assert (new.status, new.fence, new.updated_ms) == (PAUSED, 6, NOW)
 
 
 def test_paused_task_keeps_next_run() -> None:
     """Pause keeps next_ms so that a resume before it can keep the slot."""
-    assert spec.paused(stored(), now_ms=NOW).next_ms == at(8, 10, 40)
+    assert lifecycle.paused(stored(), now_ms=NOW).next_ms == at(8, 10, 40)
 
 
 @pytest.mark.parametrize("status", [PAUSED, COMPLETED, ERROR], ids=str)
 def test_paused_inactive_task_raises_conflict(status: TaskStatus) -> None:
     """Pausing a paused, completed or error task is a 409 naming the current status."""
     with pytest.raises(TaskConflictError, match=f"任务状态为 {status.value}"):
-        spec.paused(stored(status=status), now_ms=NOW)
+        lifecycle.paused(stored(status=status), now_ms=NOW)
 
 
 def test_paused_without_until_has_no_auto_resume() -> None:
     """A plain pause lasts until resumed by hand."""
-    new = spec.paused(stored(), now_ms=NOW)
+    new = lifecycle.paused(stored(), now_ms=NOW)
     assert (new.paused_until_ms, new.pause_note) == (None, None)
 
 
 def test_paused_with_until_and_note_stores_them() -> None:
     """Pause may carry a future instant to resume by itself and a note."""
-    new = spec.paused(stored(), now_ms=NOW, until_ms=at(9, 9), note="账号冷却")
+    new = lifecycle.paused(stored(), now_ms=NOW, until_ms=at(9, 9), note="账号冷却")
     assert (new.status, new.paused_until_ms, new.pause_note) == (PAUSED, at(9, 9), "账号冷却")
 
 
@@ -556,7 +557,7 @@ def test_paused_with_until_and_note_stores_them() -> None:
 def test_paused_bad_until_or_note_raises_naming_field(kwargs: dict[str, Any], field: str) -> None:
     """An until not in the future, or a note that is not clean text, names the field."""
     with pytest.raises(InvalidTaskError) as info:
-        spec.paused(stored(), now_ms=NOW, **kwargs)
+        lifecycle.paused(stored(), now_ms=NOW, **kwargs)
     assert info.value.field == field
 
 
@@ -576,21 +577,21 @@ def test_resumed_paused_task_schedules_next(
     next_ms: int | None, now_ms: int, expected: int
 ) -> None:
     """Resume keeps a future next run, otherwise schedules now (moved into the window)."""
-    new = spec.resumed(stored(status=PAUSED, next_ms=next_ms), now_ms=now_ms)
+    new = lifecycle.resumed(stored(status=PAUSED, next_ms=next_ms), now_ms=now_ms)
     assert (new.status, new.next_ms, new.fence, new.updated_ms) == (PENDING, expected, 6, now_ms)
 
 
 def test_resumed_error_task_resets_failures() -> None:
     """Resuming an error task makes it pending again with the failure count reset."""
     task = stored(status=ERROR, failures=3, last_error="boom", next_ms=at(8, 9))
-    new = spec.resumed(task, now_ms=NOW)
+    new = lifecycle.resumed(task, now_ms=NOW)
     assert (new.status, new.failures, new.next_ms) == (PENDING, 0, NOW)
 
 
 def test_resumed_clears_auto_resume_and_note() -> None:
     """Resume (by hand or by its until) clears paused_until_ms and the pause note."""
     task = stored(status=PAUSED, paused_until_ms=at(9, 9), pause_note="账号冷却")
-    new = spec.resumed(task, now_ms=NOW)
+    new = lifecycle.resumed(task, now_ms=NOW)
     assert (new.paused_until_ms, new.pause_note) == (None, None)
 
 
@@ -598,7 +599,7 @@ def test_resumed_clears_auto_resume_and_note() -> None:
 def test_resumed_task_past_its_end_becomes_completed(status: TaskStatus) -> None:
     """Resuming a task whose end has passed completes it instead of scheduling it."""
     task = stored(status=status, end_text="2026-01-08T09:00:00", end_ms=at(8, 9))
-    new = spec.resumed(task, now_ms=NOW)
+    new = lifecycle.resumed(task, now_ms=NOW)
     assert (new.status, new.next_ms) == (COMPLETED, None)
 
 
@@ -606,7 +607,7 @@ def test_resumed_task_past_its_end_becomes_completed(status: TaskStatus) -> None
 def test_resumed_active_or_completed_task_raises_conflict(status: TaskStatus) -> None:
     """Only paused and error tasks can be resumed; others are a 409 naming the status."""
     with pytest.raises(TaskConflictError, match=f"任务状态为 {status.value}"):
-        spec.resumed(stored(status=status), now_ms=NOW)
+        lifecycle.resumed(stored(status=status), now_ms=NOW)
 
 
 # --------------------------------------------------------------------------- reordered
@@ -624,20 +625,20 @@ def test_resumed_active_or_completed_task_raises_conflict(status: TaskStatus) ->
 )
 def test_reordered_pending_task_shifts_next(offset_s: int, expected: int) -> None:
     """new next = next + offset, never before now, moved into the window; the fence bumps."""
-    new = spec.reordered(stored(), offset_s, now_ms=NOW)
+    new = lifecycle.reordered(stored(), offset_s, now_ms=NOW)
     assert (new.status, new.next_ms, new.fence, new.updated_ms) == (PENDING, expected, 6, NOW)
 
 
 def test_reordered_paused_task_stays_paused() -> None:
     """A paused task can be reordered; it stays paused with the new next run."""
-    new = spec.reordered(stored(status=PAUSED), -1800, now_ms=NOW)
+    new = lifecycle.reordered(stored(status=PAUSED), -1800, now_ms=NOW)
     assert (new.status, new.next_ms) == (PAUSED, at(8, 10, 10))
 
 
 def test_reordered_running_task_raises_conflict() -> None:
     """Reordering while a round runs is a 409."""
     with pytest.raises(TaskConflictError, match="任务正在运行"):
-        spec.reordered(stored(status=RUNNING), -1800, now_ms=NOW)
+        lifecycle.reordered(stored(status=RUNNING), -1800, now_ms=NOW)
 
 
 @pytest.mark.parametrize(
@@ -650,14 +651,14 @@ def test_reordered_running_task_raises_conflict() -> None:
 def test_reordered_task_without_schedule_raises_conflict(task: Task) -> None:
     """Completed and error tasks have no next run to move: 409."""
     with pytest.raises(TaskConflictError, match="没有可调整的下次执行时间"):
-        spec.reordered(task, -1800, now_ms=NOW)
+        lifecycle.reordered(task, -1800, now_ms=NOW)
 
 
 def test_reordered_past_end_raises_conflict() -> None:
     """A reorder that would move the next run after the end is a 409."""
     task = stored(end_text="2026-01-08T11:00:00", end_ms=at(8, 11))
     with pytest.raises(TaskConflictError, match="task_end_time"):
-        spec.reordered(task, 3600, now_ms=NOW)
+        lifecycle.reordered(task, 3600, now_ms=NOW)
 
 
 @pytest.mark.parametrize(
@@ -672,10 +673,10 @@ def test_reordered_past_end_raises_conflict() -> None:
 def test_reordered_offset_bounded_by_limit(offset_s: int, ok: bool) -> None:
     """priority_offset is limited to ±366 days; beyond it names the field."""
     if ok:
-        spec.reordered(stored(), offset_s, now_ms=NOW)
+        lifecycle.reordered(stored(), offset_s, now_ms=NOW)
     else:
         with pytest.raises(InvalidTaskError) as info:
-            spec.reordered(stored(), offset_s, now_ms=NOW)
+            lifecycle.reordered(stored(), offset_s, now_ms=NOW)
         assert info.value.field == "priority_offset"
 
 
@@ -691,7 +692,7 @@ def test_reordered_offset_bounded_by_limit(offset_s: int, ok: bool) -> None:
 )
 def test_run_now_pending_task_is_due_now_in_window(now_ms: int, expected: int) -> None:
     """run_now moves the next run to now (or the next window start) and bumps the fence."""
-    new = spec.run_now(stored(), now_ms=now_ms)
+    new = lifecycle.run_now(stored(), now_ms=now_ms)
     assert (new.status, new.next_ms, new.fence, new.updated_ms) == (PENDING, expected, 6, now_ms)
 
 
@@ -712,7 +713,7 @@ def test_run_now_pending_task_is_due_now_in_window(now_ms: int, expected: int) -
 def test_run_now_not_runnable_task_raises_conflict(task: Task, message: str) -> None:
     """run_now is a 409 unless the task is pending and before its end."""
     with pytest.raises(TaskConflictError, match=message):
-        spec.run_now(task, now_ms=NOW)
+        lifecycle.run_now(task, now_ms=NOW)
 
 
 def test_new_task_start_at_after_end_raises_naming_start_at() -> None:
@@ -725,7 +726,7 @@ def test_new_task_start_at_after_end_raises_naming_start_at() -> None:
 def test_resumed_error_task_clears_last_error() -> None:
     """Resume revives an error task and forgets the error it was stopped by."""
     task = stored(status=ERROR, failures=3, last_error="RuntimeError: boom")
-    assert spec.resumed(task, now_ms=NOW).last_error is None
+    assert lifecycle.resumed(task, now_ms=NOW).last_error is None
 
 
 @pytest.mark.parametrize(
@@ -750,7 +751,7 @@ def test_new_task_deeply_nested_kwargs_raises_naming_kwargs() -> None:
     """kwargs nested deeper than the limit are refused before any encoding recursion."""
     deep: dict[str, Any] = {}
     node = deep
-    for _ in range(spec.LIMITS["kwargs_depth"] + 2):
+    for _ in range(validation.LIMITS["kwargs_depth"] + 2):
         node["x"] = {}
         node = node["x"]
     with pytest.raises(InvalidTaskError) as info:
@@ -763,5 +764,5 @@ def test_new_task_deeply_nested_kwargs_raises_naming_kwargs() -> None:
 def test_updated_null_for_required_field_raises_naming_it(field: str, value: Any) -> None:
     """PATCH cannot blank out a field every task must have."""
     with pytest.raises(InvalidTaskError) as info:
-        spec.updated(stored(), {field: value}, now_ms=NOW)
+        lifecycle.updated(stored(), {field: value}, now_ms=NOW)
     assert info.value.field == field

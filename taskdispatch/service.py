@@ -1,6 +1,7 @@
-"""`TaskDispatcher`: the public Python API over the task store.
+"""`TaskDispatcher`, the service: the public Python API over the task store.
 
-The REST routers are thin wrappers over it; scripts can use it without FastAPI:
+The REST routers are thin wrappers over it; scripts can use it without FastAPI (it loads no
+Celery code; dispatching itself is the beat's job, `beat.py`):
 
     async with TaskDispatcher() as dispatcher:
         task_id = await dispatcher.add_task(sys_type="mac_intel", xhs_account_id="a1", ...)
@@ -8,7 +9,6 @@ The REST routers are thin wrappers over it; scripts can use it without FastAPI:
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -16,26 +16,22 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from taskdispatch import spec
+from taskdispatch import lifecycle, validation
+from taskdispatch.clock import now_ms
 from taskdispatch.connections import api_client
 from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
 from taskdispatch.history import RunRecord
-from taskdispatch.keys import STATUSES, Keys
-from taskdispatch.models import Task
+from taskdispatch.keys import Keys
+from taskdispatch.liveness import ALIVE_MS
+from taskdispatch.models import Task, TaskStatus
 from taskdispatch.reasons import waiting_reason
-from taskdispatch.scheduler import queue_for
+from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.stats import RoundStats, read_round_stats
 from taskdispatch.store import TaskStore
 
 __all__ = ["DispatcherStatus", "TaskDispatcher"]
-
-# A beat or worker counts as alive while its heartbeat is younger than this.
-ALIVE_MS = 15_000
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class TaskDispatcher:
         settings: Settings | None = None,
         *,
         redis: Redis | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
         task_types: Collection[str] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
@@ -94,10 +90,7 @@ class TaskDispatcher:
         return task
 
     def _draft(self, fields: dict[str, Any]) -> Task:
-        for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
-            if not fields.get(required):
-                raise InvalidTaskError(f"{required} is required", field=required)
-        return spec.new_task(
+        return lifecycle.created(
             fields,
             task_id=str(uuid.uuid4()),
             now_ms=self.clock(),
@@ -120,15 +113,16 @@ class TaskDispatcher:
         offset: int = 0,
     ) -> tuple[int, list[Task]]:
         """One page of tasks in creation order, and how many match in all."""
-        if status is not None and status not in STATUSES:
+        known = [s.value for s in TaskStatus]
+        if status is not None and status not in known:
             raise InvalidTaskError(
-                f"status '{status}' is unknown; use one of {', '.join(STATUSES)}", field="status"
+                "status_unknown", field="status", value=status, known=", ".join(known)
             )
         if not 1 <= limit <= 1000:
-            raise InvalidTaskError(f"limit must be in 1..1000, got {limit}", field="limit")
+            raise InvalidTaskError("limit_range", field="limit", value=limit)
         # Bounded above too: Redis ranks are signed 64-bit, so a huge offset fails ZRANGE.
         if not 0 <= offset <= 1_000_000_000:
-            raise InvalidTaskError(f"offset must be in 0..1000000000, got {offset}", field="offset")
+            raise InvalidTaskError("offset_range", field="offset", value=offset)
         if account_id is None:
             return await self.store.page(status=status, offset=offset, limit=limit)
         # One task per account: the account filter selects at most one task.
@@ -141,7 +135,9 @@ class TaskDispatcher:
 
     async def update_task(self, task_id: str, **changes: Any) -> Task:
         now = self.clock()
-        _, new = await self.store.mutate(task_id, lambda t: spec.updated(t, changes, now_ms=now))
+        _, new = await self.store.mutate(
+            task_id, lambda t: lifecycle.updated(t, changes, now_ms=now)
+        )
         assert new is not None
         return new
 
@@ -156,11 +152,11 @@ class TaskDispatcher:
 
         def change(task: Task) -> Task:
             until_ms = (
-                spec.parse_instant_field(until, task.timezone, field="until")
+                validation.instant(until, validation.timezone(task.timezone), field="until")
                 if until is not None
                 else None
             )
-            return spec.paused(task, now_ms=now, until_ms=until_ms, note=note)
+            return lifecycle.paused(task, now_ms=now, until_ms=until_ms, note=note)
 
         _, new = await self.store.mutate(task_id, change)
         assert new is not None
@@ -168,14 +164,14 @@ class TaskDispatcher:
 
     async def resume_task(self, task_id: str) -> Task:
         now = self.clock()
-        _, new = await self.store.mutate(task_id, lambda t: spec.resumed(t, now_ms=now))
+        _, new = await self.store.mutate(task_id, lambda t: lifecycle.resumed(t, now_ms=now))
         assert new is not None
         return new
 
     async def reorder_task(self, task_id: str, priority_offset: int) -> Task:
         now = self.clock()
         _, new = await self.store.mutate(
-            task_id, lambda t: spec.reordered(t, priority_offset, now_ms=now)
+            task_id, lambda t: lifecycle.reordered(t, priority_offset, now_ms=now)
         )
         assert new is not None
         return new
@@ -205,23 +201,28 @@ class TaskDispatcher:
         now = self.clock()
         return await self.store.alive(alive_since_ms=now - ALIVE_MS)
 
+    async def round_stats(self) -> RoundStats:
+        """Rounds by outcome and task type, and the start-lag histogram, of every worker."""
+        raw = await self.redis.hgetall(self.keys.stats())
+        return read_round_stats({str(k): str(v) for k, v in raw.items()})
+
     async def run_now(self, task_id: str) -> Task:
         """Make the task due now (its next slot moves to now, inside its window)."""
         now = self.clock()
-        _, new = await self.store.mutate(task_id, lambda t: spec.run_now(t, now_ms=now))
+        _, new = await self.store.mutate(task_id, lambda t: lifecycle.run_now(t, now_ms=now))
         assert new is not None
         return new
 
     async def upcoming(self, task_id: str, *, count: int) -> list[int]:
         """The task's next `count` run times (epoch ms), as the scheduler will place them."""
         _check_count(count)
-        return spec.upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
+        return lifecycle.upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
 
     def preview(self, *, count: int, **fields: Any) -> tuple[Task, list[int]]:
         """What a create body would schedule, without storing anything."""
         _check_count(count)
         draft = self._draft(fields)
-        return draft, spec.upcoming(draft, count=count, now_ms=draft.created_ms)
+        return draft, lifecycle.upcoming(draft, count=count, now_ms=draft.created_ms)
 
     async def waiting_reasons(self, tasks: list[Task]) -> list[dict[str, Any] | None]:
         """Why each task waits (aligned with `tasks`), from one Redis round trip for all."""
@@ -239,4 +240,4 @@ class TaskDispatcher:
 
 def _check_count(count: int) -> None:
     if not 1 <= count <= 100:
-        raise InvalidTaskError(f"count must be in 1..100, got {count}", field="count")
+        raise InvalidTaskError("count_range", field="count", value=count)

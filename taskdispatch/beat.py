@@ -29,9 +29,13 @@ from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
 
+from taskdispatch.clock import now_ms
 from taskdispatch.connections import store_client
-from taskdispatch.keys import Keys
+from taskdispatch.keys import DISPATCHER_OFF, ENABLED_FIELD, Keys
+from taskdispatch.lifecycle import SCHEDULED_STATUS
+from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
 from taskdispatch.recovery import Housekeeper
+from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
 
 __all__ = [
@@ -41,7 +45,6 @@ __all__ = [
     "RedisScheduler",
     "Tick",
     "claim_tick",
-    "queue_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,9 @@ _PUBLISH_RETRY_S = 1.0
 # KEYS[5] resume zset.
 # ARGV[1] now ms, ARGV[2] claim batch, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
 # ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis),
-# ARGV[6] housekeeping batch.
+# ARGV[6] housekeeping batch, ARGV[7] heartbeat retention ms; the rules it shares with
+# Python: ARGV[8] the dispatcher flag's field and ARGV[9] its "off" value (keys.py), ARGV[10]
+# the one status a task is due in (lifecycle.SCHEDULED_STATUS).
 # Returns {enabled 0|1, the earliest later instant (ms) at which something falls due
 #          (a slot, a lease expiry, a pause's end) or -1, L, R,
 #          L ids of rounds whose lease expiry passed, R ids of pauses whose `until` came,
@@ -76,7 +81,7 @@ _CLAIM = """
 local now = tonumber(ARGV[1])
 local hk = tonumber(ARGV[6])
 redis.call('ZADD', KEYS[3], now, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 3600000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
 local lost = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, hk)
 local resumes = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, hk)
 local wake = -1
@@ -88,7 +93,7 @@ end
 later(4)
 later(5)
 local enabled = 1
-if redis.call('HGET', KEYS[2], 'enabled') == '0' then enabled = 0 end
+if redis.call('HGET', KEYS[2], ARGV[8]) == ARGV[9] then enabled = 0 end
 local claimed = {}
 if enabled == 1 then
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
@@ -97,7 +102,7 @@ if enabled == 1 then
     local key = ARGV[5] .. id
     local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
                          'claimed_slot', 'claims')
-    if f[1] ~= 'pending' or not f[2] or f[2] == '' then
+    if f[1] ~= ARGV[10] or not f[2] or f[2] == '' then
       redis.call('ZREM', KEYS[1], id)
     else
       local fence = redis.call('HINCRBY', key, 'fence', 1)
@@ -120,26 +125,22 @@ for _, v in ipairs(claimed) do table.insert(out, v) end
 return out
 """
 
-# KEYS[1] due zset. ARGV[1] task key prefix, then per claimed round: id, fence, slot ms.
-# Makes each round due again at once if the claim still stands (pending, same fence and
+# KEYS[1] due zset. ARGV[1] task key prefix, ARGV[2] the status a task is due in
+# (lifecycle.SCHEDULED_STATUS), then per claimed round: id, fence, slot ms.
+# Makes each round due again at once if the claim still stands (due status, same fence and
 # slot): its message may have been lost. Returns how many were released.
 _RELEASE_CLAIMS = """
 local released = 0
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id, fence, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'fence', 'next_ms')
-  if f[1] == 'pending' and f[2] == fence and f[3] == slot then
+  if f[1] == ARGV[2] and f[2] == fence and f[3] == slot then
     redis.call('ZADD', KEYS[1], tonumber(slot), id)
     released = released + 1
   end
 end
 return released
 """
-
-
-def queue_for(sys_type: str, settings: Settings) -> str:
-    """The Celery queue of a round: its sys_type when routing by it is on."""
-    return sys_type if settings.route_by_sys_type else settings.default_queue
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,18 @@ def claim_tick(
     """Run the claim script once (a beat's tick does exactly this before it publishes)."""
     reply = redis.register_script(_CLAIM)(
         keys=[keys.due(), keys.dispatcher(), keys.beats(), keys.running(), keys.resume()],
-        args=[now_ms, batch, dispatch_timeout_ms, beat_id, keys.task(""), housekeeping_batch],
+        args=[
+            now_ms,
+            batch,
+            dispatch_timeout_ms,
+            beat_id,
+            keys.task(""),
+            housekeeping_batch,
+            HEARTBEAT_RETENTION_MS,
+            ENABLED_FIELD,
+            DISPATCHER_OFF,
+            SCHEDULED_STATUS.value,
+        ],
     )
     n_lost, n_resumes = int(reply[2]), int(reply[3])
     rest = reply[4 + n_lost + n_resumes :]
@@ -254,7 +266,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         Returns the seconds until something falls due again.
         """
         s = self.td_settings
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         tick = claim_tick(
             self.redis,
             self.keys,
@@ -320,8 +332,9 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         released = 0
         for start in range(0, len(claims), 1000):
             args = [item for claim in claims[start : start + 1000] for item in claim]
+            prefix, status = self.keys.task(""), SCHEDULED_STATUS.value
             released += int(
-                self._release_claims(keys=[self.keys.due()], args=[self.keys.task(""), *args])
+                self._release_claims(keys=[self.keys.due()], args=[prefix, status, *args])
             )
         return released
 

@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import redis
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "mask_url", "redis_answers"]
+from taskdispatch.connections import masked
+
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "redis_answers"]
 
 _POLL_INTERVAL_S = 0.05
 _LOG_TAIL_LINES = 20
@@ -61,17 +63,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a Redis URL so it can be logged; URLs without one are unchanged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    # rpartition: the password itself may contain '@'; the host part never does.
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
 class EmbeddedRedis:
@@ -132,7 +123,7 @@ class EmbeddedRedis:
     def _fail(self, reason: str) -> RuntimeError:
         self.kill()
         return RuntimeError(
-            f"redis-server {reason} ({mask_url(self.url)}); last log lines:\n{self._log_tail()}"
+            f"redis-server {reason} ({masked(self.url)}); last log lines:\n{self._log_tail()}"
         )
 
     def start(self, *, timeout_s: float = 10.0) -> None:

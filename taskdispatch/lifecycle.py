@@ -1,0 +1,417 @@
+"""Every state transition of a task, API-side and round-side, as pure functions.
+
+Each function takes the task, the event's data and `now_ms`, and returns the new task
+(or raises `TaskConflictError` / `InvalidTaskError`); nothing here reads the clock or
+Redis, so every rule is specified by tables (tests/unit/test_lifecycle.py). The writers
+apply them in one transaction each (`transaction.py`): the API through the service, the
+worker at a round's start and end, the beat's housekeeping for lost rounds and timed pauses.
+
+    created ──> pending ──(claim, start)──> running ──(finished ok)──> pending (next slot)
+                  │  ^                          │ ├─(failed) ─> pending (backoff) / error
+          paused <┘  └ resumed / auto_resumed   │ └─(lost)   ─> pending (now) / error
+                  └──────────> completed  <─────┘ (no slot before the end)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskdispatch import schedule, validation
+from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
+from taskdispatch.models import Outcome, Task, TaskStatus
+from taskdispatch.settings import Settings
+
+__all__ = [
+    "SCHEDULED_STATUS",
+    "RetryPolicy",
+    "auto_resumed",
+    "created",
+    "finished",
+    "is_scheduled",
+    "lost",
+    "paused",
+    "placed",
+    "reordered",
+    "resumed",
+    "run_now",
+    "skip_reason",
+    "skipped",
+    "stands_for",
+    "started",
+    "upcoming",
+    "updated",
+]
+
+# The only status in which a task is in the due index (the beat's claim script gets it too).
+SCHEDULED_STATUS = TaskStatus.PENDING
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What a failed or lost round leads to (from the settings of the same names)."""
+
+    max_consecutive_failures: int
+    retry_backoff_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.max_consecutive_failures, settings.retry_backoff_s)
+
+
+def is_scheduled(task: Task) -> bool:
+    """Whether the task belongs in the due index: pending, with a next slot."""
+    return task.status == SCHEDULED_STATUS and task.next_ms is not None
+
+
+def placed(task: Task, at_ms: int, *, now_ms: int, offset_s: int = 0) -> int | None:
+    """The first instant from `at_ms + offset_s` (not before now) inside the task's window,
+    or None when that falls after its end."""
+    return schedule.reorder_ms(
+        next_ms=at_ms,
+        offset_s=offset_s,
+        now_ms=now_ms,
+        window=task.window,
+        tz=schedule.parse_timezone(task.timezone),
+        end_ms=task.end_ms,
+    )
+
+
+def _next_slot(task: Task, *, after_ms: int, now_ms: int) -> int | None:
+    """The slot one interval after `after_ms` (missed slots coalesce into now), in window."""
+    return schedule.next_run_ms(
+        slot_ms=after_ms,
+        now_ms=now_ms,
+        interval_s=task.interval_s,
+        window=task.window,
+        tz=schedule.parse_timezone(task.timezone),
+        end_ms=task.end_ms,
+    )
+
+
+def _scheduled(task: Task, next_ms: int | None) -> Task:
+    """Pending at `next_ms` with a new fence, or completed when there is no slot left."""
+    if next_ms is None:
+        return task.evolve(status=TaskStatus.COMPLETED, next_ms=None)
+    return task.evolve(status=TaskStatus.PENDING, next_ms=next_ms, fence=task.fence + 1)
+
+
+# ---- API side -------------------------------------------------------------------------
+
+
+def created(
+    fields: Mapping[str, Any],
+    *,
+    task_id: str,
+    now_ms: int,
+    default_timezone: str,
+    task_types: Collection[str],
+) -> Task:
+    """A new pending task from the fields of the create body."""
+    for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
+        if not fields.get(required):
+            raise InvalidTaskError("required", field=required)
+    task_type = fields.get("task_type") or validation.DEFAULTS["task_type"]
+    if task_type not in task_types:
+        raise UnknownTaskTypeError(task_type, sorted(task_types))
+    tz_name = fields.get("timezone") or default_timezone
+    tz = validation.timezone(tz_name)
+    # `is None`, not `or`: an explicit 0 or [] is bad input, not a request for the default.
+    window_value = fields.get("valid_time_range")
+    window = validation.window(
+        validation.DEFAULTS["valid_time_range"] if window_value is None else window_value
+    )
+    interval_value = fields.get("interval")
+    interval_s = validation.check_interval(
+        validation.DEFAULTS["interval"] if interval_value is None else int(interval_value)
+    )
+    end_ms, end_text = validation.end(fields.get("task_end_time"), tz, now_ms=now_ms)
+    start_at = fields.get("start_at")
+    start_at_ms = validation.instant(start_at, tz, field="start_at") if start_at else None
+    next_ms = schedule.first_run_ms(
+        created_ms=now_ms,
+        interval_s=interval_s,
+        window=window,
+        tz=tz,
+        end_ms=end_ms,
+        start_at_ms=None if start_at_ms is None else max(start_at_ms, now_ms),
+    )
+    if next_ms is None:
+        field = "start_at" if start_at_ms is not None else "task_end_time"
+        raise InvalidTaskError("first_run_after_end", field=field)
+    return Task(
+        task_id=task_id,
+        account_id=validation.check_identifier(
+            str(fields["xhs_account_id"]), field="xhs_account_id"
+        ),
+        account_name=validation.check_text(
+            str(fields["xhs_account_name"]), field="xhs_account_name"
+        ),
+        task_type=task_type,
+        sys_type=validation.check_identifier(str(fields["sys_type"]), field="sys_type"),
+        status=TaskStatus.PENDING,
+        interval_s=interval_s,
+        window=window,
+        timezone=tz_name,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+        end_ms=end_ms,
+        end_text=end_text,
+        next_ms=next_ms,
+        kwargs=validation.run_params(fields, {}),
+    )
+
+
+def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
+    """Apply a PATCH; recompute the next run where the change affects it."""
+    for required in ("timezone", "account_name", "interval", "valid_time_range"):
+        if required in changes and changes[required] in (None, ""):
+            raise InvalidTaskError("not_empty", field=required)
+    tz_name = changes.get("timezone") or task.timezone
+    tz = validation.timezone(tz_name)
+    window = (
+        validation.window(changes["valid_time_range"])
+        if changes.get("valid_time_range") is not None
+        else task.window
+    )
+    interval_s = (
+        validation.check_interval(int(changes["interval"]))
+        if changes.get("interval") is not None
+        else task.interval_s
+    )
+    end_ms, end_text = task.end_ms, task.end_text
+    if "task_end_time" in changes or "timezone" in changes:
+        end_ms, end_text = validation.end(
+            changes.get("task_end_time", task.end_text), tz, now_ms=now_ms
+        )
+    new = task.evolve(
+        account_name=validation.check_text(str(changes["account_name"]), field="account_name")
+        if changes.get("account_name")
+        else task.account_name,
+        timezone=tz_name,
+        window=window,
+        interval_s=interval_s,
+        end_ms=end_ms,
+        end_text=end_text,
+        kwargs=validation.run_params(changes, task.kwargs),
+        updated_ms=now_ms,
+    )
+    if task.status == TaskStatus.RUNNING:
+        return new  # the worker computes the next slot from the new settings when it ends
+    timing_changed = (interval_s, window, tz_name, end_ms) != (
+        task.interval_s,
+        task.window,
+        task.timezone,
+        task.end_ms,
+    )
+    if not timing_changed or task.status == TaskStatus.ERROR:
+        return new
+    if interval_s != task.interval_s:
+        # A new interval counts from the last round (or creation), as if it had always applied.
+        anchor = task.last_ms if task.last_ms is not None else task.created_ms
+        next_ms = _next_slot(new, after_ms=anchor, now_ms=now_ms)
+    else:
+        next_ms = placed(new, task.next_ms or now_ms, now_ms=now_ms)
+    if next_ms is None:
+        return new.evolve(status=TaskStatus.COMPLETED, next_ms=None)
+    if task.status == TaskStatus.PAUSED:
+        return new.evolve(next_ms=next_ms, fence=task.fence + 1)
+    return _scheduled(new, next_ms)
+
+
+def paused(
+    task: Task, *, now_ms: int, until_ms: int | None = None, note: str | None = None
+) -> Task:
+    """Pause; with `until_ms` the task resumes by itself then (see `auto_resumed`)."""
+    if task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
+        raise TaskConflictError("pause_conflict", status=task.status.value)
+    if until_ms is not None and until_ms <= now_ms:
+        raise InvalidTaskError("until_past", field="until")
+    return task.evolve(
+        status=TaskStatus.PAUSED,
+        updated_ms=now_ms,
+        fence=task.fence + 1,
+        paused_until_ms=until_ms,
+        pause_note=None if note is None else validation.check_text(note, field="note"),
+    )
+
+
+def resumed(task: Task, *, now_ms: int) -> Task:
+    """Resume a paused or error task: a future next run is kept, else it runs now."""
+    if task.status not in (TaskStatus.PAUSED, TaskStatus.ERROR):
+        raise TaskConflictError("resume_conflict", status=task.status.value)
+    wanted = task.next_ms if task.next_ms is not None and task.next_ms > now_ms else now_ms
+    cleared = task.evolve(paused_until_ms=None, pause_note=None, last_error=None, updated_ms=now_ms)
+    next_ms = placed(task, wanted, now_ms=now_ms)
+    if next_ms is None:
+        return cleared.evolve(status=TaskStatus.COMPLETED, next_ms=None)
+    return _scheduled(cleared.evolve(failures=0), next_ms)
+
+
+def auto_resumed(task: Task, *, now_ms: int) -> Task | None:
+    """The end of a timed pause whose `until` has come, or None if it does not apply."""
+    if (
+        task.status != TaskStatus.PAUSED
+        or task.paused_until_ms is None
+        or task.paused_until_ms > now_ms
+    ):
+        return None
+    return resumed(task, now_ms=now_ms)
+
+
+def reordered(task: Task, offset_s: int, *, now_ms: int) -> Task:
+    """Move the next run by `offset_s` (never before now), inside the window."""
+    if task.status == TaskStatus.RUNNING:
+        raise TaskConflictError("reorder_running")
+    if task.status not in (TaskStatus.PENDING, TaskStatus.PAUSED) or task.next_ms is None:
+        raise TaskConflictError("reorder_no_next", status=task.status.value)
+    if abs(offset_s) > validation.LIMITS["priority_offset_s_max"]:
+        raise InvalidTaskError(
+            "priority_offset_range",
+            field="priority_offset",
+            max=validation.LIMITS["priority_offset_s_max"],
+        )
+    next_ms = placed(task, task.next_ms, now_ms=now_ms, offset_s=offset_s)
+    if next_ms is None:
+        raise TaskConflictError("reorder_past_end")
+    return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
+
+
+def run_now(task: Task, *, now_ms: int) -> Task:
+    """Make a pending task due now (inside its window)."""
+    if task.status == TaskStatus.RUNNING:
+        raise TaskConflictError("run_running")
+    if task.status != TaskStatus.PENDING:
+        raise TaskConflictError("run_conflict", status=task.status.value)
+    next_ms = placed(task, now_ms, now_ms=now_ms)
+    if next_ms is None:
+        raise TaskConflictError("run_past_end")
+    return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
+
+
+# ---- Round side -----------------------------------------------------------------------
+
+
+def stands_for(task: Task, *, fence: int, slot_ms: int, now_ms: int) -> bool:
+    """Whether a round message (`fence`, `slot_ms`) still asks for the task's current, not
+    yet started slot.
+
+    A message carrying the task's fence does. So does one from an older claim of the same
+    slot, once that slot is due: when messages wait in a long queue, the beat re-claims them
+    after `dispatch_timeout_s` (new fence, second message), and if the first message were
+    dropped as stale on arrival, every message of a queue longer than the timeout would be
+    stale and no round would ever run again. Whichever message comes first starts the slot;
+    the start moves the task to `running` (one WATCHed transaction), so the other is dropped.
+    """
+    if task.status != SCHEDULED_STATUS:
+        return False
+    if task.fence == fence:
+        return True
+    return fence < task.fence and task.next_ms == slot_ms and slot_ms <= now_ms
+
+
+def skip_reason(task: Task, *, now_ms: int) -> str | None:
+    """Why a round may not start now ("past_end", "outside_window"), or None if it may."""
+    if task.end_ms is not None and now_ms > task.end_ms:
+        # A late message (beat outage, backlog) never starts a round after the end.
+        return "past_end"
+    if not schedule.in_window(now_ms, task.window, schedule.parse_timezone(task.timezone)):
+        return "outside_window"
+    return None
+
+
+def skipped(task: Task, *, now_ms: int) -> Task:
+    """A slot that may not run now: the task moves to its next allowed instant."""
+    next_ms = placed(task, now_ms, now_ms=now_ms)
+    moved = task.evolve(next_ms=next_ms, fence=task.fence + 1, updated_ms=now_ms)
+    return moved if next_ms is not None else moved.evolve(status=TaskStatus.COMPLETED)
+
+
+def started(task: Task, *, run_id: str, worker: str, now_ms: int) -> Task:
+    """The round begins: `running`, owned by `run_id` (only it may record the outcome)."""
+    return task.evolve(
+        status=TaskStatus.RUNNING,
+        started_ms=now_ms,
+        worker=worker,
+        run_id=run_id,
+        updated_ms=now_ms,
+    )
+
+
+def finished(
+    task: Task,
+    *,
+    outcome: Outcome,
+    slot_ms: int,
+    started_ms: int | None,
+    error: str | None,
+    now_ms: int,
+    policy: RetryPolicy,
+) -> Task:
+    """The round of `slot_ms` ended with `outcome` ("ok", "failed", or "lost" when its
+    worker stopped it); the next slot follows unless the task was paused meanwhile."""
+    ok = outcome == "ok"
+    done = task.evolve(
+        round_num=task.round_num + 1,
+        last_ms=started_ms,
+        failures=0 if ok else task.failures + 1,
+        last_error=None if ok else error,
+        run_id=None,
+        started_ms=None,
+        worker=None,
+        updated_ms=now_ms,
+    )
+    if task.status != TaskStatus.RUNNING:
+        return done  # paused (or changed) while it ran: no next slot from here
+    if ok:
+        return _scheduled(done, _next_slot(done, after_ms=slot_ms, now_ms=now_ms))
+    return _retried(done, backoff=outcome != "lost", now_ms=now_ms, policy=policy)
+
+
+def lost(task: Task, *, error: str, now_ms: int, policy: RetryPolicy) -> Task:
+    """Recovery found the round's lease gone (its worker died): the slot runs again now."""
+    gone = task.evolve(
+        run_id=None,
+        started_ms=None,
+        worker=None,
+        failures=task.failures + 1,
+        last_error=error,
+        updated_ms=now_ms,
+    )
+    if task.status != TaskStatus.RUNNING:
+        return gone
+    return _retried(gone, backoff=False, now_ms=now_ms, policy=policy)
+
+
+def _retried(task: Task, *, backoff: bool, now_ms: int, policy: RetryPolicy) -> Task:
+    """After a failed or lost round: error after too many in a row, else run again, a failed
+    one after a growing pause (at most one interval), a lost one at once."""
+    if task.failures >= policy.max_consecutive_failures:
+        return task.evolve(status=TaskStatus.ERROR, next_ms=None)
+    delay_s = (
+        min(policy.retry_backoff_s * 2 ** (task.failures - 1), task.interval_s) if backoff else 0
+    )
+    return _scheduled(task, placed(task, now_ms, now_ms=now_ms, offset_s=round(delay_s)))
+
+
+def upcoming(task: Task, *, count: int, now_ms: int) -> list[int]:
+    """The next `count` run times as the scheduler will place them, given the task's state."""
+    first: int | None
+    if task.status == TaskStatus.PENDING:
+        first = task.next_ms
+    elif task.status == TaskStatus.RUNNING and task.next_ms is not None:
+        # The slot in progress is not upcoming; the one after it is.
+        first = _next_slot(task, after_ms=task.next_ms, now_ms=now_ms)
+    elif task.status == TaskStatus.PAUSED and task.paused_until_ms is not None:
+        first = resumed(task, now_ms=task.paused_until_ms).next_ms
+    else:
+        first = None
+    return schedule.upcoming_ms(
+        next_ms=first,
+        count=count,
+        interval_s=task.interval_s,
+        window=task.window,
+        tz=schedule.parse_timezone(task.timezone),
+        end_ms=task.end_ms,
+    )

@@ -1,0 +1,93 @@
+"""Every message an API client reads, in the design document's language, in one table.
+
+Code raises errors and builds answers by key (`text("interval_range", ...)`); the English
+technical detail, where one helps (the value received, the accepted format), travels in the
+error's `detail` and reaches the client in the body's `details`. Log lines stay English.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MESSAGES", "text"]
+
+MESSAGES: dict[str, str] = {
+    # Answers of successful operations (document section 3).
+    "task_created": "任务创建成功",
+    "task_updated": "任务更新成功",
+    "task_deleted": "任务删除成功",
+    "task_paused": "任务暂停成功",
+    "task_resumed": "任务恢复成功",
+    "task_reordered": "任务优先级调整成功",
+    "task_run_now": "任务已安排立即执行",
+    "dispatcher_started": "调度器已启动",
+    "dispatcher_stopped": "调度器已停止",
+    # Tasks and accounts.
+    "task_not_found": "任务不存在: {task_id}",
+    "account_exists": "账户ID '{account_id}' 已存在任务 '{task_id}'，同一账户不能创建多个任务",
+    "unknown_task_type": "task_type '{task_type}' 未注册；已注册的任务类型: {known}",
+    # State conflicts (409).
+    "pause_conflict": "任务状态为 {status}，只有 pending 或 running 的任务可以暂停",
+    "resume_conflict": "任务状态为 {status}，只有 paused 或 error 的任务可以恢复",
+    "reorder_running": "任务正在运行，无法调整优先级",
+    "reorder_no_next": "任务状态为 {status}，没有可调整的下次执行时间",
+    "reorder_past_end": "调整后的执行时间晚于任务结束时间 task_end_time，请减小 priority_offset",
+    "run_running": "任务正在运行，无法立即执行",
+    "run_conflict": "任务状态为 {status}，只有 pending 的任务可以立即执行；请先恢复任务",
+    "run_past_end": "任务已超过结束时间 task_end_time，无法执行",
+    # Field validation (422, or 400 where the document says so).
+    "required": "{field} 为必填项",
+    "not_empty": "{field} 不能为 null 或空",
+    "id_length": "{field} 长度必须为 1..{max} 个字符，收到 {length} 个",
+    "id_whitespace": "{field} 不能包含空白或控制字符",
+    "id_reserved": "{field} 不能包含以下字符: {chars}",
+    "text_length": "{field} 最多 {max} 个字符",
+    "text_control": "{field} 不能包含控制字符或孤立的代理字符",
+    "json_depth": "{field} 嵌套不能超过 {max} 层",
+    "json_surrogate": "{field} 不能包含孤立的代理字符",
+    "json_not_finite": "{field} 不能包含 NaN 或 Infinity",
+    "kwargs_size": "运行参数 kwargs 共 {size} 字节，上限为 {max} 字节",
+    "interval_range": "interval 必须是 1..{max} 之间的整数秒，收到 {value}",
+    "horizon": "{field} 必须早于 3000-01-01",
+    "end_in_past": "task_end_time '{value}' 已经过去；请给出未来的日期或时间，或 null",
+    "end_format": (
+        "task_end_time 必须是 ISO 8601 日期（如 '2026-02-08'，表示当天结束）"
+        "或时间（如 '2026-02-08T18:00:00'，可带 '+08:00' 或 'Z'），收到 {value}"
+    ),
+    "first_run_after_end": "首次执行时间将晚于 task_end_time；请推迟结束时间或提前开始时间",
+    "instant_format": (
+        "{field} 必须是 ISO 8601 时间，如 '2026-02-08T18:00:00' 或 "
+        "'2026-02-08T18:00:00+08:00'，收到 {value}"
+    ),
+    "timezone_unknown": "timezone {value} 不是已知的 IANA 时区名（如 'Asia/Shanghai'）",
+    "window_format": (
+        "valid_time_range 必须是两个整点小时 [start, end]，start 取 0..23，end 取 0..24，"
+        "且不相等；收到 {value}"
+    ),
+    "until_past": "until 必须是将来的时间",
+    "priority_offset_range": "priority_offset 必须在 ±{max} 秒以内",
+    "status_unknown": "status '{value}' 未知；可选值: {known}",
+    "limit_range": "limit 必须在 1..1000 之间，收到 {value}",
+    "offset_range": "offset 必须在 0..1000000000 之间，收到 {value}",
+    "count_range": "count 必须在 1..100 之间，收到 {value}",
+    "stream_id": "last_event_id: '{value}' 不是有效的事件 id",
+    # Requests the API cannot read.
+    "body_not_json": "请求体不是有效的 JSON",
+    "body_content_type": "请求体必须是 JSON，并带有 'Content-Type: application/json'",
+    "body_too_large": "请求体超过 {max} 字节的上限",
+    "invalid_field": "{field} 的值无效（原因见 details）",
+    "route_not_found": "接口不存在: {path}",
+    "method_not_allowed": "接口 {path} 不支持该请求方法",
+    # Access and availability.
+    "unauthorized_missing": "未授权: 缺少 'Authorization: Bearer <token>' 请求头",
+    "unauthorized_invalid": "未授权: bearer token 无效",
+    "store_unavailable": "Redis（{url}）无法连接，任务存储暂不可用，请稍后重试",
+    "store_refuses": "Redis（{url}）暂时拒绝写入（{reason}），请稍后重试",
+    "pool_exhausted": "该 API 进程的并发请求过多（Redis 连接已用尽），请稍后重试",
+    "internal_error": "内部服务器错误",
+}
+
+
+def text(key: str, **params: Any) -> str:
+    """The message `key` with its `{placeholders}` filled in."""
+    return MESSAGES[key].format(**params)

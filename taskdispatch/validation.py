@@ -1,0 +1,163 @@
+"""Input validation: what a field of a create or PATCH body may hold, and its parsed value.
+
+Pure: no clock, no Redis. Every refusal is an `InvalidTaskError` naming the field, with
+its message from `messages.py`. The state rules that use these values live in
+`lifecycle.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from taskdispatch import schedule
+from taskdispatch.exceptions import InvalidTaskError
+
+__all__ = [
+    "DEFAULTS",
+    "HORIZON_MS",
+    "LIMITS",
+    "RUN_PARAM_FIELDS",
+    "check_horizon",
+    "check_identifier",
+    "check_interval",
+    "check_json",
+    "check_text",
+    "end",
+    "instant",
+    "run_params",
+    "timezone",
+    "window",
+]
+
+T = TypeVar("T")
+
+RUN_PARAM_FIELDS = ("user_query", "user_topic", "user_style", "user_target_audience")
+
+# Defaults of the create body (document section 4.1); the API model shows the same ones.
+DEFAULTS: dict[str, Any] = {"task_type": "xhs_type", "interval": 3600, "valid_time_range": [8, 22]}
+
+LIMITS = {
+    "id_chars": 128,
+    "text_chars": 512,
+    "kwargs_bytes": 64 * 1024,
+    "kwargs_depth": 32,
+    "interval_s_max": 366 * 24 * 3600,
+    "priority_offset_s_max": 366 * 24 * 3600,
+}
+
+# 3000-01-01T00:00:00Z: far enough for any schedule, far from datetime's year-9999 limit.
+HORIZON_MS = 32_503_680_000_000
+
+_URL_RESERVED = frozenset("/?#%\\")
+
+
+def check_identifier(value: str, *, field: str) -> str:
+    """Ids become parts of Redis keys and URLs: printable, no whitespace, bounded."""
+    if not value or len(value) > LIMITS["id_chars"]:
+        raise InvalidTaskError("id_length", field=field, max=LIMITS["id_chars"], length=len(value))
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
+        raise InvalidTaskError("id_whitespace", field=field)
+    # These would break the id's use as a URL path segment (/accounts/{id}/tasks).
+    if any(ch in _URL_RESERVED for ch in value):
+        raise InvalidTaskError("id_reserved", field=field, chars=" ".join(sorted(_URL_RESERVED)))
+    return value
+
+
+def check_text(value: str, *, field: str) -> str:
+    if len(value) > LIMITS["text_chars"]:
+        raise InvalidTaskError("text_length", field=field, max=LIMITS["text_chars"])
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\t\n" for ch in value):
+        raise InvalidTaskError("text_control", field=field)
+    return value
+
+
+def check_horizon(ms: int, *, field: str) -> int:
+    """Times beyond the horizon would overflow date arithmetic near year 9999."""
+    if ms > HORIZON_MS:
+        raise InvalidTaskError("horizon", field=field)
+    return ms
+
+
+def check_json(value: Any, *, field: str, depth: int = 0) -> None:
+    """A JSON value that Redis and the JSON encoder can store, and not absurdly deep."""
+    if depth > LIMITS["kwargs_depth"]:
+        raise InvalidTaskError("json_depth", field=field, max=LIMITS["kwargs_depth"])
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_text(str(key), field=field)
+            check_json(item, field=field, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, field=field, depth=depth + 1)
+    elif isinstance(value, str):
+        if any(unicodedata.category(ch) == "Cs" for ch in value):
+            raise InvalidTaskError("json_surrogate", field=field)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidTaskError("json_not_finite", field=field)
+
+
+def check_interval(value: int) -> int:
+    if not 1 <= value <= LIMITS["interval_s_max"]:
+        raise InvalidTaskError(
+            "interval_range", field="interval", max=LIMITS["interval_s_max"], value=value
+        )
+    return value
+
+
+def _parsed(fn: Callable[..., T], *args: Any, field: str, **kw: Any) -> T:
+    """`fn(*args, **kw)`, with a ScheduleError turned into the field's InvalidTaskError."""
+    try:
+        return fn(*args, **kw)
+    except schedule.ScheduleError as exc:
+        params = {k: v for k, v in exc.params.items() if k != "field"}
+        raise InvalidTaskError(exc.key, field=field, detail=exc.detail, **params) from exc
+
+
+def timezone(name: str) -> ZoneInfo:
+    return _parsed(schedule.parse_timezone, name, field="timezone")
+
+
+def window(value: Any) -> schedule.Window:
+    return _parsed(schedule.parse_window, value, field="valid_time_range")
+
+
+def instant(value: str, tz: ZoneInfo, *, field: str) -> int:
+    """Epoch ms of an ISO datetime (naive = in `tz`), before the horizon."""
+    ms = _parsed(lambda: schedule.parse_instant(value, tz, field=field), field=field)
+    return check_horizon(ms, field=field)
+
+
+def end(value: Any, tz: ZoneInfo, *, now_ms: int) -> tuple[int | None, str | None]:
+    """(end ms, the text as given) of a `task_end_time`; it must lie in the future."""
+    if value is None:
+        return None, None
+    end_ms = _parsed(schedule.parse_end, value, tz, field="task_end_time")
+    if end_ms is not None:
+        check_horizon(end_ms, field="task_end_time")
+        if end_ms < now_ms:
+            raise InvalidTaskError("end_in_past", field="task_end_time", value=value)
+    return end_ms, str(value)
+
+
+def run_params(fields: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The handler's run parameters: `base`, then `kwargs` merged, then the `user_*` fields
+    (an explicit null removes one), within the size limit."""
+    params = dict(base)
+    extra = fields.get("kwargs") or {}
+    check_json(extra, field="kwargs")
+    params.update(extra)
+    for name in RUN_PARAM_FIELDS:
+        if name in fields:
+            if fields[name] is None:
+                params.pop(name, None)
+            else:
+                params[name] = check_text(str(fields[name]), field=name)
+    size = len(json.dumps(params, ensure_ascii=False).encode())
+    if size > LIMITS["kwargs_bytes"]:
+        raise InvalidTaskError("kwargs_size", field="kwargs", size=size, max=LIMITS["kwargs_bytes"])
+    return params
