@@ -27,9 +27,9 @@ test: venv
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-# The in-process tier (no celery worker, beat or stack processes): seconds, for your own loop.
+# The in-process tier (unit specifications and the API in-process): about a minute.
 test-fast: venv
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q tests/unit tests/api
 
 # Stability of the real-process suites: N full runs in a row, failures counted.
 N ?= 10

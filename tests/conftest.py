@@ -1,4 +1,7 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures: the private Redis, and the real worker/beat stacks.
+
+Helpers live in `tests/support/` and are imported from there; conftest files only hold
+fixtures and hooks.
 
 Redis: the test session ALWAYS starts its own private ``redis-server`` on a free 127.0.0.1 port
 and never reuses one found on the machine.  A developer's Redis (localhost:6379 or whatever
@@ -10,12 +13,18 @@ code under test, and any subprocess it spawns, talks to it rather than to the de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
+from taskdispatch.service import TaskDispatcher
+from tests.support.proxy import FlakyProxy
+from tests.support.stack import Stack, e2e_env, settings_of
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +45,70 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     finally:
         client.close()
     yield redis_server.url
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so fixtures know whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def stack(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Factory: `stack(workers=1, beats=1, concurrency=2, env={...})` starts and waits ready."""
+    ours = psutil.Process()
+    before = {p.pid for p in ours.children(recursive=True)}
+    made: list[Stack] = []
+
+    def factory(
+        workers: int = 1,
+        beats: int = 1,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        queues: str = "celery",
+    ) -> Stack:
+        log_dir = tmp_path / f"stack{len(made) + 1}"
+        log_dir.mkdir()
+        made.append(s := Stack(redis_url, e2e_env(redis_url, env), log_dir))
+        s.start(workers=workers, beats=beats, concurrency=concurrency, queues=queues)
+        return s
+
+    yield factory
+
+    failed = any(
+        getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+    errors = []
+    for s in made:
+        try:
+            s.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+        if failed or errors:
+            print(f"\n===== logs of {s.log_dir} =====\n{s.tails()}")
+    alive = [
+        p.pid
+        for p in ours.children(recursive=True)
+        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not errors, errors
+    assert not alive, f"child processes of the test survived teardown: {alive}"
+
+
+@pytest.fixture
+async def dispatcher(redis_url: str) -> AsyncIterator[TaskDispatcher]:
+    """The public Python API, configured like the stack's processes."""
+    async with TaskDispatcher(settings_of(e2e_env(redis_url))) as d:
+        yield d
+
+
+@pytest.fixture
+def proxy(redis_url: str, redis_server: EmbeddedRedis) -> Iterator[FlakyProxy]:
+    """A flaky TCP proxy in front of the (emptied) session Redis."""
+    with FlakyProxy(redis_server.port) as p:
+        yield p

@@ -6,8 +6,7 @@ app under test builds and closes its dispatcher exactly as under uvicorn.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,35 +16,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-
-TOKEN = "s3cret"
-
-CreateTask = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def create_body(account_id: str = "account_1", **overrides: Any) -> dict[str, Any]:
-    """A valid create body whose window is always open, so timings do not depend on the hour."""
-    body: dict[str, Any] = {
-        "sys_type": "mac_intel",
-        "xhs_account_id": account_id,
-        "xhs_account_name": f"name of {account_id}",
-        "interval": 3600,
-        "valid_time_range": [0, 24],
-    }
-    body.update(overrides)
-    return body
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `app` with the app's lifespan running around it."""
-    # Like a real server: an unhandled error reaches the client as the app's 500 response.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-        yield client
+from tests.support.api import TOKEN, CreateTask, create_body, serve
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 from taskdispatch.exceptions import AccountTaskExistsError
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.api.conftest import CreateTask, create_body
+from tests.support.api import CreateTask, create_body
 
 RACERS = 50
 

@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 
 from api.main import create_app
 from taskdispatch.settings import Settings
-from tests.api.conftest import TOKEN, create_body, serve
+from tests.support.api import TOKEN, create_body, serve
 
 PUBLIC_PATHS = {
     "/api/v1/health",

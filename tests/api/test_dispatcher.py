@@ -6,7 +6,7 @@ import httpx
 
 from taskdispatch.models import TaskStatus
 from taskdispatch.service import TaskDispatcher
-from tests.api.conftest import CreateTask
+from tests.support.api import CreateTask
 
 MINUTE_MS = 60_000
 

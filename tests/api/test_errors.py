@@ -13,7 +13,7 @@ from api.main import create_app
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.api.conftest import create_body, serve
+from tests.support.api import create_body, serve
 
 MIB = 1024 * 1024
 

@@ -24,7 +24,7 @@ from api.routers import events
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
-from tests.api.conftest import TOKEN, create_body
+from tests.support.api import TOKEN, create_body
 
 TIMEOUT_S = 10.0
 Event = dict[str, str]

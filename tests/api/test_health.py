@@ -9,7 +9,7 @@ import httpx
 from api.main import create_app
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.settings import Settings
-from tests.api.conftest import serve
+from tests.support.api import serve
 
 
 async def test_health_returns_document_fields(client: httpx.AsyncClient) -> None:

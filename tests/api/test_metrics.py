@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.service import TaskDispatcher
-from tests.api.conftest import TOKEN, CreateTask
+from tests.support.api import TOKEN, CreateTask
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from tests.api.conftest import CreateTask, create_body
+from tests.support.api import CreateTask, create_body
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

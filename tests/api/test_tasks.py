@@ -11,7 +11,7 @@ import pytest
 
 from taskdispatch.models import TaskStatus
 from taskdispatch.service import TaskDispatcher
-from tests.api.conftest import CreateTask, create_body
+from tests.support.api import CreateTask, create_body
 
 TASK_INFO_FIELDS = {
     # Document sections 3.3.2 / 4.2.

@@ -16,7 +16,7 @@ import pytest
 
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.service import TaskDispatcher
-from tests.api.conftest import CreateTask
+from tests.support.api import CreateTask
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WORKER = "celery@test-host"

@@ -6,7 +6,7 @@ import pytest
 
 from taskdispatch.beat import ROUND_TASK
 from taskdispatch.worker import create_celery_app
-from tests.e2e.support import add_probe_task, holds_for, wait_until
+from tests.support.probes import add_probe_task, holds_for, wait_until
 
 pytestmark = pytest.mark.e2e
 

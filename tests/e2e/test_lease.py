@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.support import add_probe_task, now_ms, overlaps, wait_until
+from tests.support.probes import add_probe_task, now_ms, overlaps, wait_until
 
 pytestmark = pytest.mark.e2e
 

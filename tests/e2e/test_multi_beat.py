@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.support import add_probe_task, wait_until
+from tests.support.probes import add_probe_task, wait_until
 
 pytestmark = pytest.mark.e2e
 

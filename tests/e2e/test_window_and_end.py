@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskdispatch import schedule
-from tests.e2e.support import add_probe_task, holds_for, now_ms, wait_until
+from tests.support.probes import add_probe_task, holds_for, now_ms, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -42,10 +42,16 @@ from taskdispatch.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.keys import Keys
 from taskdispatch.write import queue_task_write
-from tests.e2e.conftest import Stack, e2e_env
-from tests.e2e.handlers import ROUNDS_KEY, STARTS_KEY
-from tests.e2e.support import now_ms, overlaps, unfinished, wait_until
-from tests.faults.support import duplicate_slots, percentile
+from tests.support.handlers import ROUNDS_KEY, STARTS_KEY
+from tests.support.probes import (
+    duplicate_slots,
+    now_ms,
+    overlaps,
+    percentile,
+    unfinished,
+    wait_until,
+)
+from tests.support.stack import Stack, e2e_env
 
 __all__ = ["SoakReport", "run_soak"]
 

@@ -7,8 +7,8 @@ from taskdispatch.keys import Keys
 from taskdispatch.rounds import RoundMessage
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.e2e.support import add_probe_task, now_ms
-from tests.faults.conftest import runner_for
+from tests.support.probes import add_probe_task, now_ms
+from tests.support.runner import runner_for
 
 KEYS = Keys("td:")
 TIMEOUT_MS = 5000

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from taskdispatch.consistency import check_consistency
-from tests.e2e.support import add_probe_task, now_ms, wait_until
-from tests.faults.support import duplicate_slots, iso_now
+from tests.support.api import iso_now
+from tests.support.probes import add_probe_task, duplicate_slots, now_ms, wait_until
 
 pytestmark = pytest.mark.e2e
 

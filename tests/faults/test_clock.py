@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tests.e2e.support import add_probe_task, overlaps, unfinished, wait_until
+from tests.support.probes import add_probe_task, overlaps, unfinished, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -27,10 +27,10 @@ from taskdispatch.models import TaskStatus
 from taskdispatch.recovery import Housekeeper
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.api.conftest import serve
-from tests.e2e.conftest import e2e_env, settings_of
-from tests.e2e.support import add_probe_task, wait_until
-from tests.faults.conftest import message_for, runner_for
+from tests.support.api import serve
+from tests.support.probes import add_probe_task, wait_until
+from tests.support.runner import message_for, runner_for
+from tests.support.stack import e2e_env, settings_of
 
 KEYS = Keys("td:")
 EXPECTED = (TaskConflictError, TaskNotFoundError, InvalidTaskError, AccountTaskExistsError)

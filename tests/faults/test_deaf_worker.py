@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from taskdispatch.watchdog import EXIT_DEAF
-from tests.e2e.conftest import Stack, e2e_env
-from tests.e2e.support import add_probe_task, now_ms, wait_until
+from tests.support.probes import add_probe_task, now_ms, wait_until
+from tests.support.stack import Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 

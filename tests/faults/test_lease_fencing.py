@@ -17,9 +17,9 @@ from taskdispatch.keys import Keys
 from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.e2e.support import add_probe_task
-from tests.faults.conftest import message_for, runner_for
-from tests.faults.proxy import FlakyProxy
+from tests.support.probes import add_probe_task
+from tests.support.proxy import FlakyProxy
+from tests.support.runner import message_for, runner_for
 
 KEYS = Keys("td:")
 TTL_S = 2.0

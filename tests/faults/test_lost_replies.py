@@ -21,9 +21,9 @@ from taskdispatch.handlers import RunContext
 from taskdispatch.keys import Keys
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.e2e.support import add_probe_task
-from tests.faults.conftest import message_for, runner_for
-from tests.faults.proxy import FlakyProxy
+from tests.support.probes import add_probe_task
+from tests.support.proxy import FlakyProxy
+from tests.support.runner import message_for, runner_for
 
 KEYS = Keys("td:")
 

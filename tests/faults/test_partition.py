@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, e2e_env
-from tests.e2e.support import add_probe_task, now_ms, wait_until
+from tests.support.probes import add_probe_task, now_ms, wait_until
+from tests.support.stack import Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 

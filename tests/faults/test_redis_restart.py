@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
-from tests.e2e.conftest import Stack, e2e_env
-from tests.e2e.support import holds_for, now_ms, wait_until
-from tests.faults.support import ApiProcess, duplicate_slots, error_body_ok, overlaps_by_history
+from tests.support.api import ApiProcess, error_body_ok
+from tests.support.probes import duplicate_slots, holds_for, now_ms, overlaps_by_history, wait_until
+from tests.support.stack import Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 

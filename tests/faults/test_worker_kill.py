@@ -7,8 +7,7 @@ import json
 import pytest
 
 from taskdispatch.consistency import check_consistency
-from tests.e2e.support import add_probe_task, now_ms, overlaps, unfinished, wait_until
-from tests.faults.conftest import add_worker
+from tests.support.probes import add_probe_task, now_ms, overlaps, unfinished, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +56,7 @@ async def test_worker_sigkill_repeated_mid_round_rounds_lost_rerun_never_overlap
         ended = {(x["task_id"], x["start_ms"]) for x in s.view.probe_rounds()}
         cut = [x for x in in_flight if (x["task_id"], x["start_ms"]) not in ended]
         killed_rounds += [(x, kill_ms, s.node(victim)) for x in cut]
-        add_worker(s, concurrency=CONCURRENCY)
+        s.add_worker(concurrency=CONCURRENCY)
         # Pace the kills by the recovery itself: every round just cut off is declared lost.
         wait_until(
             lambda cut=cut: all(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -11,12 +10,9 @@ import redis.asyncio
 from fastapi import FastAPI
 
 from api.main import create_app
-from taskdispatch.consistency import check_consistency
-from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
-from tests.api.conftest import serve
-
-PREFIX = "tdhostile:"
+from tests.support.api import serve
+from tests.support.store import PREFIX
 
 
 @pytest.fixture
@@ -40,27 +36,3 @@ async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-async def store_state(client: redis.asyncio.Redis) -> dict[str, Any]:
-    """Every key with its type and value (DUMP-free, readable in a diff)."""
-    state: dict[str, Any] = {}
-    async for key in client.scan_iter(count=1000):
-        kind = await client.type(key)
-        if kind == "string":
-            state[key] = await client.get(key)
-        elif kind == "hash":
-            state[key] = await client.hgetall(key)
-        elif kind == "zset":
-            state[key] = await client.zrange(key, 0, -1, withscores=True)
-        elif kind == "list":
-            state[key] = await client.lrange(key, 0, -1)
-        elif kind == "stream":
-            state[key] = await client.xlen(key)
-        else:
-            state[key] = kind
-    return state
-
-
-async def consistent(client: redis.asyncio.Redis) -> list[str]:
-    return await check_consistency(client, Keys(PREFIX))

@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.conftest import e2e_env
-from tests.faults.support import ApiProcess, error_body_ok
+from tests.support.api import ApiProcess, error_body_ok
+from tests.support.stack import e2e_env
 
 EXAMPLES = int(os.environ.get("TASKDISPATCH_FUZZ_EXAMPLES", "8"))
 STEPS = int(os.environ.get("TASKDISPATCH_FUZZ_STEPS", "8"))

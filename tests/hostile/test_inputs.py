@@ -10,9 +10,8 @@ import httpx
 import pytest
 import redis.asyncio
 
-from tests.api.conftest import create_body
-from tests.faults.support import error_body_ok
-from tests.hostile.conftest import PREFIX, consistent, store_state
+from tests.support.api import create_body, error_body_ok
+from tests.support.store import PREFIX, consistent, store_state
 
 # Appended to by every accepted write (live events, round metrics); not task state.
 VOLATILE = {f"{PREFIX}events", f"{PREFIX}stats"}

@@ -13,9 +13,8 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from taskdispatch.settings import Settings
-from tests.api.conftest import create_body, serve
-from tests.faults.support import error_body_ok
-from tests.hostile.conftest import consistent
+from tests.support.api import create_body, error_body_ok, serve
+from tests.support.store import consistent
 
 
 async def test_more_concurrent_requests_than_pool_connections_get_503_retry_after(

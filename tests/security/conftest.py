@@ -1,4 +1,4 @@
-"""Fixtures of the security tests: password-protected Redis servers, and the e2e fixtures."""
+"""Fixtures of the security tests: password-protected Redis servers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
-from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401  (logs on failure)
-
-PASSWORD = "s3cretpw"
+from tests.support.tls import PASSWORD
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ from api.main import create_app
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.api.conftest import create_body, serve
-from tests.e2e.conftest import Stack, e2e_env, settings_of
-from tests.e2e.support import add_probe_task, wait_until
-from tests.faults.conftest import message_for, runner_for
-from tests.faults.support import ApiProcess, error_body_ok
-from tests.security.conftest import PASSWORD
-from tests.security.tls import TlsFront, make_cert, openssl_available
+from tests.support.api import ApiProcess, create_body, error_body_ok, serve
+from tests.support.probes import add_probe_task, wait_until
+from tests.support.runner import message_for, runner_for
+from tests.support.stack import Stack, e2e_env, settings_of
+from tests.support.tls import PASSWORD, TlsFront, make_cert, openssl_available
 
 LEAKS = (PASSWORD, "Traceback", 'File "')
 

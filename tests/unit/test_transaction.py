@@ -150,12 +150,6 @@ def test_transact_delete_removes_hash_and_every_index(run: Run, raw: redis.Redis
     assert raw.zscore(KEYS.due(), "t1") is None
 
 
-@pytest.fixture
-def proxy(redis_server: Any, redis_url: str) -> Iterator[FlakyProxy]:
-    with FlakyProxy(redis_server.port) as p:
-        yield p
-
-
 def test_transact_lost_exec_reply_is_recognised_not_applied_twice(
     run: Run, raw: redis.Redis, proxy: FlakyProxy
 ) -> None:

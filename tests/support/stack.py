@@ -1,4 +1,4 @@
-"""Fixtures that run real `celery worker` and `celery beat` processes against the test Redis.
+"""Real `celery worker` and `celery beat` processes against the test Redis.
 
 Every process gets its own session (`start_new_session=True`), so the whole group (a
 prefork worker's main process and its pool children) can be signalled at once, and a
@@ -16,21 +16,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
-import pytest
 import redis
 
 from taskdispatch.keys import Keys
-from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.e2e.support import View, now_ms, wait_until
+from tests.support.probes import View, now_ms, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = "probe=tests.e2e.handlers:probe_round,probe_file=tests.e2e.handlers:probe_file_round"
+HANDLERS = (
+    "probe=tests.support.handlers:probe_round,probe_file=tests.support.handlers:probe_file_round"
+)
 # Short timings so that every behaviour shows within seconds. Everything else is pinned
 # too, so a developer's own TASKDISPATCH_* variables cannot leak into the processes.
 BASE_ENV = {
@@ -65,14 +64,6 @@ def settings_of(env: dict[str, str]) -> Settings:
     """The Settings the processes of a stack read from `env`."""
     prefix = "TASKDISPATCH_"
     return Settings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Keep each phase's report on the item, so fixtures know whether the test failed."""
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
 
 
 class Proc:
@@ -187,6 +178,20 @@ class Stack:
         ids = self.redis.zrange(self.keys.beats(), 0, -1)
         return any(str(x).startswith(f"{self.host}:{beat.pid}:") for x in ids)
 
+    def add_worker(self, *, concurrency: int = 2, queues: str = "celery") -> int:
+        """Start one more worker (node w<n>@host, its own log); returns its index.
+
+        `start` numbers workers from 1 on every call, so a replacement started with it
+        would reuse a node name and a log file; this keeps both unique.
+        """
+        i = len(self.workers)
+        args = ["worker", "-l", "info", "-P", "prefork", "-c", str(concurrency)]
+        args += ["-n", f"w{i + 1}@%h", "-Q", queues, "--without-mingle", "--without-gossip"]
+        proc = Proc(f"worker {i + 1}", args, self._proc_env, self.log_dir / f"worker{i + 1}.log")
+        self.workers.append(proc)
+        self._wait_ready(proc, lambda: f"{self.node(i)} ready." in proc.log())
+        return i
+
     def worker_running_pid(self, pid: int) -> int:
         """Index of the worker whose process group holds `pid` (a pool child)."""
         for i, worker in enumerate(self.workers):
@@ -216,55 +221,3 @@ class Stack:
     def tails(self) -> str:
         parts = [f"----- {p.name} ({p.log_path}) -----\n{p.tail()}" for p in self.procs()]
         return "\n".join(parts)
-
-
-@pytest.fixture
-def stack(
-    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path
-) -> Iterator[Callable[..., Stack]]:
-    """Factory: `stack(workers=1, beats=1, concurrency=2, env={...})` starts and waits ready."""
-    ours = psutil.Process()
-    before = {p.pid for p in ours.children(recursive=True)}
-    made: list[Stack] = []
-
-    def factory(
-        workers: int = 1,
-        beats: int = 1,
-        concurrency: int = 2,
-        env: dict[str, str] | None = None,
-        queues: str = "celery",
-    ) -> Stack:
-        log_dir = tmp_path / f"stack{len(made) + 1}"
-        log_dir.mkdir()
-        made.append(s := Stack(redis_url, e2e_env(redis_url, env), log_dir))
-        s.start(workers=workers, beats=beats, concurrency=concurrency, queues=queues)
-        return s
-
-    yield factory
-
-    failed = any(
-        getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
-        for when in ("setup", "call")
-    )
-    errors = []
-    for s in made:
-        try:
-            s.stop()
-        except AssertionError as exc:
-            errors.append(str(exc))
-        if failed or errors:
-            print(f"\n===== logs of {s.log_dir} =====\n{s.tails()}")
-    alive = [
-        p.pid
-        for p in ours.children(recursive=True)
-        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
-    ]
-    assert not errors, errors
-    assert not alive, f"child processes of the test survived teardown: {alive}"
-
-
-@pytest.fixture
-async def dispatcher(redis_url: str) -> AsyncIterator[TaskDispatcher]:
-    """The public Python API, configured like the stack's processes."""
-    async with TaskDispatcher(settings_of(e2e_env(redis_url))) as d:
-        yield d

@@ -17,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+# The password of the password-protected test Redis servers.
+PASSWORD = "s3cretpw"
+
 __all__ = ["TlsFront", "make_cert", "openssl_available"]
 
 

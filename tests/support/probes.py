@@ -1,10 +1,12 @@
-"""Helpers for the e2e tests: polling with deadlines, reading state, checking probe records."""
+"""Waiting on real processes, reading the state they leave in Redis, and judging the probe
+handler's records (overlaps, duplicates)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -13,15 +15,18 @@ import redis
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task
 from taskdispatch.service import TaskDispatcher
-from tests.e2e.handlers import ROUNDS_KEY, STARTS_KEY
+from tests.support.handlers import ROUNDS_KEY, STARTS_KEY
 
 __all__ = [
     "ProbeRound",
     "View",
     "add_probe_task",
+    "duplicate_slots",
     "holds_for",
     "now_ms",
     "overlaps",
+    "overlaps_by_history",
+    "percentile",
     "wait_until",
 ]
 
@@ -149,3 +154,39 @@ async def add_probe_task(
         **fields,
     }
     return await d.add_task(**body)
+
+
+def duplicate_slots(records: Iterable[ProbeRound]) -> list[tuple[str, int]]:
+    """(task_id, scheduled_ms) pairs that ran more than once."""
+    seen = Counter((x["task_id"], x["scheduled_ms"]) for x in records)
+    return [key for key, n in seen.items() if n > 1]
+
+
+def overlaps_by_history(
+    view: View, starts: list[ProbeRound], rounds: list[ProbeRound]
+) -> list[tuple[ProbeRound, ProbeRound]]:
+    """Overlapping rounds of one account, where the probe's own end record may be missing.
+
+    A probe round whose handler failed before it wrote its end (its Redis call failed
+    during an outage) ended when its history record says; one with no such record is
+    taken as never ended, so it overlaps everything after it.
+    """
+    ended = list(rounds)
+    history: dict[str, list[dict[str, Any]]] = {}
+    for x in unfinished(starts, rounds):
+        records = history.setdefault(x["task_id"], view.runs(x["task_id"]))
+        match = [
+            r
+            for r in records
+            if r["scheduled_ms"] == x["scheduled_ms"] and r["outcome"] in ("ok", "failed")
+        ]
+        if match:
+            ended.append({**x, "end_ms": match[0]["finished_ms"]})
+    return overlaps(starts, ended, open_end_ms={})
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]

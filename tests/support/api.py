@@ -1,4 +1,5 @@
-"""Helpers shared by the fault, hostile-input and security tests (and the soak script)."""
+"""Talking to the API in tests: the app in-process (`serve`), or a real uvicorn process
+(`ApiProcess`), and the shapes every answer must have."""
 
 from __future__ import annotations
 
@@ -7,68 +8,64 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from fastapi import FastAPI
 
 from taskdispatch.dev.embedded_redis import free_port
-from tests.e2e.support import ProbeRound, View, overlaps, unfinished, wait_until
+from tests.support.probes import wait_until
 
 __all__ = [
     "ROOT",
+    "TOKEN",
     "ApiProcess",
-    "duplicate_slots",
+    "CreateTask",
+    "create_body",
+    "elapsed_ms",
+    "error_body_ok",
     "iso_now",
-    "overlaps_by_history",
-    "percentile",
+    "serve",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret"
+
+CreateTask = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def create_body(account_id: str = "account_1", **overrides: Any) -> dict[str, Any]:
+    """A valid create body whose window is always open, so timings do not depend on the hour."""
+    body: dict[str, Any] = {
+        "sys_type": "mac_intel",
+        "xhs_account_id": account_id,
+        "xhs_account_name": f"name of {account_id}",
+        "interval": 3600,
+        "valid_time_range": [0, 24],
+    }
+    body.update(overrides)
+    return body
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` with the app's lifespan running around it."""
+    # Like a real server: an unhandled error reaches the client as the app's 500 response.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client
 
 
 def iso_now(tz: str = "Asia/Shanghai") -> str:
     return datetime.now(ZoneInfo(tz)).isoformat(timespec="milliseconds")
-
-
-def duplicate_slots(records: Iterable[ProbeRound]) -> list[tuple[str, int]]:
-    """(task_id, scheduled_ms) pairs that ran more than once."""
-    seen = Counter((x["task_id"], x["scheduled_ms"]) for x in records)
-    return [key for key, n in seen.items() if n > 1]
-
-
-def overlaps_by_history(
-    view: View, starts: list[ProbeRound], rounds: list[ProbeRound]
-) -> list[tuple[ProbeRound, ProbeRound]]:
-    """Overlapping rounds of one account, where the probe's own end record may be missing.
-
-    A probe round whose handler failed before it wrote its end (its Redis call failed
-    during an outage) ended when its history record says; one with no such record is
-    taken as never ended, so it overlaps everything after it.
-    """
-    ended = list(rounds)
-    history: dict[str, list[dict[str, Any]]] = {}
-    for x in unfinished(starts, rounds):
-        records = history.setdefault(x["task_id"], view.runs(x["task_id"]))
-        match = [
-            r
-            for r in records
-            if r["scheduled_ms"] == x["scheduled_ms"] and r["outcome"] in ("ok", "failed")
-        ]
-        if match:
-            ended.append({**x, "end_ms": match[0]["finished_ms"]})
-    return overlaps(starts, ended, open_end_ms={})
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 class ApiProcess:

@@ -1,0 +1,32 @@
+"""A round runner in the test's own process, over any Redis URL (the proxy's included)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from taskdispatch.handlers import HandlerRegistry, RunContext
+from taskdispatch.keys import Keys
+from taskdispatch.rounds import RoundMessage, RoundRunner
+from taskdispatch.settings import Settings
+
+__all__ = ["message_for", "runner_for"]
+
+
+def runner_for(
+    url: str, handler: Callable[[RunContext], Any], **settings: Any
+) -> tuple[RoundRunner, redis.Redis]:
+    """An in-process RoundRunner over `url` whose task type "probe" runs `handler`."""
+    conf = Settings(redis_url=url, key_prefix="td:", **{"lease_ttl_s": 3, **settings})
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    registry = HandlerRegistry({"probe": handler, "noop": lambda ctx: {"round": ctx.round_num}})
+    return RoundRunner(client, conf, registry, hostname=socket.gethostname()), client
+
+
+def message_for(client: redis.Redis, task_id: str) -> RoundMessage:
+    """The message a beat would publish for the task's current slot (without claiming it)."""
+    raw = client.hgetall(Keys("td:").task(task_id))
+    return RoundMessage(task_id=task_id, fence=int(raw["fence"]), slot_ms=int(raw["next_ms"]))
