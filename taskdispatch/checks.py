@@ -11,12 +11,12 @@ import argparse
 import logging
 import socket
 import sys
-import time
 from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from taskdispatch.clock import now_ms
 from taskdispatch.connections import masked
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
@@ -126,7 +126,7 @@ def worker_consuming(settings: Settings, *, host: str, within_s: float) -> bool:
 
 
 def _fresh(settings: Settings, key: str, *, within_s: float) -> list[str]:
-    since_ms = time.time_ns() // 1_000_000 - int(within_s * 1000)
+    since_ms = now_ms() - int(within_s * 1000)
     client = _client(settings.redis_url)
     try:
         return [str(member) for member in client.zrangebyscore(key, since_ms, "+inf")]

@@ -24,9 +24,11 @@ from redis.exceptions import RedisError
 from taskdispatch import _broker_patches, lease
 from taskdispatch.beat import ROUND_TASK
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.clock import now_ms
 from taskdispatch.connections import store_client
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.handlers import load_registry
+from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.watchdog import EXIT_DEAF, PROBE_TASK, ConsumeWatchdog
@@ -35,9 +37,8 @@ __all__ = ["create_celery_app", "runner"]
 
 log = logging.getLogger(__name__)
 
-# How often a consuming worker refreshes its heartbeat, and how long heartbeats are kept.
+# How often a consuming worker refreshes its heartbeat.
 _ALIVE_EVERY_S = 2.0
-HEARTBEAT_RETENTION_MS = 3_600_000
 # After a deaf worker asked for its own warm shutdown, the longest it waits before exiting.
 _DEAF_EXIT_GRACE_S = 5.0
 
@@ -111,10 +112,10 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
     def record_alive() -> None:
         if time.monotonic() - last_alive[0] < _ALIVE_EVERY_S:
             return
-        now_ms = time.time_ns() // 1_000_000
+        now = now_ms()
         with r.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(r.keys.workers(), {hostname: now_ms})
-            pipe.zremrangebyscore(r.keys.workers(), "-inf", now_ms - HEARTBEAT_RETENTION_MS)
+            pipe.zadd(r.keys.workers(), {hostname: now})
+            pipe.zremrangebyscore(r.keys.workers(), "-inf", now - HEARTBEAT_RETENTION_MS)
             pipe.execute()
         last_alive[0] = time.monotonic()
 

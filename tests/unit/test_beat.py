@@ -1,4 +1,4 @@
-"""Specification of the beat's tick (RedisScheduler) on a real Redis, without a worker."""
+"""Specification of the beat's tick (taskdispatch.beat.RedisScheduler) on a real Redis."""
 
 from __future__ import annotations
 
