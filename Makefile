@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 run: venv
-	$(VENV)/bin/taskdispatch run
+	$(VENV)/bin/taskdispatch run $(RUN_ARGS)
 
 api: venv
 	$(PY) -m uvicorn api.main:app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000}

@@ -207,6 +207,35 @@ def claim_tick(
     )
 
 
+class _Summary:
+    """One INFO line a minute instead of one per tick: what the beat did meanwhile."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.since_s = time.monotonic()
+        self.dispatched = self.housekept = 0
+
+    def add(self, *, dispatched: int, housekept: int) -> None:
+        self.dispatched += dispatched
+        self.housekept += housekept
+        elapsed_s = time.monotonic() - self.since_s
+        if elapsed_s < self.EVERY_S:
+            return
+        if self.dispatched or self.housekept:
+            log.info(
+                "dispatched %d round(s) in the last %.0f s; %d lost round(s) recovered or "
+                "timed pause(s) ended",
+                self.dispatched,
+                elapsed_s,
+                self.housekept,
+            )
+        self._reset()
+
+
 def _broker_probe(settings: Settings) -> Redis | None:
     """A client of the broker when it is a Redis other than the store, to see it restart."""
     url = settings.effective_broker_url
@@ -245,6 +274,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         self._store_reconnected = True
         self._broker = _broker_probe(s)
         self._broker_checked_s = 0.0
+        self._summary = _Summary()
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -282,6 +312,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             changed += self.housekeeper.recover_lost(tick.lost)
         if tick.resumes:
             changed += self.housekeeper.resume_paused(tick.resumes)
+        self._summary.add(dispatched=len(tick.claimed), housekept=changed)
         full = len(tick.claimed) >= s.claim_batch or HOUSEKEEPING_BATCH in (
             len(tick.lost),
             len(tick.resumes),
@@ -429,7 +460,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             self._unsent.extend((c.task_id, str(c.fence), str(c.slot_ms)) for c in claimed)
             return False
         self._remember(claimed)
-        log.info("dispatched %d round(s)", len(claimed))
+        log.debug("dispatched %d round(s)", len(claimed))
         return True
 
     @cached_property

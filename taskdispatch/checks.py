@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -22,7 +23,15 @@ from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings, get_settings
 
-__all__ = ["EvictionPolicyError", "beat_alive", "main", "run_startup_checks", "worker_consuming"]
+__all__ = [
+    "PLACEHOLDER_MARK",
+    "EvictionPolicyError",
+    "beat_alive",
+    "main",
+    "placeholder_secrets",
+    "run_startup_checks",
+    "worker_consuming",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +145,25 @@ def _fresh(settings: Settings, key: str, *, within_s: float) -> list[str]:
         client.close()
 
 
+# What every example secret in .env.example contains: a deployment that kept one is refused.
+PLACEHOLDER_MARK = "change-me"
+
+
+def placeholder_secrets(names: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """One line per secret among `names` that is unset, empty or still the example value."""
+    problems = []
+    for name in names:
+        value = environ.get(name, "").strip()
+        if not value:
+            problems.append(f"{name} is not set; set it in .env (see .env.example)")
+        elif PLACEHOLDER_MARK in value:
+            problems.append(
+                f"{name} still holds the example value of .env.example ({PLACEHOLDER_MARK!r} "
+                "in it); set a secret of your own in .env"
+            )
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`taskdispatch check`: exit 0 when the checks pass, 1 with one line otherwise."""
     parser = argparse.ArgumentParser(prog="taskdispatch check", description=__doc__)
@@ -147,6 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also require a heartbeat of a beat on this host within SECONDS (healthchecks)",
     )
     parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also require the environment variable NAME to hold a real secret, not the "
+        "example value of .env.example (repeatable)",
+    )
+    parser.add_argument(
         "--worker-consuming",
         type=float,
         metavar="SECONDS",
@@ -154,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    secrets = placeholder_secrets(args.secret, os.environ)
+    if secrets:
+        for problem in secrets:
+            print(f"{args.process}: {problem}", file=sys.stderr)
+        return 1
     settings = get_settings()
     try:
         run_startup_checks(settings, process=args.process)

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from celery import Celery
+from celery.app import trace as celery_trace
 from celery.signals import beat_init, task_received, worker_init, worker_process_init, worker_ready
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
@@ -166,6 +167,10 @@ def _broker_client(settings: Settings) -> Redis | None:
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     _broker_patches.apply()
+    # Celery's own "received" line, with the round's kwargs (task id, account, task type), so
+    # that every worker line names the task and its account; the "succeeded" line shows
+    # the round's summary, which names them too.
+    celery_trace.LOG_RECEIVED = "Task %(name)s[%(id)s] received: %(kwargs)s"
     settings = settings or get_settings()
     app = Celery("taskdispatch", broker=settings.effective_broker_url)
     app.conf.update(

@@ -70,11 +70,18 @@ def stack(
         concurrency: int = 2,
         env: dict[str, str] | None = None,
         queues: str = "celery",
+        beat_log_level: str = "info",
     ) -> Stack:
         log_dir = tmp_path / f"stack{len(made) + 1}"
         log_dir.mkdir()
         made.append(s := Stack(redis_url, e2e_env(redis_url, env), log_dir))
-        s.start(workers=workers, beats=beats, concurrency=concurrency, queues=queues)
+        s.start(
+            workers=workers,
+            beats=beats,
+            concurrency=concurrency,
+            queues=queues,
+            beat_log_level=beat_log_level,
+        )
         return s
 
     yield factory

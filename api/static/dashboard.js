@@ -10,6 +10,8 @@
   const POLL_OFFLINE_MS = 10_000;
   const EVENT_DEBOUNCE_MS = 250; // a burst of events (a beat tick) costs one refresh
   const DETAIL_CONCURRENCY = 6;
+  // Tasks with more runs than this in 24 h are drawn as a band, not one mark per run.
+  const MAX_MARKS = 100;
   const EVENT_TYPES = [
     "task.created", "task.updated", "task.deleted",
     "round.started", "round.finished", "round.failed", "round.skipped", "round.lost",
@@ -29,6 +31,7 @@
   const details = new Map(); // task_id -> {signature, lastRun, upcoming}
   let dispatcherStatus = null;
   let source = null;
+  let lastEventId = null; // where a new connection resumes, so that nothing is missed
   let refreshing = null;
   let refreshAgain = false;
   let pollTimer = null;
@@ -70,9 +73,12 @@
       task.interval, task.valid_time_range.join("-")].join("|");
   }
 
+  const isDense = (task) => HORIZON_MS / (task.interval * 1000) > MAX_MARKS;
+
   async function loadDetails(task) {
-    // Enough slots to cover the timeline from the next run on.
-    const count = Math.min(100, Math.ceil(HORIZON_MS / (task.interval * 1000)) + 1);
+    // Enough slots to cover the timeline from the next run on; a dense task needs only its
+    // first run (the band starts there).
+    const count = isDense(task) ? 1 : Math.min(MAX_MARKS, Math.ceil(HORIZON_MS / (task.interval * 1000)) + 1);
     try {
       const [runs, upcoming] = await Promise.all([
         api(`${taskPath(task)}/runs?limit=1`),
@@ -116,6 +122,7 @@
         const stale = list.filter((task) => details.get(task.task_id)?.signature !== signature(task));
         await eachLimited(stale, DETAIL_CONCURRENCY, loadDetails);
         showBanner(null);
+        $("loading").hidden = true;
         $("content").hidden = false;
         render();
         return true;
@@ -152,15 +159,20 @@
     if (source) source.close();
     const token = sessionStorage.getItem(TOKEN_KEY);
     // EventSource cannot send an Authorization header; the events route accepts ?token=.
-    const query = token ? `?token=${encodeURIComponent(token)}` : "";
-    source = new EventSource(`${API}/events${query}`);
+    // It resends the last id by itself when it reconnects; a new EventSource (after a 401
+    // or a give-up) resumes from the last id seen through the query.
+    const query = new URLSearchParams();
+    if (token) query.set("token", token);
+    if (lastEventId) query.set("last_event_id", lastEventId);
+    source = new EventSource(`${API}/events${query.size ? `?${query}` : ""}`);
     source.onopen = () => setLive(true);
     source.onerror = () => {
       setLive(false);
       // CLOSED means the browser gave up (e.g. a 401); OPEN/CONNECTING retry by themselves.
       if (source.readyState === EventSource.CLOSED) setTimeout(connectEvents, POLL_OFFLINE_MS);
     };
-    const onEvent = () => {
+    const onEvent = (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
       clearTimeout(eventTimer);
       eventTimer = setTimeout(refresh, EVENT_DEBOUNCE_MS);
     };
@@ -183,6 +195,7 @@
     $("login-error").hidden = !sessionStorage.getItem(TOKEN_KEY);
     sessionStorage.removeItem(TOKEN_KEY);
     form.hidden = false;
+    $("loading").hidden = true;
     $("content").hidden = true;
     if (source) source.close();
     $("token-input").focus();
@@ -192,7 +205,9 @@
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
     $("login").hidden = true;
-    if (await refresh()) connectEvents();
+    $("loading").hidden = false;
+    connectEvents();
+    await refresh();
   });
 
   // ---------------------------------------------------------------- formatting
@@ -407,6 +422,28 @@
       el("div", { class: "tl-track" }, ...ticks));
   }
 
+  // From the first run on, a dense task runs every `interval` inside each window span: one
+  // band per span instead of thousands of marks (the API's first upcoming run already
+  // accounts for a pause, a stop or the end; an end later today is not drawn).
+  function denseBands(task, first, spans, from, to) {
+    if (first === undefined) return [];
+    const end = to;
+    const pace = task.interval < 60 ? `每 ${task.interval} 秒` : `每 ${Math.round(task.interval / 60)} 分钟`;
+    return spans
+      .map(([start, stop]) => [Math.max(start, first), Math.min(stop, end)])
+      .filter(([start, stop]) => stop > start)
+      .map(([start, stop]) => {
+        const runs = Math.floor((stop - start) / (task.interval * 1000)) + 1;
+        const band = el("span", {
+          class: "tl-dense",
+          title: `${formatTime(start)}–${formatTime(stop)}，${pace}一次，约 ${runs} 次`,
+        });
+        band.style.left = percent(start, from);
+        band.style.width = `${((stop - start) / HORIZON_MS) * 100}%`;
+        return band;
+      });
+  }
+
   function renderTimeline() {
     const from = Date.now();
     const to = from + HORIZON_MS;
@@ -422,10 +459,14 @@
         track.append(span);
       }
       const runs = details.get(task.task_id)?.upcoming || [];
-      for (const at of runs.filter((t) => t >= from && t < to)) {
-        const mark = el("span", { class: "tl-run", title: formatTime(at) });
-        mark.style.left = percent(at, from);
-        track.append(mark);
+      if (isDense(task)) {
+        for (const band of denseBands(task, runs[0], spanCache.get(key), from, to)) track.append(band);
+      } else {
+        for (const at of runs.filter((t) => t >= from && t < to)) {
+          const mark = el("span", { class: "tl-run", title: formatTime(at) });
+          mark.style.left = percent(at, from);
+          track.append(mark);
+        }
       }
       return el("div", { class: "tl-row", "data-status": task.status },
         el("div", { class: "tl-label", title: task.account_id }, task.account_name), track);
@@ -486,8 +527,8 @@
   setInterval(tick, 1000);
   // The timeline's left edge is "now": move it along once a minute.
   setInterval(() => { if (tasks.size) renderTimeline(); }, 60_000);
-  refresh().then((ok) => {
-    if (ok) connectEvents();
-    schedulePoll();
-  });
+  // The stream first: whatever changes while the first page loads arrives as an event
+  // and triggers one more refresh, instead of being missed.
+  connectEvents();
+  refresh().then(() => schedulePoll());
 })();

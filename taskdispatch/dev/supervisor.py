@@ -1,7 +1,7 @@
 """`taskdispatch run` (what `make run` starts): the whole stack in the foreground.
 
-Picks a Redis (TASKDISPATCH_REDIS_URL, else one answering on the default URL, else an embedded
-one persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
+Picks a Redis (TASKDISPATCH_REDIS_URL if set, else its own embedded one on a fixed port,
+persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
 one beat and Flower, their output prefixed by name. Ctrl-C stops them in an order that lets
 rounds in progress finish. A child that dies takes the whole stack down, loudly: a dev stack
 with a silently missing worker or beat looks healthy while nothing runs. The one exception
@@ -31,6 +31,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+import redis
+
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
 from taskdispatch.connections import masked
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port, redis_answers
@@ -56,6 +58,9 @@ LAST_STOP_S = 5.0
 BEAT_STOP_S = 10.0
 BANNER_WAIT_S = 30.0
 REDIS_CHECK_S = 1.0
+# The embedded Redis's port: fixed, so that var/redis.url (and an export of it) stays valid
+# across restarts; not 6379, where another program's Redis may answer.
+EMBEDDED_REDIS_PORT = 16379
 # Restarts of a child that asks for them, before a persistent fault stops the stack.
 MAX_RESTARTS = 5
 REDIS_MISSES = 3
@@ -182,26 +187,55 @@ def _terminal_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _default_port(url: str) -> int:
-    """The default URL's port if it is free on 127.0.0.1, else any free port."""
-    port = urllib.parse.urlsplit(url).port or 6379
+def _port_free(port: int) -> bool:
+    """Whether redis-server could listen on the port (it sets SO_REUSEADDR too, so the
+    connections of a Redis stopped a moment ago, in TIME_WAIT, do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            return free_port()
-    return port
+            return False
+    return True
 
 
-def choose_redis(settings: Settings, *, data_dir: Path, force_embedded: bool) -> RedisChoice:
-    """TASKDISPATCH_REDIS_URL if set, else the default URL if it answers, else an embedded one."""
-    if not force_embedded:
-        if "redis_url" in settings.model_fields_set:
-            return RedisChoice(settings.redis_url, "from TASKDISPATCH_REDIS_URL")
-        if redis_answers(settings.redis_url):
-            return RedisChoice(settings.redis_url, "found running at the default URL")
-    port = free_port() if force_embedded else _default_port(settings.redis_url)
+def _stop_own_leftover(port: int, redis_dir: Path) -> None:
+    """A redis-server of a previous run that was killed before it could stop its Redis
+    still holds the port; it is ours if it serves our data directory: shut it down (its
+    append-only file keeps everything) so that this run starts it again."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        served = str(client.config_get("dir").get("dir", ""))
+        if Path(served).resolve() == redis_dir.resolve():
+            client.shutdown()
+    except (redis.RedisError, OSError):
+        pass
+    finally:
+        client.close()
+
+
+def choose_redis(settings: Settings, *, data_dir: Path, redis_port: int) -> RedisChoice:
+    """TASKDISPATCH_REDIS_URL if it is set, else the embedded Redis on `redis_port`.
+
+    Never a Redis that merely answers on the default port: it may be another program's,
+    with its own data and queues. The embedded one keeps its port (and so var/redis.url)
+    across restarts; port 0 picks a free one (tests).
+    """
+    if "redis_url" in settings.model_fields_set:
+        return RedisChoice(settings.redis_url, "from TASKDISPATCH_REDIS_URL")
     redis_dir = data_dir / "redis"
+    port = redis_port or free_port()
+    if not _port_free(port):
+        _stop_own_leftover(port, redis_dir)
+        deadline = time.monotonic() + 5
+        while not _port_free(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _port_free(port):
+            raise RuntimeError(
+                f"port {port} on 127.0.0.1 is taken by another program; start with another "
+                f"port: `make run RUN_ARGS='--redis-port {port + 1}'` (or `taskdispatch run "
+                f"--redis-port {port + 1}`), or point TASKDISPATCH_REDIS_URL at a Redis of yours"
+            )
     server = EmbeddedRedis(port=port, data_dir=redis_dir, appendonly=True)
     with _terminal_signals_blocked():
         server.start()
@@ -209,7 +243,13 @@ def choose_redis(settings: Settings, *, data_dir: Path, force_embedded: bool) ->
 
 
 def build_children(
-    settings: Settings, *, redis_url: str, api_host: str, api_port: int, flower_port: int
+    settings: Settings,
+    *,
+    redis_url: str,
+    api_host: str,
+    api_port: int,
+    flower_port: int,
+    access_log: bool = False,
 ) -> list[Child]:
     env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     level = settings.log_level.lower()
@@ -220,6 +260,8 @@ def build_children(
             [
                 *(sys.executable, "-m", "uvicorn", "api.main:app", "--host", api_host),
                 *("--port", str(api_port), "--log-level", level),
+                # One line per request drowned the worker lines a newcomer watches.
+                *(() if access_log else ("--no-access-log",)),
             ],
             env,
         ),
@@ -432,10 +474,12 @@ def _display_host(host: str) -> str:
 def _banner(choice: RedisChoice, *, api: str, flower_port: int, url_file: Path) -> list[str]:
     return [
         "taskdispatch is running; Ctrl-C stops everything.",
-        f"  API docs  {api}/docs",
-        f"  Flower    http://127.0.0.1:{flower_port}",
-        f"  Redis     {masked(choice.url)} ({choice.origin})",
-        f"  Other shells: export TASKDISPATCH_REDIS_URL=$(cat {url_file})",
+        f"  Dashboard  {api}/",
+        f"  API docs   {api}/docs  (reference: docs/api.md)",
+        f"  Flower     http://127.0.0.1:{flower_port}",
+        f"  Redis      {masked(choice.url)} ({choice.origin})",
+        "  For the celery CLI in another shell:",
+        f"    export TASKDISPATCH_REDIS_URL=$(cat {url_file})",
     ]
 
 
@@ -447,12 +491,23 @@ def _parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Name
     parser.add_argument("--api-port", type=int, default=settings.api_port)
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument(
-        "--data-dir", type=Path, default=Path("var"), help="embedded Redis data and redis.url"
+        "--data-dir",
+        type=Path,
+        default=Path("var"),
+        help="where the embedded Redis keeps its data (DIR/redis/) and DIR/redis.url lives",
     )
     parser.add_argument(
-        "--embedded-redis",
-        action="store_true",
-        help="always start a fresh embedded Redis on a free port (tests)",
+        "--redis-port",
+        type=int,
+        default=EMBEDDED_REDIS_PORT,
+        metavar="PORT",
+        help=(
+            f"port of the embedded Redis on 127.0.0.1 (default {EMBEDDED_REDIS_PORT}, the same "
+            "at every start; 0 picks a free one); ignored when TASKDISPATCH_REDIS_URL is set"
+        ),
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="print one line per API request (off by default)"
     )
     parser.add_argument(
         "--grace-period",
@@ -478,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir: Path = args.data_dir.resolve()
     url_file = data_dir / "redis.url"
     try:
-        choice = choose_redis(settings, data_dir=data_dir, force_embedded=args.embedded_redis)
+        choice = choose_redis(settings, data_dir=data_dir, redis_port=args.redis_port)
     except RuntimeError as exc:
         console.line("run", f"cannot start the embedded Redis: {exc}", alarm=True)
         return 1
@@ -490,6 +545,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (StoreUnavailableError, EvictionPolicyError) as exc:
             console.line("run", str(exc), alarm=True)
+            if choice.server is None:
+                console.line(
+                    "run",
+                    "TASKDISPATCH_REDIS_URL chooses that Redis; to use taskdispatch's own "
+                    "embedded Redis instead, unset it (in the environment and in .env) and "
+                    "run `make run` again",
+                    alarm=True,
+                )
             return 1
         data_dir.mkdir(parents=True, exist_ok=True)
         _write_private(url_file, choice.url + "\n")
@@ -499,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_host=api_host,
             api_port=args.api_port,
             flower_port=args.flower_port,
+            access_log=args.access_log,
         )
         supervisor = Supervisor(
             children,

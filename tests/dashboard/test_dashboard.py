@@ -300,3 +300,62 @@ def test_dashboard_with_token_asks_once_then_loads(secured_api: Api, browser: An
     browser.refresh()  # same tab: sessionStorage keeps the token, no second prompt
     wait_for(lambda: set(table(browser)) == {"account_1"}, "the row after reload")
     assert not browser.find_element(By.ID, "login").is_displayed()
+
+
+def test_dashboard_shows_a_loading_state_until_the_data_arrives(api: Api, browser: Any) -> None:
+    """The page says it is loading (not an empty page) until the first data is shown."""
+    page = api.http.get("/").text
+    assert 'id="loading"' in page and "加载中" in page
+    api.create("account_1")
+    browser.get(f"{api.url}/")
+    wait_for(lambda: set(table(browser)) == {"account_1"}, "the first row")
+    assert not browser.find_element(By.ID, "loading").is_displayed()
+
+
+def test_dashboard_opens_the_event_stream_before_it_loads_the_tasks(api: Api, browser: Any) -> None:
+    """The stream is opened before the task list is asked for, so a change made while the
+    first page loads arrives as an event instead of being missed."""
+    # Record, before any page script runs, the order of EventSource and fetch calls.
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": """
+              window.__calls = [];
+              const NativeSource = window.EventSource, nativeFetch = window.fetch;
+              window.EventSource = function (url, init) {
+                window.__calls.push("events " + url);
+                return new NativeSource(url, init);
+              };
+              window.EventSource.prototype = NativeSource.prototype;
+              Object.assign(window.EventSource, NativeSource);
+              window.fetch = (url, init) => {
+                window.__calls.push("fetch " + url);
+                return nativeFetch(url, init);
+              };
+            """
+        },
+    )
+    api.create("account_1")
+    browser.get(f"{api.url}/")
+    wait_for(lambda: set(table(browser)) == {"account_1"}, "the first row")
+    calls = browser.execute_script("return window.__calls;")
+    first_list = next(i for i, call in enumerate(calls) if "/tasks/?" in call)
+    first_stream = next(i for i, call in enumerate(calls) if call.startswith("events "))
+    assert first_stream < first_list, calls
+
+
+def test_dashboard_dense_task_is_drawn_over_the_whole_day(api: Api, browser: Any) -> None:
+    """A task every 5 s (17,280 runs a day) is one band across its window, not 100 marks."""
+    api.create("account_1", interval=5)
+    browser.get(f"{api.url}/")
+    wait_for(lambda: set(table(browser)) == {"account_1"}, "the first row")
+    bands = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#timeline .tl-dense"), "the band"
+    )
+    width = browser.execute_script(
+        "return parseFloat(arguments[0].style.width) + parseFloat(arguments[0].style.left);",
+        bands[0],
+    )
+    assert width > 99.0  # to the right edge: the whole 24 h
+    assert browser.find_elements(By.CSS_SELECTOR, "#timeline .tl-run") == []
+    assert "每 5 秒" in bands[0].get_attribute("title")

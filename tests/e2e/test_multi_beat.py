@@ -19,7 +19,8 @@ ROUNDS_EACH = 6
 
 async def test_two_beats_dispatch_no_slot_twice(stack, dispatcher):
     """20 tasks at 1 s with two beats: no (task, slot) runs twice and every task advances."""
-    s = stack(workers=2, beats=2, concurrency=2)
+    # Debug level: each beat logs every batch it dispatches (at info, one summary a minute).
+    s = stack(workers=2, beats=2, concurrency=2, beat_log_level="debug")
     # Slots spread over a second, so the beats race for many small claims, not a few big ones.
     first = datetime.now(TZ) + timedelta(seconds=0.5)
     ids = [

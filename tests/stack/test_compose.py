@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
+from taskdispatch.checks import PLACEHOLDER_MARK, placeholder_secrets
 from taskdispatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,3 +149,55 @@ def test_compose_config_is_accepted_by_the_compose_client(tmp_path: Path) -> Non
     )
     assert refused.returncode != 0
     assert "FLOWER_BASIC_AUTH" in refused.stderr
+
+
+def test_compose_config_after_copying_the_env_example_is_accepted(tmp_path: Path) -> None:
+    """`cp .env.example .env && compose config -q` passes on a fresh clone."""
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no working `docker compose` or `docker-compose` on PATH")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKDISPATCH_", "FLOWER_"))}
+    result = subprocess.run(
+        [*command, "config", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_flower_refuses_the_example_login_before_it_starts(compose: dict[str, Any]) -> None:
+    """Flower's command runs the secret check first, so the example login never serves."""
+    command = " ".join(compose["services"]["flower"]["command"])
+    check, _, start = command.partition("&&")
+    assert "taskdispatch check" in check and "--secret FLOWER_BASIC_AUTH" in check
+    assert "celery -A celery_app flower" in start
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        pytest.param("admin:change-me", True, id="the-example"),
+        pytest.param("", True, id="empty"),
+        pytest.param("ops:Xq9-long-and-random", False, id="a-real-one"),
+    ],
+)
+def test_checks_secret_refuses_the_example_value(value: str, refused: bool) -> None:
+    """`taskdispatch check --secret NAME` fails for an unset or example secret."""
+    problems = placeholder_secrets(["FLOWER_BASIC_AUTH"], {"FLOWER_BASIC_AUTH": value})
+    assert bool(problems) is refused
+    if refused:
+        assert "FLOWER_BASIC_AUTH" in problems[0]
+
+
+def test_env_example_login_is_the_placeholder_the_check_refuses() -> None:
+    """The example FLOWER_BASIC_AUTH carries the mark the secret check refuses."""
+    line = next(
+        x for x in (ROOT / ".env.example").read_text().splitlines() if x.startswith("FLOWER_")
+    )
+    assert PLACEHOLDER_MARK in line.partition("=")[2]

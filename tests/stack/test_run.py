@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import pytest
+import redis
 
 from taskdispatch.dev.embedded_redis import free_port
 
@@ -56,20 +58,32 @@ def wait_for(probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T
 
 
 class Stack:
-    """One `taskdispatch run --embedded-redis` with every process it ever spawned."""
+    """One `taskdispatch run` (embedded Redis on a free port) with every process it spawned."""
 
-    def __init__(self, data_dir: Path, log: Path, *, grace_s: float = 20) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log: Path,
+        *,
+        grace_s: float = 20,
+        redis_port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.log = log
         self.api = f"http://127.0.0.1:{free_port()}"
         self.flower_port = free_port()
+        # Nothing configured, as on a fresh machine (the test session's Redis URL included).
         env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("TASKDISPATCH_REDIS_URL", "TASKDISPATCH_BROKER_URL")
+            **{
+                key: value
+                for key, value in os.environ.items()
+                if key not in ("TASKDISPATCH_REDIS_URL", "TASKDISPATCH_BROKER_URL")
+            },
+            "TASKDISPATCH_BEAT_MAX_SLEEP_S": "1",
+            **(env or {}),
         }
-        env.update(TASKDISPATCH_BEAT_MAX_SLEEP_S="1")
-        argv = [sys.executable, "-m", "taskdispatch", "run", "--embedded-redis"]
+        argv = [sys.executable, "-m", "taskdispatch", "run", "--redis-port", str(redis_port)]
         argv += ["--data-dir", str(data_dir), "--api-port", self.api.rsplit(":", 1)[1]]
         argv += ["--flower-port", str(self.flower_port), "--grace-period", str(grace_s)]
         with log.open("ab") as out:
@@ -136,8 +150,8 @@ def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     log = tmp_path / "supervisor.log"
     stacks: list[Stack] = []
 
-    def start(data_dir: Path, *, grace_s: float = 20) -> Stack:
-        stacks.append(Stack(data_dir, log, grace_s=grace_s))
+    def start(data_dir: Path, **options: Any) -> Stack:
+        stacks.append(Stack(data_dir, log, **options))
         return stacks[-1]
 
     try:
@@ -177,9 +191,11 @@ def _inspect_ping(redis_url: str) -> subprocess.CompletedProcess[str]:
 def test_run_ctrl_c_stops_every_child_and_tasks_survive_restart(
     start_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    """Up, rounds run, visible in Flower and inspect; Ctrl-C exits 0, no orphan; task persists."""
+    """Up, rounds run, visible in Flower and inspect; Ctrl-C exits 0, no orphan; the task
+    persists, and the embedded Redis comes back on the same port (same redis.url)."""
     data_dir = tmp_path / "data"
-    stack = start_stack(data_dir)
+    port = free_port()
+    stack = start_stack(data_dir, redis_port=port)
     stack.wait_healthy()
     with stack.client() as client:
         created = client.post("/api/v1/tasks/", json=TASK)
@@ -198,12 +214,14 @@ def test_run_ctrl_c_stops_every_child_and_tasks_survive_restart(
     for part in ("redis-server", "uvicorn", "worker", "beat", "flower"):
         assert any(part in cmdline for cmdline in children), (part, children)
 
+    assert redis_url == f"redis://127.0.0.1:{port}/0"
     assert stack.ctrl_c() == 0
     assert stack.survivors() == []
     assert not (data_dir / "redis.url").exists()
 
-    again = start_stack(data_dir)
+    again = start_stack(data_dir, redis_port=port)
     again.wait_healthy()
+    assert (data_dir / "redis.url").read_text().strip() == redis_url
     with again.client() as client:
         response = client.get(f"/api/v1/tasks/{task_id}")
     assert response.status_code == 200, response.text
@@ -211,6 +229,46 @@ def test_run_ctrl_c_stops_every_child_and_tasks_survive_restart(
     assert response.json()["round_num"] >= 2
     assert again.ctrl_c() == 0
     assert again.survivors() == []
+
+
+def test_run_without_configuration_uses_its_own_redis_not_one_on_6379(
+    start_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """No TASKDISPATCH_REDIS_URL: the embedded Redis, never a Redis that happens to answer on
+    localhost:6379; a task created through the stack exists only in the embedded one."""
+    stack = start_stack(tmp_path / "data")
+    stack.wait_healthy()
+    account = f"untouched-{uuid.uuid4().hex[:8]}"
+    with stack.client() as client:
+        created = client.post("/api/v1/tasks/", json={**TASK, "xhs_account_id": account})
+        assert created.status_code == 200, created.text
+    ours = redis.Redis.from_url((tmp_path / "data" / "redis.url").read_text().strip())
+    assert ours.exists(f"td:account:{account}") == 1
+    ours.close()
+    banner = stack.log.read_text(errors="replace")
+    assert "(embedded, append-only file in" in banner
+    assert "Dashboard" in banner and "export TASKDISPATCH_REDIS_URL=" in banner
+    other = redis.Redis(host="localhost", port=6379, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        # Read only: that Redis is not ours. If none answers there, nothing could be touched.
+        assert other.exists(f"td:account:{account}") == 0
+    except redis.ConnectionError:
+        pass
+    finally:
+        other.close()
+    assert stack.ctrl_c() == 0
+
+
+def test_run_unreachable_redis_url_says_how_to_use_the_embedded_one(
+    start_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """An explicit TASKDISPATCH_REDIS_URL that does not answer: exit 1 with the way back."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    stack = start_stack(tmp_path / "data", env={"TASKDISPATCH_REDIS_URL": url})
+    assert stack.proc.wait(timeout=30) == 1
+    output = stack.log.read_text(errors="replace")
+    assert "cannot be reached" in output or "无法连接" in output
+    assert "to use taskdispatch's own embedded Redis instead, unset it" in output
 
 
 def test_run_child_death_stops_everything_and_exits_nonzero(

@@ -151,7 +151,15 @@ class Stack:
         """The Celery node name of worker `i` (as it appears in logs and history)."""
         return f"w{i + 1}@{self.host}"
 
-    def start(self, *, workers: int, beats: int, concurrency: int, queues: str) -> None:
+    def start(
+        self,
+        *,
+        workers: int,
+        beats: int,
+        concurrency: int,
+        queues: str,
+        beat_log_level: str = "info",
+    ) -> None:
         for i in range(workers):
             args = ["worker", "-l", "info", "-P", "prefork", "-c", str(concurrency)]
             args += ["-n", f"w{i + 1}@%h", "-Q", queues, "--without-mingle", "--without-gossip"]
@@ -159,7 +167,8 @@ class Stack:
             self.workers.append(Proc(f"worker {i + 1}", args, self._proc_env, path))
         for i in range(beats):
             path = self.log_dir / f"beat{i + 1}.log"
-            self.beats.append(Proc(f"beat {i + 1}", ["beat", "-l", "info"], self._proc_env, path))
+            args = ["beat", "-l", beat_log_level]
+            self.beats.append(Proc(f"beat {i + 1}", args, self._proc_env, path))
         for i, worker in enumerate(self.workers):
             self._wait_ready(worker, lambda w=worker, i=i: f"{self.node(i)} ready." in w.log())
         for beat in self.beats:

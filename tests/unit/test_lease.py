@@ -169,10 +169,13 @@ def test_guard_in_the_main_thread_interrupts_a_sleep_with_lease_lost() -> None:
 
     def handler() -> None:
         started.set()
-        time.sleep(30)
+        time.sleep(10)
 
     def interrupter() -> None:
         started.wait(5)
+        # Let the handler get into its sleep: the guard signals once, and a signal that lands
+        # while the main thread is still on its way into the syscall does not end the call.
+        time.sleep(0.2)
         guard.interrupt("lease gone")
 
     with guard.installed():
