@@ -15,8 +15,9 @@ from pydantic_core import PydanticCustomError
 
 from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.history import RunRecord
+from taskdispatch.lifecycle import due_at
 from taskdispatch.models import Outcome, Task, TaskStatus
-from taskdispatch.schedule import to_local_iso
+from taskdispatch.schedule import format_windows, to_local_iso
 from taskdispatch.validation import DEFAULTS, check_json
 
 __all__ = [
@@ -125,6 +126,29 @@ class TaskCreateRequest(_Request):
     timezone: Text | None = Field(None, description="IANA zone; default: the server setting.")
     start_at: Text | None = Field(None, description="ISO datetime of the first run.")
     kwargs: RunParams | None = Field(None, description="Extra run parameters for the handler.")
+    windows: list[Text] | None = Field(
+        None,
+        description="Local 'HH:MM-HH:MM' ranges in which a round may start (may wrap "
+        "midnight); valid_time_range is the whole-hour shorthand (give one of the two).",
+    )
+    weekdays: list[StrictInt] | None = Field(
+        None, description="ISO weekdays (1 = Monday) on which the windows apply; default all."
+    )
+    blackout_dates: list[Text] | None = Field(
+        None, description="Local dates 'YYYY-MM-DD' or ranges 'A..B' on which no round starts."
+    )
+    jitter_s: StrictInt | None = Field(
+        None, description="Each round starts up to this many seconds after its slot (0..interval)."
+    )
+    max_runs: StrictInt | None = Field(
+        None, description="The task completes after this many rounds ran; null: no limit."
+    )
+    misfire_policy: Literal["run_once", "skip"] | None = Field(
+        None, description="A slot missed by more than misfire_grace_s: run once now, or skip it."
+    )
+    misfire_grace_s: StrictInt | None = Field(
+        None, description="How late a slot may still run under misfire_policy 'skip' (default 60)."
+    )
 
 
 class TaskUpdateRequest(_Request):
@@ -144,6 +168,13 @@ class TaskUpdateRequest(_Request):
     user_style: Text | None = None
     user_target_audience: Text | None = None
     kwargs: RunParams | None = Field(None, description="Merged into the run parameters.")
+    windows: list[Text] | None = None
+    weekdays: list[StrictInt] | None = None
+    blackout_dates: list[Text] | None = Field(None, description="null or [] removes them.")
+    jitter_s: StrictInt | None = None
+    max_runs: StrictInt | None = Field(None, description="null removes the limit.")
+    misfire_policy: Literal["run_once", "skip"] | None = None
+    misfire_grace_s: StrictInt | None = None
 
 
 class TaskReorderRequest(_Request):
@@ -198,7 +229,15 @@ class BacklogReason(_Reason):
 
 class OutsideWindowReason(_Reason):
     code: Literal["outside_window"]
-    window_opens: str = Field(description="Next start of valid_time_range.")
+    window_opens: str | None = Field(description="Next start of a window.")
+
+
+class CalendarDayReason(_Reason):
+    """Today is not a day the windows apply: a weekday off, or a blackout date."""
+
+    code: Literal["weekday", "blackout"]
+    next_run: str | None = Field(description="When the next run is (null: none scheduled).")
+    date: str | None = Field(description="The local date the next run falls on.")
 
 
 class PlainReason(_Reason):
@@ -206,7 +245,13 @@ class PlainReason(_Reason):
 
 
 WaitingReason = Annotated[
-    PausedReason | ErrorReason | NoWorkerReason | BacklogReason | OutsideWindowReason | PlainReason,
+    PausedReason
+    | ErrorReason
+    | NoWorkerReason
+    | BacklogReason
+    | OutsideWindowReason
+    | CalendarDayReason
+    | PlainReason,
     Field(discriminator="code"),
 ]
 _WAITING_REASON: TypeAdapter[WaitingReason] = TypeAdapter(WaitingReason)
@@ -255,7 +300,10 @@ class TaskInfo(BaseModel):
     task_type: str
     status: TaskStatus
     interval: int = Field(description="Seconds between rounds.")
-    valid_time_range: list[int]
+    valid_time_range: list[int] | None = Field(
+        description="The windows as whole hours [start, end], or null when they are not one "
+        "whole-hour range (see windows)."
+    )
     task_end_time: str | None = Field(description="The end as given at creation, or null.")
     last_execution_time: str | None
     next_execution_time: str | None
@@ -272,6 +320,17 @@ class TaskInfo(BaseModel):
     pause_note: str | None = Field(description="The note given when pausing.")
     waiting_reason: WaitingReason | None = Field(
         description="Why the task is not about to run; null when it runs or runs at its next slot."
+    )
+    windows: list[str] = Field(description="Local 'HH:MM-HH:MM' ranges (merged).")
+    weekdays: list[int] = Field(description="ISO weekdays on which the windows apply.")
+    blackout_dates: list[str] = Field(description="Dates or inclusive ranges 'A..B'.")
+    jitter_s: int
+    max_runs: int | None
+    remaining_runs: int | None = Field(description="Rounds left under max_runs, or null.")
+    misfire_policy: Literal["run_once", "skip"]
+    misfire_grace_s: int
+    next_start: str | None = Field(
+        description="When the next round really starts: next_execution_time plus its jitter."
     )
 
 
@@ -465,6 +524,10 @@ def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingRea
         fields["until"] = local_time(task, fields.pop("until_ms"))
     if "window_opens_ms" in fields:
         fields["window_opens"] = local_time(task, fields.pop("window_opens_ms"))
+    if "next_run_ms" in fields:
+        next_ms = fields.pop("next_run_ms")
+        fields["next_run"] = local_time(task, next_ms)
+        fields["date"] = None if next_ms is None else fields["next_run"][:10]
     if "waiting_ms" in fields:
         fields["waiting_s"] = fields.pop("waiting_ms") / 1000
     return _WAITING_REASON.validate_python(fields)
@@ -489,7 +552,7 @@ def task_info(
         task_type=task.task_type,
         status=task.status,
         interval=task.interval_s,
-        valid_time_range=list(task.window),
+        valid_time_range=None if task.hour_window is None else list(task.hour_window),
         task_end_time=task.end_text,
         last_execution_time=local_time(task, task.last_ms),
         next_execution_time=local_time(task, task.next_ms),
@@ -505,6 +568,18 @@ def task_info(
         paused_until=local_time(task, task.paused_until_ms),
         pause_note=task.pause_note,
         waiting_reason=waiting_reason_info(task, reason),
+        windows=format_windows(task.windows),
+        weekdays=sorted(task.weekdays),
+        blackout_dates=[
+            first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+            for first, last in task.blackout
+        ],
+        jitter_s=task.jitter_s,
+        max_runs=task.max_runs,
+        remaining_runs=None if task.max_runs is None else max(0, task.max_runs - task.runs_done),
+        misfire_policy=task.misfire_policy,
+        misfire_grace_s=task.misfire_grace_s,
+        next_start=local_time(task, due_at(task)) if task.next_ms is not None else None,
     )
     if not detail:
         return info

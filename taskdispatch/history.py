@@ -32,6 +32,8 @@ class RunRecord:
     error: str | None = None
     worker: str | None = None
     result: Any = None
+    # When the round was planned to start: its slot plus the slot's jitter.
+    planned_ms: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -21,6 +21,7 @@ from typing import Any
 from taskdispatch import schedule, validation
 from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
 from taskdispatch.models import Outcome, Task, TaskStatus
+from taskdispatch.schedule import ALL_WEEKDAYS
 from taskdispatch.settings import Settings
 
 __all__ = [
@@ -28,9 +29,11 @@ __all__ = [
     "RetryPolicy",
     "auto_resumed",
     "created",
+    "due_at",
     "finished",
     "is_scheduled",
     "lost",
+    "missed",
     "paused",
     "placed",
     "reordered",
@@ -39,6 +42,7 @@ __all__ = [
     "skip_reason",
     "skipped",
     "stands_for",
+    "start_of",
     "started",
     "upcoming",
     "updated",
@@ -66,28 +70,45 @@ def is_scheduled(task: Task) -> bool:
 
 
 def placed(task: Task, at_ms: int, *, now_ms: int, offset_s: int = 0) -> int | None:
-    """The first instant from `at_ms + offset_s` (not before now) inside the task's window,
+    """The first instant from `at_ms + offset_s` (not before now) inside the task's windows,
     or None when that falls after its end."""
     return schedule.reorder_ms(
         next_ms=at_ms,
         offset_s=offset_s,
         now_ms=now_ms,
-        window=task.window,
-        tz=schedule.parse_timezone(task.timezone),
+        calendar=task.calendar,
         end_ms=task.end_ms,
     )
 
 
 def _next_slot(task: Task, *, after_ms: int, now_ms: int) -> int | None:
-    """The slot one interval after `after_ms` (missed slots coalesce into now), in window."""
+    """The slot one interval after `after_ms` (missed slots coalesce into now), in a window."""
     return schedule.next_run_ms(
         slot_ms=after_ms,
         now_ms=now_ms,
         interval_s=task.interval_s,
-        window=task.window,
-        tz=schedule.parse_timezone(task.timezone),
+        calendar=task.calendar,
         end_ms=task.end_ms,
     )
+
+
+def start_of(task: Task, slot_ms: int) -> int:
+    """When the round of `slot_ms` starts: the slot plus its jitter (none for a run now)."""
+    if task.jitter_s == 0 or slot_ms == task.exact_ms:
+        return slot_ms
+    return schedule.start_ms(
+        slot_ms,
+        seed=task.task_id,
+        jitter_s=task.jitter_s,
+        interval_s=task.interval_s,
+        calendar=task.calendar,
+        end_ms=task.end_ms,
+    )
+
+
+def due_at(task: Task) -> int | None:
+    """The instant the beat should claim the task's next slot (its start), or None."""
+    return start_of(task, task.next_ms) if is_scheduled(task) and task.next_ms else None
 
 
 def _scheduled(task: Task, next_ms: int | None) -> Task:
@@ -118,10 +139,6 @@ def created(
     tz_name = fields.get("timezone") or default_timezone
     tz = validation.timezone(tz_name)
     # `is None`, not `or`: an explicit 0 or [] is bad input, not a request for the default.
-    window_value = fields.get("valid_time_range")
-    window = validation.window(
-        validation.DEFAULTS["valid_time_range"] if window_value is None else window_value
-    )
     interval_value = fields.get("interval")
     interval_s = validation.check_interval(
         validation.DEFAULTS["interval"] if interval_value is None else int(interval_value)
@@ -129,18 +146,7 @@ def created(
     end_ms, end_text = validation.end(fields.get("task_end_time"), tz, now_ms=now_ms)
     start_at = fields.get("start_at")
     start_at_ms = validation.instant(start_at, tz, field="start_at") if start_at else None
-    next_ms = schedule.first_run_ms(
-        created_ms=now_ms,
-        interval_s=interval_s,
-        window=window,
-        tz=tz,
-        end_ms=end_ms,
-        start_at_ms=None if start_at_ms is None else max(start_at_ms, now_ms),
-    )
-    if next_ms is None:
-        field = "start_at" if start_at_ms is not None else "task_end_time"
-        raise InvalidTaskError("first_run_after_end", field=field)
-    return Task(
+    draft = Task(
         task_id=task_id,
         account_id=validation.check_identifier(
             str(fields["xhs_account_id"]), field="xhs_account_id"
@@ -152,29 +158,77 @@ def created(
         sys_type=validation.check_identifier(str(fields["sys_type"]), field="sys_type"),
         status=TaskStatus.PENDING,
         interval_s=interval_s,
-        window=window,
+        windows=validation.windows(fields, default=validation.DEFAULTS["valid_time_range"]),
         timezone=tz_name,
         created_ms=now_ms,
         updated_ms=now_ms,
         end_ms=end_ms,
         end_text=end_text,
-        next_ms=next_ms,
         kwargs=validation.run_params(fields, {}),
+        **_calendar_fields(fields, interval_s=interval_s),
     )
+    next_ms = schedule.first_run_ms(
+        created_ms=now_ms,
+        interval_s=interval_s,
+        calendar=draft.calendar,
+        end_ms=end_ms,
+        start_at_ms=None if start_at_ms is None else max(start_at_ms, now_ms),
+    )
+    if next_ms is None:
+        _refuse_closed_calendar(draft, start_at=start_at_ms is not None)
+    return draft.evolve(next_ms=next_ms)
+
+
+_CALENDAR_FIELDS = ("weekdays", "blackout_dates", "jitter_s", "max_runs", "misfire_policy")
+
+
+def _calendar_fields(
+    fields: Mapping[str, Any], *, interval_s: int, base: Task | None = None
+) -> dict[str, Any]:
+    """The calendar and round-policy fields of a body (a create, or a PATCH over `base`)."""
+
+    def given(name: str) -> bool:
+        return name in fields if base is not None else fields.get(name) is not None
+
+    out: dict[str, Any] = {}
+    if given("weekdays"):
+        out["weekdays"] = validation.weekdays(fields["weekdays"])
+    if given("blackout_dates"):
+        out["blackout"] = validation.blackout(fields["blackout_dates"] or [])
+    jitter = fields["jitter_s"] if given("jitter_s") else (base.jitter_s if base else 0)
+    out["jitter_s"] = validation.jitter(jitter, interval_s=interval_s)
+    if given("max_runs"):
+        out["max_runs"] = validation.max_runs(fields["max_runs"])
+    if given("misfire_policy"):
+        out["misfire_policy"] = validation.misfire_policy(fields["misfire_policy"])
+    if given("misfire_grace_s"):
+        out["misfire_grace_s"] = validation.misfire_grace(fields["misfire_grace_s"])
+    return out
+
+
+def _refuse_closed_calendar(task: Task, *, start_at: bool) -> None:
+    """No first run: after the end, or the calendar never opens (a 422 naming why)."""
+    if task.end_ms is not None:
+        raise InvalidTaskError(
+            "first_run_after_end", field="start_at" if start_at else "task_end_time"
+        )
+    field = (
+        "blackout_dates"
+        if task.blackout
+        else "weekdays"
+        if task.weekdays != ALL_WEEKDAYS
+        else "windows"
+    )
+    raise InvalidTaskError("calendar_never_open", field=field, days=schedule.HORIZON_DAYS)
 
 
 def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
     """Apply a PATCH; recompute the next run where the change affects it."""
-    for required in ("timezone", "account_name", "interval", "valid_time_range"):
+    for required in ("timezone", "account_name", "interval", "valid_time_range", "windows"):
         if required in changes and changes[required] in (None, ""):
             raise InvalidTaskError("not_empty", field=required)
     tz_name = changes.get("timezone") or task.timezone
     tz = validation.timezone(tz_name)
-    window = (
-        validation.window(changes["valid_time_range"])
-        if changes.get("valid_time_range") is not None
-        else task.window
-    )
     interval_s = (
         validation.check_interval(int(changes["interval"]))
         if changes.get("interval") is not None
@@ -190,22 +244,19 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
         if changes.get("account_name")
         else task.account_name,
         timezone=tz_name,
-        window=window,
+        windows=validation.windows(changes, default=task.windows),
         interval_s=interval_s,
         end_ms=end_ms,
         end_text=end_text,
         kwargs=validation.run_params(changes, task.kwargs),
         updated_ms=now_ms,
+        **_calendar_fields(changes, interval_s=interval_s, base=task),
     )
+    if _runs_used_up(new):
+        return new.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     if task.status == TaskStatus.RUNNING:
         return new  # the worker computes the next slot from the new settings when it ends
-    timing_changed = (interval_s, window, tz_name, end_ms) != (
-        task.interval_s,
-        task.window,
-        task.timezone,
-        task.end_ms,
-    )
-    if not timing_changed or task.status == TaskStatus.ERROR:
+    if _timing(new) == _timing(task) or task.status == TaskStatus.ERROR:
         return new
     if interval_s != task.interval_s:
         # A new interval counts from the last round (or creation), as if it had always applied.
@@ -218,6 +269,23 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
     if task.status == TaskStatus.PAUSED:
         return new.evolve(next_ms=next_ms, fence=task.fence + 1)
     return _scheduled(new, next_ms)
+
+
+def _timing(task: Task) -> tuple[Any, ...]:
+    """What decides when a task runs: a change of any of it reschedules the task."""
+    return (
+        task.interval_s,
+        task.windows,
+        task.timezone,
+        task.end_ms,
+        task.weekdays,
+        task.blackout,
+        task.jitter_s,
+    )
+
+
+def _runs_used_up(task: Task) -> bool:
+    return task.max_runs is not None and task.runs_done >= task.max_runs
 
 
 def paused(
@@ -287,7 +355,8 @@ def run_now(task: Task, *, now_ms: int) -> Task:
     next_ms = placed(task, now_ms, now_ms=now_ms)
     if next_ms is None:
         raise TaskConflictError("run_past_end")
-    return task.evolve(next_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
+    # Exactly then: an operator who asks for a round now does not want its jitter.
+    return task.evolve(next_ms=next_ms, exact_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
 
 
 # ---- Round side -----------------------------------------------------------------------
@@ -316,9 +385,40 @@ def skip_reason(task: Task, *, now_ms: int) -> str | None:
     if task.end_ms is not None and now_ms > task.end_ms:
         # A late message (beat outage, backlog) never starts a round after the end.
         return "past_end"
-    if not schedule.in_window(now_ms, task.window, schedule.parse_timezone(task.timezone)):
+    if not schedule.in_window(now_ms, task.calendar):
         return "outside_window"
     return None
+
+
+# Missed slots recorded one by one; past these, the schedule jumps to the first slot not missed.
+MISSED_RECORDED = 20
+
+
+def missed(task: Task, *, now_ms: int) -> tuple[list[int], Task] | None:
+    """Under misfire_policy "skip", the slots whose start is more than misfire_grace_s in
+    the past (at most MISSED_RECORDED of them listed), and the task moved to its first slot
+    that is not; None when the policy runs late slots or nothing is missed."""
+    if task.misfire_policy != "skip" or task.next_ms is None:
+        return None
+    late_ms = now_ms - task.misfire_grace_s * 1000
+    slots: list[int] = []
+    slot: int | None = task.next_ms
+    while slot is not None and start_of(task, slot) < late_ms and len(slots) < MISSED_RECORDED:
+        slots.append(slot)
+        slot = _step(task, slot)
+    if not slots:
+        return None
+    if slot is not None and start_of(task, slot) < late_ms:
+        # A long outage: count the rest of the grid in one step instead of walking it.
+        steps = -(-(late_ms - slot) // (task.interval_s * 1000))
+        slot = placed(task, slot + steps * task.interval_s * 1000, now_ms=slot)
+    moved = task.evolve(next_ms=slot, fence=task.fence + 1, updated_ms=now_ms)
+    return slots, moved if slot is not None else moved.evolve(status=TaskStatus.COMPLETED)
+
+
+def _step(task: Task, slot_ms: int) -> int | None:
+    """The slot after `slot_ms` on the schedule's grid (no coalescing into now)."""
+    return placed(task, slot_ms, now_ms=slot_ms, offset_s=task.interval_s)
 
 
 def skipped(task: Task, *, now_ms: int) -> Task:
@@ -354,6 +454,7 @@ def finished(
     ok = outcome == "ok"
     done = task.evolve(
         round_num=task.round_num + 1,
+        runs_done=task.runs_done + (outcome in ("ok", "failed")),
         last_ms=started_ms,
         failures=0 if ok else task.failures + 1,
         last_error=None if ok else error,
@@ -362,6 +463,8 @@ def finished(
         worker=None,
         updated_ms=now_ms,
     )
+    if _runs_used_up(done):
+        return done.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     if task.status != TaskStatus.RUNNING:
         return done  # paused (or changed) while it ran: no next slot from here
     if ok:
@@ -396,7 +499,8 @@ def _retried(task: Task, *, backoff: bool, now_ms: int, policy: RetryPolicy) -> 
 
 
 def upcoming(task: Task, *, count: int, now_ms: int) -> list[int]:
-    """The next `count` run times as the scheduler will place them, given the task's state."""
+    """The next `count` slots as the scheduler will place them, given the task's state
+    (their starts, with jitter: `start_of`)."""
     first: int | None
     if task.status == TaskStatus.PENDING:
         first = task.next_ms
@@ -407,11 +511,12 @@ def upcoming(task: Task, *, count: int, now_ms: int) -> list[int]:
         first = resumed(task, now_ms=task.paused_until_ms).next_ms
     else:
         first = None
+    if task.max_runs is not None:
+        count = min(count, max(0, task.max_runs - task.runs_done))
     return schedule.upcoming_ms(
         next_ms=first,
         count=count,
         interval_s=task.interval_s,
-        window=task.window,
-        tz=schedule.parse_timezone(task.timezone),
+        calendar=task.calendar,
         end_ms=task.end_ms,
     )

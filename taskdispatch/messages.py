@@ -46,6 +46,7 @@ MESSAGES: dict[str, str] = {
     "json_depth": "{field} 嵌套不能超过 {max} 层",
     "json_surrogate": "{field} 不能包含孤立的代理字符",
     "json_not_finite": "{field} 不能包含 NaN 或 Infinity",
+    "kwargs_object": "kwargs 必须是 JSON 对象（键值对）",
     "kwargs_size": "运行参数 kwargs 共 {size} 字节，上限为 {max} 字节",
     "interval_range": "interval 必须是 1..{max} 之间的整数秒，收到 {value}",
     "horizon": "{field} 必须早于 3000-01-01",
@@ -64,6 +65,27 @@ MESSAGES: dict[str, str] = {
         "valid_time_range 必须是两个整点小时 [start, end]，start 取 0..23，end 取 0..24，"
         "且不相等；收到 {value}"
     ),
+    "windows_format": (
+        "windows 必须是 'HH:MM-HH:MM' 形式的时段列表（如 ['09:00-11:30', '22:00-02:00']），"
+        "小时 00..23（24:00 只能作为结束），开始与结束不能相同；收到 {value}"
+    ),
+    "windows_and_range": (
+        "windows 与 valid_time_range 只能给出一个（valid_time_range 是 windows 的简写）"
+    ),
+    "weekdays_format": (
+        "weekdays 必须是 1..7 之间的整数列表（1 为星期一），且不能为空；收到 {value}"
+    ),
+    "blackout_format": (
+        "blackout_dates 必须是日期 'YYYY-MM-DD' 或日期范围 'YYYY-MM-DD..YYYY-MM-DD' 的列表，"
+        "范围的结束不能早于开始；收到 {value}"
+    ),
+    "calendar_never_open": (
+        "按 windows、weekdays 与 blackout_dates，{days} 天内没有任何可执行的时段；请放宽日历"
+    ),
+    "jitter_range": "jitter_s 必须是 0..interval（{interval}）之间的整数秒，收到 {value}",
+    "max_runs_range": "max_runs 必须为 null 或不小于 1 的整数，收到 {value}",
+    "misfire_policy": "misfire_policy 必须是 'run_once' 或 'skip'，收到 {value}",
+    "misfire_grace_range": "misfire_grace_s 必须是 0..{max} 之间的整数秒，收到 {value}",
     "until_past": "until 必须是将来的时间",
     "priority_offset_range": "priority_offset 必须在 ±{max} 秒以内",
     "status_unknown": "status '{value}' 未知；可选值: {known}",

@@ -1,21 +1,29 @@
 """The task record and its Redis hash encoding.
 
 A task is stored as one flat hash of strings; `None` is stored as the empty string so
-that every write can set the whole record with one HSET and no HDEL.
+that every write can set the whole record with one HSET and no HDEL. Each field has one
+codec below (text <-> value), so the encoding of a field lives in one place.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import date
 from enum import StrEnum
 from typing import Any, Literal
 
-__all__ = ["Outcome", "Task", "TaskStatus"]
+from taskdispatch import schedule
+from taskdispatch.schedule import ALL_WEEKDAYS, Calendar, DateRange, MinuteRange, Window
+
+__all__ = ["MISFIRE_POLICIES", "MisfirePolicy", "Outcome", "Task", "TaskStatus"]
 
 # What happened to a slot: it ran (ok or failed), was skipped, or its round was lost.
 Outcome = Literal["ok", "failed", "skipped", "lost"]
+# What happens to a slot missed by more than misfire_grace_s (docs/semantics.md).
+MisfirePolicy = Literal["run_once", "skip"]
+MISFIRE_POLICIES: tuple[MisfirePolicy, ...] = ("run_once", "skip")
 
 
 class TaskStatus(StrEnum):
@@ -24,23 +32,6 @@ class TaskStatus(StrEnum):
     PAUSED = "paused"
     COMPLETED = "completed"
     ERROR = "error"
-
-
-_INT_FIELDS = frozenset(
-    {
-        "interval_s",
-        "end_ms",
-        "next_ms",
-        "last_ms",
-        "created_ms",
-        "updated_ms",
-        "round_num",
-        "fence",
-        "failures",
-        "started_ms",
-        "paused_until_ms",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -54,7 +45,8 @@ class Task:
     sys_type: str
     status: TaskStatus
     interval_s: int
-    window: tuple[int, int]
+    # Local minutes of the day [start, end); an end past 1440 wraps into the next day.
+    windows: tuple[MinuteRange, ...]
     timezone: str
     created_ms: int
     updated_ms: int
@@ -74,23 +66,45 @@ class Task:
     run_id: str | None = None
     paused_until_ms: int | None = None
     pause_note: str | None = None
+    weekdays: frozenset[int] = ALL_WEEKDAYS
+    blackout: tuple[DateRange, ...] = ()
+    jitter_s: int = 0
+    max_runs: int | None = None
+    # Rounds that ran (ok or failed), counted against max_runs.
+    runs_done: int = 0
+    misfire_policy: MisfirePolicy = "run_once"
+    misfire_grace_s: int = 60
+    # The one slot that starts exactly, without jitter (a "run now").
+    exact_ms: int | None = None
 
     def evolve(self, **changes: Any) -> Task:
         return replace(self, **changes)
 
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(
+            windows=self.windows,
+            tz=schedule.parse_timezone(self.timezone),
+            weekdays=self.weekdays,
+            blackout=self.blackout,
+        )
+
+    @property
+    def hour_window(self) -> Window | None:
+        """The windows as a `valid_time_range`, when they are one whole-hour window."""
+        if len(self.windows) != 1:
+            return None
+        start, end = self.windows[0]
+        if start % 60 or end % 60:
+            return None
+        return (start // 60, (end // 60) % 24 if end > 1440 else end // 60)
+
     def to_hash(self) -> dict[str, str]:
-        out: dict[str, str] = {}
         # Field by field, not dataclasses.asdict: asdict deep-copies kwargs on every write.
+        out = {}
         for name in _FIELD_NAMES:
             value = getattr(self, name)
-            if value is None:
-                out[name] = ""
-            elif name == "window":
-                out[name] = f"{value[0]},{value[1]}"
-            elif name == "kwargs":
-                out[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            else:
-                out[name] = str(value)
+            out[name] = "" if value is None else _CODECS.get(name, _TEXT)[0](value)
         return out
 
     @classmethod
@@ -99,26 +113,92 @@ class Task:
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
         }
+        if "windows" not in data and "window" in data:
+            # Written before windows existed: the whole-hour valid_time_range.
+            start, end = data["window"].split(",")
+            data["windows"] = _windows_text(schedule.hour_window((int(start), int(end))))
         values: dict[str, Any] = {}
         for f in fields(cls):
             text = data.get(f.name, "")
-            if f.name == "window":
-                start, end = text.split(",")
-                values[f.name] = (int(start), int(end))
-            elif f.name == "kwargs":
-                values[f.name] = json.loads(text) if text else {}
-            elif f.name == "status":
-                values[f.name] = TaskStatus(text)
-            elif f.name in _INT_FIELDS:
-                if text:
-                    values[f.name] = int(text)
-                elif f.name in {"round_num", "fence", "failures"}:
-                    values[f.name] = 0
-                else:
-                    values[f.name] = None
+            if text:
+                values[f.name] = _CODECS.get(f.name, _TEXT)[1](text)
+            elif f.name in _DEFAULTED:
+                continue  # the dataclass default (0, all weekdays, ...)
             else:
-                values[f.name] = text or None
+                values[f.name] = None
         return cls(**values)
 
 
+Codec = tuple[Callable[[Any], str], Callable[[str], Any]]
+
+
+def _windows_text(windows: tuple[MinuteRange, ...]) -> str:
+    return ",".join(f"{start}-{end}" for start, end in windows)
+
+
+def _windows_value(text: str) -> tuple[MinuteRange, ...]:
+    pairs = (part.split("-") for part in text.split(","))
+    return tuple((int(start), int(end)) for start, end in pairs)
+
+
+def _blackout_text(ranges: tuple[DateRange, ...]) -> str:
+    return ",".join(f"{first.isoformat()}..{last.isoformat()}" for first, last in ranges)
+
+
+def _blackout_value(text: str) -> tuple[DateRange, ...]:
+    pairs = (part.split("..") for part in text.split(","))
+    return tuple((date.fromisoformat(first), date.fromisoformat(last)) for first, last in pairs)
+
+
+_TEXT: Codec = (str, str)
+_INT: Codec = (str, int)
+_CODECS: dict[str, Codec] = {
+    **dict.fromkeys(
+        (
+            "interval_s",
+            "end_ms",
+            "next_ms",
+            "last_ms",
+            "created_ms",
+            "updated_ms",
+            "round_num",
+            "fence",
+            "failures",
+            "started_ms",
+            "paused_until_ms",
+            "jitter_s",
+            "max_runs",
+            "runs_done",
+            "misfire_grace_s",
+            "exact_ms",
+        ),
+        _INT,
+    ),
+    "status": (str, TaskStatus),
+    "windows": (_windows_text, _windows_value),
+    "weekdays": (
+        lambda days: "".join(str(d) for d in sorted(days)),
+        lambda t: frozenset(map(int, t)),
+    ),
+    "blackout": (_blackout_text, _blackout_value),
+    "kwargs": (
+        lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        json.loads,
+    ),
+}
+# Fields whose empty text means their default, not None.
+_DEFAULTED = frozenset(
+    {
+        "round_num",
+        "fence",
+        "failures",
+        "kwargs",
+        "weekdays",
+        "blackout",
+        "jitter_s",
+        "runs_done",
+        "misfire_policy",
+        "misfire_grace_s",
+    }
+)
 _FIELD_NAMES = tuple(f.name for f in fields(Task))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from taskdispatch import schedule
 from taskdispatch.models import Task, TaskStatus
@@ -43,8 +42,17 @@ def waiting_reason(task: Task, world: World, *, queue: str) -> dict[str, Any] | 
         return {"code": "account_locked"}
     if task.next_ms is not None and task.next_ms <= world.now_ms:
         return {"code": "backlog", "waiting_ms": world.now_ms - task.next_ms}
-    tz = ZoneInfo(task.timezone)
-    if not schedule.in_window(world.now_ms, task.window, tz):
-        opens = schedule.next_window_start(world.now_ms, task.window, tz)
-        return {"code": "outside_window", "window_opens_ms": opens}
+    cal = task.calendar
+    if not schedule.in_window(world.now_ms, cal):
+        # Why today is closed: a blackout date, a weekday off, or only the hour.
+        today = schedule.to_datetime(world.now_ms, cal.tz).date()
+        opens = task.next_ms
+        if any(first <= today <= last for first, last in cal.blackout):
+            return {"code": "blackout", "next_run_ms": opens}
+        if today.isoweekday() not in cal.weekdays:
+            return {"code": "weekday", "next_run_ms": opens}
+        return {
+            "code": "outside_window",
+            "window_opens_ms": schedule.next_window_start(world.now_ms, cal),
+        }
     return None

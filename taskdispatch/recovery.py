@@ -20,6 +20,7 @@ from taskdispatch.clock import now_ms
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import RetryPolicy
+from taskdispatch.models import TaskStatus
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
 
@@ -62,10 +63,15 @@ class Housekeeper:
                 new = None if task is None else lifecycle.auto_resumed(task, now_ms=now)
                 return None if new is None else Change(new)
 
-            wrote = transact(self.redis, self.keys, task_id, plan).wrote
-            if not wrote:
-                self.redis.zrem(self.keys.resume(), task_id)  # resumed or deleted meanwhile
-            resumed += wrote
+            result = transact(self.redis, self.keys, task_id, plan)
+            task = result.old
+            if not result.wrote and (
+                task is None or task.status != TaskStatus.PAUSED or task.paused_until_ms is None
+            ):
+                # Resumed or deleted meanwhile: the entry is stale. A pause whose `until` is
+                # still ahead (paused again, later) keeps its entry.
+                self.redis.zrem(self.keys.resume(), task_id)
+            resumed += result.wrote
         return resumed
 
     def _recover_one(self, task_id: str, now: int) -> bool:

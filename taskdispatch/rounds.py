@@ -78,6 +78,8 @@ class RoundRunner:
         if task is None or not self._stands(task, msg, now):
             # Deleted, paused, rescheduled or already run: a newer decision owns this task.
             return {"outcome": "dropped", "reason": "stale message"}
+        if lifecycle.missed(task, now_ms=now) is not None:
+            return self._skip_missed(msg, now)
         reason = lifecycle.skip_reason(task, now_ms=now)
         if reason is not None:
             return self._skip(msg, now, reason=reason)
@@ -179,6 +181,7 @@ class RoundRunner:
             error=error,
             worker=self.hostname,
             result=result,
+            planned_ms=lifecycle.start_of(task, msg.slot_ms),
         )
 
     def _finish(self, msg: RoundMessage, started: Task, record: RunRecord) -> None:
@@ -236,6 +239,34 @@ class RoundRunner:
 
         transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": reason}
+
+    def _skip_missed(self, msg: RoundMessage, now: int) -> dict[str, Any]:
+        """misfire_policy "skip": each slot missed by more than the grace is recorded as
+        skipped (reason "missed") and the task moves to its first slot not missed."""
+
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or not self._stands(task, msg, now):
+                return None
+            decision = lifecycle.missed(task, now_ms=now)
+            if decision is None:
+                return None
+            slots, moved = decision
+            records = [
+                RunRecord(
+                    outcome="skipped", scheduled_ms=slot, reason="missed", worker=self.hostname
+                )
+                for slot in slots
+            ]
+
+            def extra(pipe: Any) -> None:
+                for record in records:
+                    self._record(task, record)(pipe)
+
+            return Change(moved, extra)
+
+        result = transact(self.redis, self.keys, msg.task_id, plan)
+        return {"outcome": "skipped", "reason": "missed", "slots": result.wrote}
 
     def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
         """Another round of this account still runs: look again shortly, do not wait a claim."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from taskdispatch import lifecycle, validation
+from taskdispatch import lifecycle, schedule, validation
 from taskdispatch.clock import now_ms
 from taskdispatch.connections import api_client
 from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
@@ -31,7 +31,7 @@ from taskdispatch.settings import Settings, get_settings
 from taskdispatch.stats import RoundStats, read_round_stats
 from taskdispatch.store import TaskStore
 
-__all__ = ["DispatcherStatus", "TaskDispatcher"]
+__all__ = ["DispatcherStatus", "TaskDispatcher", "Upcoming"]
 
 
 @dataclass(frozen=True)
@@ -213,16 +213,16 @@ class TaskDispatcher:
         assert new is not None
         return new
 
-    async def upcoming(self, task_id: str, *, count: int) -> list[int]:
-        """The task's next `count` run times (epoch ms), as the scheduler will place them."""
+    async def upcoming(self, task_id: str, *, count: int) -> Upcoming:
+        """The task's next `count` rounds as the scheduler will place them."""
         _check_count(count)
-        return lifecycle.upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
+        return _upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
 
-    def preview(self, *, count: int, **fields: Any) -> tuple[Task, list[int]]:
+    def preview(self, *, count: int, **fields: Any) -> Upcoming:
         """What a create body would schedule, without storing anything."""
         _check_count(count)
         draft = self._draft(fields)
-        return draft, lifecycle.upcoming(draft, count=count, now_ms=draft.created_ms)
+        return _upcoming(draft, count=count, now_ms=draft.created_ms)
 
     async def waiting_reasons(self, tasks: list[Task]) -> list[dict[str, Any] | None]:
         """Why each task waits (aligned with `tasks`), from one Redis round trip for all."""
@@ -236,6 +236,27 @@ class TaskDispatcher:
         """The task's recent rounds, newest first."""
         await self.get_task(task_id)
         return await self.store.runs(task_id, limit=limit or self.settings.runs_kept)
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A task's next rounds: each nominal slot, and when its round starts (with jitter); and
+    the open windows of the next 24 hours (the dashboard draws them)."""
+
+    task: Task
+    slots: list[int]
+    starts: list[int]
+    windows_24h: list[tuple[int, int]]
+
+
+def _upcoming(task: Task, *, count: int, now_ms: int) -> Upcoming:
+    slots = lifecycle.upcoming(task, count=count, now_ms=now_ms)
+    return Upcoming(
+        task=task,
+        slots=slots,
+        starts=[lifecycle.start_of(task, slot) for slot in slots],
+        windows_24h=schedule.window_spans(now_ms, now_ms + 86_400_000, task.calendar),
+    )
 
 
 def _check_count(count: int) -> None:

@@ -30,7 +30,9 @@ def queue_round_stats(pipe: Any, keys: Keys, record: RunRecord, *, task_type: st
     pipe.hincrby(keys.stats(), f"rounds|{record.outcome}|{task_type}", 1)
     if record.started_ms is None or record.scheduled_ms is None or record.outcome == "lost":
         return
-    lag_s = max(0, record.started_ms - record.scheduled_ms) / 1000
+    # Lag from the planned start: jitter is intended, not lateness.
+    planned = record.planned_ms if record.planned_ms is not None else record.scheduled_ms
+    lag_s = max(0, record.started_ms - planned) / 1000
     # Stored per bucket (not cumulative) so one round costs two HINCRBYs.
     le = next(b for b in LAG_BUCKETS_S if lag_s <= b)
     pipe.hincrby(keys.stats(), f"lag|{bucket_label(le)}", 1)

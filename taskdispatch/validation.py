@@ -16,12 +16,14 @@ from zoneinfo import ZoneInfo
 
 from taskdispatch import schedule
 from taskdispatch.exceptions import InvalidTaskError
+from taskdispatch.models import MISFIRE_POLICIES
 
 __all__ = [
     "DEFAULTS",
     "HORIZON_MS",
     "LIMITS",
     "RUN_PARAM_FIELDS",
+    "blackout",
     "check_horizon",
     "check_identifier",
     "check_interval",
@@ -29,17 +31,31 @@ __all__ = [
     "check_text",
     "end",
     "instant",
+    "jitter",
+    "max_runs",
+    "misfire_grace",
+    "misfire_policy",
     "run_params",
     "timezone",
+    "weekdays",
     "window",
+    "windows",
 ]
 
 T = TypeVar("T")
 
 RUN_PARAM_FIELDS = ("user_query", "user_topic", "user_style", "user_target_audience")
 
-# Defaults of the create body (document section 4.1); the API model shows the same ones.
-DEFAULTS: dict[str, Any] = {"task_type": "xhs_type", "interval": 3600, "valid_time_range": [8, 22]}
+# Defaults of the create body (document section 4.1, and the calendar fields); the API
+# model shows the same ones.
+DEFAULTS: dict[str, Any] = {
+    "task_type": "xhs_type",
+    "interval": 3600,
+    "valid_time_range": [8, 22],
+    "jitter_s": 0,
+    "misfire_policy": "run_once",
+    "misfire_grace_s": 60,
+}
 
 LIMITS = {
     "id_chars": 128,
@@ -48,6 +64,7 @@ LIMITS = {
     "kwargs_depth": 32,
     "interval_s_max": 366 * 24 * 3600,
     "priority_offset_s_max": 366 * 24 * 3600,
+    "misfire_grace_s_max": 7 * 24 * 3600,
 }
 
 # 3000-01-01T00:00:00Z: far enough for any schedule, far from datetime's year-9999 limit.
@@ -126,6 +143,59 @@ def window(value: Any) -> schedule.Window:
     return _parsed(schedule.parse_window, value, field="valid_time_range")
 
 
+def windows(fields: Mapping[str, Any], *, default: Any) -> tuple[schedule.MinuteRange, ...]:
+    """The windows of a body: `windows`, or its shorthand `valid_time_range` (never both),
+    or `default` (a stored task's windows, or DEFAULTS' range) when the body has neither."""
+    given_windows = fields.get("windows") is not None
+    given_range = fields.get("valid_time_range") is not None
+    if given_windows and given_range:
+        raise InvalidTaskError("windows_and_range", field="windows")
+    if given_windows:
+        return _parsed(schedule.parse_windows, fields["windows"], field="windows")
+    if given_range:
+        return schedule.hour_window(window(fields["valid_time_range"]))
+    if isinstance(default, tuple):
+        return default
+    return schedule.hour_window(window(default))
+
+
+def weekdays(value: Any) -> frozenset[int]:
+    return _parsed(schedule.parse_weekdays, value, field="weekdays")
+
+
+def blackout(value: Any) -> tuple[schedule.DateRange, ...]:
+    return _parsed(schedule.parse_blackout, value, field="blackout_dates")
+
+
+def jitter(value: Any, *, interval_s: int) -> int:
+    if type(value) is not int or not 0 <= value <= interval_s:
+        raise InvalidTaskError("jitter_range", field="jitter_s", interval=interval_s, value=value)
+    return value
+
+
+def max_runs(value: Any) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise InvalidTaskError("max_runs_range", field="max_runs", value=value)
+    return value
+
+
+def misfire_policy(value: Any) -> Any:
+    if value not in MISFIRE_POLICIES:
+        raise InvalidTaskError("misfire_policy", field="misfire_policy", value=repr(value))
+    return value
+
+
+def misfire_grace(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= LIMITS["misfire_grace_s_max"]:
+        raise InvalidTaskError(
+            "misfire_grace_range",
+            field="misfire_grace_s",
+            max=LIMITS["misfire_grace_s_max"],
+            value=value,
+        )
+    return value
+
+
 def instant(value: str, tz: ZoneInfo, *, field: str) -> int:
     """Epoch ms of an ISO datetime (naive = in `tz`), before the horizon."""
     ms = _parsed(lambda: schedule.parse_instant(value, tz, field=field), field=field)
@@ -149,6 +219,8 @@ def run_params(fields: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, 
     (an explicit null removes one), within the size limit."""
     params = dict(base)
     extra = fields.get("kwargs") or {}
+    if not isinstance(extra, dict):
+        raise InvalidTaskError("kwargs_object", field="kwargs")
     check_json(extra, field="kwargs")
     params.update(extra)
     for name in RUN_PARAM_FIELDS:

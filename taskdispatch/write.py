@@ -19,7 +19,7 @@ from typing import Any
 
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
-from taskdispatch.lifecycle import is_scheduled
+from taskdispatch.lifecycle import due_at, is_scheduled
 from taskdispatch.models import Task, TaskStatus
 
 __all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
@@ -79,7 +79,8 @@ def queue_task_write(
     elif old is None or not is_scheduled(old) or _slot(old) != _slot(new):
         # A new slot or a new fence resets any claim a beat holds on the old one; an
         # unchanged slot keeps its claim (see beat.py), so edits do not re-dispatch.
-        pipe.zadd(keys.due(), {new.task_id: new.next_ms})
+        # Claimed at the slot's start: its jitter added (lifecycle.due_at).
+        pipe.zadd(keys.due(), {new.task_id: due_at(new)})
         # The new slot may be sooner than a sleeping beat expects.
         queue_wake(pipe, keys)
 

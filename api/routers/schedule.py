@@ -6,7 +6,7 @@ task id by the tasks router's `/{task_id}` routes.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
 from api.models import TaskCreateRequest, local_time
+from taskdispatch.service import Upcoming
 
 __all__ = ["PreviewResponse", "UpcomingResponse", "router"]
 
@@ -22,13 +23,40 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
 CountQuery = Annotated[int, Query(ge=1, le=100, description="要列出的执行次数，1..100")]
 
 
+class Span(BaseModel):
+    start: str
+    end: str
+
+
 class PreviewResponse(BaseModel):
     timezone: str = Field(description="The zone the times are given in (the task's).")
-    upcoming: list[str] = Field(description="Next run times, ISO 8601, earliest first.")
+    upcoming: list[str] = Field(
+        description="When the next rounds start (their slot plus jitter), ISO 8601, earliest first."
+    )
+    slots: list[str] = Field(
+        description="The nominal slot of each of those rounds (their identity), aligned."
+    )
+    windows_24h: list[Span] = Field(description="The open windows of the next 24 hours.")
+
+    @classmethod
+    def of(cls, up: Upcoming) -> PreviewResponse:
+        return cls(**_fields(up))
 
 
 class UpcomingResponse(PreviewResponse):
     task_id: str
+
+
+def _fields(up: Upcoming) -> dict[str, Any]:
+    task = up.task
+    return {
+        "timezone": task.timezone,
+        "upcoming": [local_time(task, t) for t in up.starts],
+        "slots": [local_time(task, t) for t in up.slots],
+        "windows_24h": [
+            Span(start=local_time(task, a), end=local_time(task, b)) for a, b in up.windows_24h
+        ],
+    }
 
 
 @router.post(
@@ -43,15 +71,16 @@ class UpcomingResponse(PreviewResponse):
 async def preview(
     body: TaskCreateRequest, dispatcher: DispatcherDep, count: CountQuery = 10
 ) -> PreviewResponse:
-    draft, times = dispatcher.preview(count=count, **body.model_dump())
-    return PreviewResponse(timezone=draft.timezone, upcoming=[local_time(draft, t) for t in times])
+    return PreviewResponse.of(dispatcher.preview(count=count, **body.model_dump()))
 
 
 @router.get(
     "/{task_id}/upcoming",
     summary="接下来的执行时间",
     description=(
-        "调度器将安排的接下来 count 次执行时间（任务时区的 ISO 时间），已考虑时间窗口与结束时间。"
+        "调度器将安排的接下来 count 次执行时间（任务时区的 ISO 时间），已考虑时间窗口、星期、"
+        "停用日期、随机延迟（jitter）与结束时间；slots 为各次的名义时隙，windows_24h 为未来 24 "
+        "小时内的可执行时段。"
         "暂停的任务：设置了 until 时从恢复后开始计算，否则为空列表；error / completed 为空列表。"
     ),
     responses=error_responses(404, 422),
@@ -59,9 +88,5 @@ async def preview(
 async def upcoming(
     task_id: str, dispatcher: DispatcherDep, count: CountQuery = 10
 ) -> UpcomingResponse:
-    times = await dispatcher.upcoming(task_id, count=count)
-    # Read again for its zone: a second HGETALL is cheaper than duplicating upcoming's logic.
-    task = await dispatcher.get_task(task_id)
-    return UpcomingResponse(
-        task_id=task_id, timezone=task.timezone, upcoming=[local_time(task, t) for t in times]
-    )
+    up = await dispatcher.upcoming(task_id, count=count)
+    return UpcomingResponse(task_id=task_id, **_fields(up))

@@ -192,4 +192,4 @@ async def test_preview_path_is_not_shadowed_by_task_id_routes(
     assert preview < min(i for i, p in enumerate(paths) if p.startswith("/api/v1/tasks/{"))
     response = await client.post("/api/v1/tasks/preview", json=create_body())
     assert response.status_code == 200
-    assert set(response.json()) == {"timezone", "upcoming"}
+    assert set(response.json()) == {"timezone", "upcoming", "slots", "windows_24h"}

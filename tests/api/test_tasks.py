@@ -38,6 +38,16 @@ TASK_INFO_FIELDS = {
     "paused_until",
     "pause_note",
     "waiting_reason",
+    # The calendar (docs/semantics.md).
+    "windows",
+    "weekdays",
+    "blackout_dates",
+    "jitter_s",
+    "max_runs",
+    "remaining_runs",
+    "misfire_policy",
+    "misfire_grace_s",
+    "next_start",
 }
 
 MISSING = object()

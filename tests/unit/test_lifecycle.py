@@ -16,6 +16,7 @@ import pytest
 from taskdispatch import lifecycle, validation
 from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.schedule import hour_window
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -67,7 +68,7 @@ def stored(**overrides: Any) -> Task:
         "sys_type": "mac_intel",
         "status": PENDING,
         "interval_s": 3600,
-        "window": (8, 22),
+        "windows": hour_window((8, 22)),
         "timezone": "Asia/Shanghai",
         "created_ms": at(7, 9),
         "updated_ms": at(8, 9, 40),
@@ -94,7 +95,7 @@ def ended_yesterday(**overrides: Any) -> Task:
 def test_new_task_without_optional_fields_uses_defaults() -> None:
     """Omitted fields default to interval 3600, window [8, 22], xhs_type, the default zone."""
     task = create()
-    assert (task.interval_s, task.window, task.task_type, task.timezone) == (
+    assert (task.interval_s, task.hour_window, task.task_type, task.timezone) == (
         3600,
         (8, 22),
         "xhs_type",
@@ -423,7 +424,7 @@ def test_updated_running_task_keeps_next_and_fence() -> None:
     """While a round runs the new settings are stored; the worker computes next at round end."""
     task = stored(status=RUNNING)
     new = lifecycle.updated(task, {"interval": 600, "valid_time_range": [12, 18]}, now_ms=NOW)
-    assert (new.interval_s, new.window) == (600, (12, 18))
+    assert (new.interval_s, new.hour_window) == (600, (12, 18))
     assert (new.status, new.next_ms, new.fence) == (RUNNING, task.next_ms, task.fence)
 
 
@@ -465,7 +466,7 @@ def test_updated_completed_task_revived_by_later_end(
 def test_updated_completed_task_window_change_stays_completed() -> None:
     """A timing change that leaves the end in the past keeps the task completed."""
     new = lifecycle.updated(ended_yesterday(), {"valid_time_range": [0, 24]}, now_ms=NOW)
-    assert (new.status, new.next_ms, new.window) == (COMPLETED, None, (0, 24))
+    assert (new.status, new.next_ms, new.hour_window) == (COMPLETED, None, (0, 24))
 
 
 def test_updated_end_before_next_run_completes_task() -> None:

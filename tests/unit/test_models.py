@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import date
 from typing import Any
 
 import pytest
 
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.schedule import hour_window
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
 
@@ -21,7 +23,7 @@ def make_task(**overrides: Any) -> Task:
         "sys_type": "mac_intel",
         "status": TaskStatus.PENDING,
         "interval_s": 3600,
-        "window": (8, 22),
+        "windows": hour_window((8, 22)),
         "timezone": "Asia/Shanghai",
         "created_ms": CREATED_MS,
         "updated_ms": CREATED_MS,
@@ -32,7 +34,15 @@ def make_task(**overrides: Any) -> Task:
 
 FULL = make_task(
     status=TaskStatus.ERROR,
-    window=(22, 6),
+    windows=hour_window((22, 6)),
+    weekdays=frozenset({1, 2, 3, 4, 5}),
+    blackout=((date(2027, 2, 10), date(2027, 2, 17)),),
+    jitter_s=300,
+    max_runs=10,
+    runs_done=4,
+    misfire_policy="skip",
+    misfire_grace_s=120,
+    exact_ms=CREATED_MS + 3_600_000,
     end_ms=CREATED_MS + 86_400_000,
     end_text="2026-02-08",
     next_ms=CREATED_MS + 3_600_000,
@@ -55,8 +65,9 @@ FULL = make_task(
     [
         pytest.param(make_task(), id="defaults"),
         pytest.param(FULL, id="every-field-set"),
-        pytest.param(make_task(window=(0, 24)), id="window-always"),
-        pytest.param(make_task(window=(20, 0)), id="window-until-midnight"),
+        pytest.param(make_task(windows=hour_window((0, 24))), id="window-always"),
+        pytest.param(make_task(windows=hour_window((20, 0))), id="window-until-midnight"),
+        pytest.param(make_task(windows=((540, 690), (840, 1320))), id="two-windows"),
         pytest.param(make_task(next_ms=0, round_num=0, fence=0), id="zero-ints"),
     ],
 )
@@ -97,7 +108,9 @@ def test_task_to_hash_none_is_stored_as_empty_string(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        pytest.param("window", "22,6", id="window"),
+        pytest.param("windows", "1320-1800", id="windows"),
+        pytest.param("weekdays", "12345", id="weekdays"),
+        pytest.param("blackout", "2027-02-10..2027-02-17", id="blackout"),
         pytest.param("status", "error", id="status"),
         pytest.param("interval_s", "3600", id="interval"),
         pytest.param("fence", "7", id="fence"),
@@ -165,3 +178,12 @@ def test_task_evolve_returns_changed_copy() -> None:
     changed = task.evolve(status=TaskStatus.PAUSED, fence=1)
     assert (changed.status, changed.fence) == (TaskStatus.PAUSED, 1)
     assert (task.status, task.fence) == (TaskStatus.PENDING, 0)
+
+
+def test_task_from_hash_of_a_record_written_before_windows_reads_its_hours() -> None:
+    """A hash with the old `window` field ("8,22") reads as the same whole-hour window."""
+    raw = make_task().to_hash()
+    del raw["windows"]
+    raw["window"] = "8,22"
+    assert Task.from_hash(raw).windows == ((480, 1320),)
+    assert Task.from_hash(raw).hour_window == (8, 22)

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskdispatch.schedule import (
+    Calendar,
+    hour_window,
     ScheduleError,
     Window,
     first_run_ms,
@@ -23,6 +25,11 @@ from taskdispatch.schedule import (
     to_local_iso,
     upcoming_ms,
 )
+
+
+def cal(window: tuple[int, int], tz: ZoneInfo) -> Calendar:
+    """The calendar of a whole-hour valid_time_range in `tz` (every day, no blackout)."""
+    return Calendar(windows=hour_window(window), tz=tz)
 
 UTC = ZoneInfo("UTC")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -272,7 +279,7 @@ def test_parse_instant_unparsable_raises_naming_given_field(value: Any) -> None:
 )
 def test_in_window_utc_hour_table_matches(window: Window, t: int, expected: bool) -> None:
     """The start hour is included, the end hour excluded, and start > end wraps midnight."""
-    assert in_window(t, window, UTC) is expected
+    assert in_window(t, cal(window, UTC)) is expected
 
 
 @pytest.mark.parametrize(
@@ -286,7 +293,7 @@ def test_in_window_utc_hour_table_matches(window: Window, t: int, expected: bool
 )
 def test_in_window_shanghai_uses_local_hour(t: int, expected: bool) -> None:
     """The window is tested against the wall-clock hour in the task's zone, not UTC."""
-    assert in_window(t, (8, 20), SHANGHAI) is expected
+    assert in_window(t, cal((8, 20), SHANGHAI)) is expected
 
 
 # --- next_window_start --------------------------------------------------------------------------
@@ -313,12 +320,12 @@ def test_next_window_start_utc_table_returns_earliest_open_instant(
     window: Window, t: int, expected: int | None
 ) -> None:
     """Inside returns t itself (expected None); otherwise the next local window start."""
-    assert next_window_start(t, window, UTC) == (t if expected is None else expected)
+    assert next_window_start(t, cal(window, UTC)) == (t if expected is None else expected)
 
 
 def test_next_window_start_shanghai_after_window_returns_next_local_morning() -> None:
     """21:00 CST is past (8, 20), so the next start is 08:00 CST = 00:00 UTC next day."""
-    assert next_window_start(ms(2026, 1, 8, 13), (8, 20), SHANGHAI) == ms(2026, 1, 9, 0)
+    assert next_window_start(ms(2026, 1, 8, 13), cal((8, 20), SHANGHAI)) == ms(2026, 1, 9, 0)
 
 
 @pytest.mark.parametrize(
@@ -333,10 +340,10 @@ def test_next_window_start_berlin_dst_matches_minute_scan(
     """Across Berlin DST days the result is in the window and no earlier minute is."""
     start = ms(*day)
     for t in range(start, start + 3 * DAY_S * 1000, 37 * 60 * 1000 + 17):
-        result = next_window_start(t, window, BERLIN)
-        assert result >= t and in_window(result, window, BERLIN)
+        result = next_window_start(t, cal(window, BERLIN))
+        assert result >= t and in_window(result, cal(window, BERLIN))
         first_minute = -(-t // 60000) * 60000
-        assert not any(in_window(m, window, BERLIN) for m in range(first_minute, result, 60000))
+        assert not any(in_window(m, cal(window, BERLIN)) for m in range(first_minute, result, 60000))
 
 
 # --- DST in Europe/Berlin -----------------------------------------------------------------------
@@ -344,19 +351,19 @@ def test_next_window_start_berlin_dst_matches_minute_scan(
 
 def test_next_window_start_spring_gap_start_returns_end_of_gap() -> None:
     """Window start 02:00 on 2026-03-29 does not exist: it opens at 03:00 CEST = 01:00 UTC."""
-    result = next_window_start(ms(2026, 3, 28, 23), (2, 6), BERLIN)
+    result = next_window_start(ms(2026, 3, 28, 23), cal((2, 6), BERLIN))
     assert result == ms(2026, 3, 29, 1)
     assert to_local_iso(result, BERLIN) == "2026-03-29T03:00:00+02:00"
 
 
 def test_next_window_start_window_lost_in_gap_skips_to_next_day() -> None:
     """(2, 3) has no instant at all on 2026-03-29, so it next opens 2026-03-30 02:00 CEST."""
-    assert next_window_start(ms(2026, 3, 28, 23), (2, 3), BERLIN) == ms(2026, 3, 30, 0)
+    assert next_window_start(ms(2026, 3, 28, 23), cal((2, 3), BERLIN)) == ms(2026, 3, 30, 0)
 
 
 def test_next_window_start_autumn_repeated_start_returns_first_occurrence() -> None:
     """Window start 02:00 on 2026-10-25 occurs twice; the first (02:00 CEST) is used."""
-    assert next_window_start(ms(2026, 10, 24, 23, 30), (2, 4), BERLIN) == ms(2026, 10, 25, 0)
+    assert next_window_start(ms(2026, 10, 24, 23, 30), cal((2, 4), BERLIN)) == ms(2026, 10, 25, 0)
 
 
 @pytest.mark.parametrize(
@@ -369,14 +376,14 @@ def test_next_window_start_autumn_repeated_start_returns_first_occurrence() -> N
 def test_in_window_autumn_repeated_hour_both_occurrences_inside(t: int, iso: str) -> None:
     """Both occurrences of local 02:xx on 2026-10-25 are inside (2, 3) by wall-clock hour."""
     assert to_local_iso(t, BERLIN) == iso
-    assert in_window(t, (2, 3), BERLIN)
+    assert in_window(t, cal((2, 3), BERLIN))
 
 
 def test_next_run_ms_autumn_hourly_slot_keeps_absolute_interval() -> None:
     """An hourly slot at 02:30 CEST is followed by 02:30 CET (one real hour), still in (2, 3)."""
     slot = ms(2026, 10, 25, 0, 30)
     result = next_run_ms(
-        slot_ms=slot, now_ms=slot, interval_s=HOUR_S, window=(2, 3), tz=BERLIN, end_ms=None
+        slot_ms=slot, now_ms=slot, interval_s=HOUR_S, calendar=cal((2, 3), BERLIN), end_ms=None
     )
     assert result == ms(2026, 10, 25, 1, 30)
 
@@ -387,8 +394,7 @@ def test_upcoming_ms_autumn_repeated_hour_yields_two_local_0215_slots() -> None:
         next_ms=ms(2026, 10, 25, 0, 15),
         count=4,
         interval_s=HOUR_S,
-        window=(2, 3),
-        tz=BERLIN,
+        calendar=cal((2, 3), BERLIN),
         end_ms=None,
     )
     assert [to_local_iso(t, BERLIN) for t in runs] == [
@@ -411,7 +417,7 @@ def test_next_run_ms_daily_across_dst_keeps_absolute_interval(
 ) -> None:
     """A 24 h interval is 86400 real seconds, so the local time shifts by the DST change."""
     result = next_run_ms(
-        slot_ms=slot, now_ms=slot, interval_s=DAY_S, window=(0, 24), tz=BERLIN, end_ms=None
+        slot_ms=slot, now_ms=slot, interval_s=DAY_S, calendar=cal((0, 24), BERLIN), end_ms=None
     )
     assert result == slot + DAY_S * 1000
     assert to_local_iso(result, BERLIN) == expected_local
@@ -419,7 +425,7 @@ def test_next_run_ms_daily_across_dst_keeps_absolute_interval(
 
 def test_next_window_start_skipped_calendar_day_uses_next_existing_day() -> None:
     """Samoa skipped 2011-12-30 entirely, so (8, 10) next opens 2011-12-31 08:00 +14."""
-    result = next_window_start(ms(2011, 12, 29, 22, tz=APIA), (8, 10), APIA)
+    result = next_window_start(ms(2011, 12, 29, 22, tz=APIA), cal((8, 10), APIA))
     assert to_local_iso(result, APIA) == "2011-12-31T08:00:00+14:00"
 
 
@@ -453,8 +459,7 @@ def test_first_run_ms_table_returns_first_slot_or_none(
     result = first_run_ms(
         created_ms=created,
         interval_s=HOUR_S,
-        window=DAY_WINDOW,
-        tz=UTC,
+        calendar=cal(DAY_WINDOW, UTC),
         end_ms=end,
         start_at_ms=start_at,
     )
@@ -465,7 +470,7 @@ def test_first_run_ms_table_returns_first_slot_or_none(
 def test_first_run_ms_non_positive_interval_raises(interval_s: int) -> None:
     """A zero or negative interval is rejected instead of producing a stuck schedule."""
     with pytest.raises(ScheduleError, match="interval"):
-        first_run_ms(created_ms=0, interval_s=interval_s, window=(0, 24), tz=UTC, end_ms=None)
+        first_run_ms(created_ms=0, interval_s=interval_s, calendar=cal((0, 24), UTC), end_ms=None)
 
 
 # --- next_run_ms --------------------------------------------------------------------------------
@@ -536,7 +541,7 @@ def test_next_run_ms_table_returns_fixed_rate_slot_or_none(
 ) -> None:
     """Fixed rate from the slot; a past candidate becomes now (one run, no burst); None past end."""
     result = next_run_ms(
-        slot_ms=slot, now_ms=now, interval_s=600, window=DAY_WINDOW, tz=UTC, end_ms=end
+        slot_ms=slot, now_ms=now, interval_s=600, calendar=cal(DAY_WINDOW, UTC), end_ms=end
     )
     assert result == expected
 
@@ -546,7 +551,7 @@ def test_next_run_ms_many_missed_slots_never_returns_past() -> None:
     now = ms(2026, 1, 8, 15, 3, 7)
     for slot in range(ms(2026, 1, 8, 8), now, 600_000):
         result = next_run_ms(
-            slot_ms=slot, now_ms=now, interval_s=600, window=DAY_WINDOW, tz=UTC, end_ms=None
+            slot_ms=slot, now_ms=now, interval_s=600, calendar=cal(DAY_WINDOW, UTC), end_ms=None
         )
         assert result is not None and result >= now
 
@@ -574,8 +579,7 @@ def test_reorder_ms_table_shifts_clamps_and_windows(
         next_ms=ms(2026, 1, 8, 12),
         offset_s=offset_s,
         now_ms=ms(2026, 1, 8, 11),
-        window=DAY_WINDOW,
-        tz=UTC,
+        calendar=cal(DAY_WINDOW, UTC),
         end_ms=end,
     )
     assert result == expected
@@ -615,7 +619,7 @@ def test_upcoming_ms_table_lists_following_slots(
 ) -> None:
     """Up to count runs from next_ms, each as if the previous ran on time, within window and end."""
     runs = upcoming_ms(
-        next_ms=next_ms, count=count, interval_s=HOUR_S, window=DAY_WINDOW, tz=UTC, end_ms=end
+        next_ms=next_ms, count=count, interval_s=HOUR_S, calendar=cal(DAY_WINDOW, UTC), end_ms=end
     )
     assert runs == [ms(2026, 1, day, hour) for day, hour in expected_hours]
 

@@ -11,6 +11,7 @@ import pytest
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import Keys
+from taskdispatch.schedule import hour_window
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.store import TaskStore
 from taskdispatch.write import WRITE_ID_FIELD
@@ -41,7 +42,7 @@ def make_task(n: int = 1, **overrides: Any) -> Task:
         "sys_type": "mac_intel",
         "status": PENDING,
         "interval_s": 3600,
-        "window": (0, 24),
+        "windows": hour_window((0, 24)),
         "timezone": "Asia/Shanghai",
         "created_ms": T0 + n * MIN,
         "updated_ms": T0 + n * MIN,

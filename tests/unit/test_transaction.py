@@ -34,7 +34,7 @@ def _task(task_id: str = "t1", account: str = "a1", **changes: Any) -> Task:
         sys_type="mac_intel",
         status=TaskStatus.PENDING,
         interval_s=60,
-        window=(0, 24),
+        windows=((0, 1440),),
         timezone="Asia/Shanghai",
         created_ms=1_000,
         updated_ms=1_000,
