@@ -264,6 +264,8 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
         next_ms = _next_slot(new, after_ms=anchor, now_ms=now_ms)
     else:
         next_ms = placed(new, task.next_ms or now_ms, now_ms=now_ms)
+    if next_ms is None and schedule.next_window_start(now_ms, new.calendar) is None:
+        _refuse_closed_calendar(new.evolve(end_ms=None), start_at=False)
     if next_ms is None:
         return new.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     if task.status == TaskStatus.PAUSED:

@@ -70,7 +70,7 @@
 
   function signature(task) {
     return [task.status, task.next_execution_time, task.round_num, task.updated_at,
-      task.interval, task.valid_time_range.join("-")].join("|");
+      task.interval, task.windows.join(","), task.jitter_s].join("|");
   }
 
   const isDense = (task) => HORIZON_MS / (task.interval * 1000) > MAX_MARKS;
@@ -87,7 +87,10 @@
       details.set(task.task_id, {
         signature: signature(task),
         lastRun: runs.runs[0] || null,
+        // The real starts (slot plus jitter), and the windows the server computed from the
+        // task's calendar (windows, weekdays, blackout dates) for the next 24 hours.
         upcoming: upcoming.upcoming.map((iso) => Date.parse(iso)),
+        windows: upcoming.windows_24h.map((w) => [Date.parse(w.start), Date.parse(w.end)]),
       });
     } catch (error) {
       if (error instanceof Unauthorized) throw error;
@@ -375,35 +378,6 @@
 
   // ---- timeline
 
-  const hourFormats = new Map();
-
-  function hourIn(timeZone, ms) {
-    if (!hourFormats.has(timeZone)) {
-      hourFormats.set(timeZone, new Intl.DateTimeFormat("en-US",
-        { timeZone, hour: "numeric", hourCycle: "h23" }));
-    }
-    return Number(hourFormats.get(timeZone).formatToParts(ms).find((p) => p.type === "hour").value);
-  }
-
-  function inWindow(hour, [start, end]) {
-    return start < end ? start <= hour && hour < end : hour >= start || hour < end;
-  }
-
-  // Spans of [from, to) whose local hour (in the task's zone) is inside its window. Every
-  // zone's offset is a multiple of 15 minutes, so a 15-minute grid finds each boundary.
-  function windowSpans(timeZone, window, from, to) {
-    const step = 15 * 60 * 1000;
-    const spans = [];
-    for (let t = Math.floor(from / step) * step; t < to; t += step) {
-      if (!inWindow(hourIn(timeZone, t), window)) continue;
-      const last = spans[spans.length - 1];
-      const start = Math.max(t, from);
-      if (last && last[1] === start) last[1] = Math.min(t + step, to);
-      else spans.push([start, Math.min(t + step, to)]);
-    }
-    return spans;
-  }
-
   const percent = (ms, from) => `${((ms - from) / HORIZON_MS) * 100}%`;
 
   function axis(from) {
@@ -447,12 +421,12 @@
   function renderTimeline() {
     const from = Date.now();
     const to = from + HORIZON_MS;
-    const spanCache = new Map(); // accounts usually share a zone and a window
     const rows = [...tasks.values()].map((task) => {
-      const key = `${task.timezone}|${task.valid_time_range}`;
-      if (!spanCache.has(key)) spanCache.set(key, windowSpans(task.timezone, task.valid_time_range, from, to));
       const track = el("div", { class: "tl-track" });
-      for (const [start, end] of spanCache.get(key)) {
+      const windows = (details.get(task.task_id)?.windows || [])
+        .map(([start, end]) => [Math.max(start, from), Math.min(end, to)])
+        .filter(([start, end]) => end > start);
+      for (const [start, end] of windows) {
         const span = el("span", { class: "tl-window" });
         span.style.left = percent(start, from);
         span.style.width = `${((end - start) / HORIZON_MS) * 100}%`;
@@ -460,7 +434,7 @@
       }
       const runs = details.get(task.task_id)?.upcoming || [];
       if (isDense(task)) {
-        for (const band of denseBands(task, runs[0], spanCache.get(key), from, to)) track.append(band);
+        for (const band of denseBands(task, runs[0], windows, from, to)) track.append(band);
       } else {
         for (const at of runs.filter((t) => t >= from && t < to)) {
           const mark = el("span", { class: "tl-run", title: formatTime(at) });

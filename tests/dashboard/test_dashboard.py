@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -359,3 +359,42 @@ def test_dashboard_dense_task_is_drawn_over_the_whole_day(api: Api, browser: Any
     assert width > 99.0  # to the right edge: the whole 24 h
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline .tl-run") == []
     assert "每 5 秒" in bands[0].get_attribute("title")
+
+
+def test_dashboard_timeline_draws_every_window_of_the_day_and_the_jittered_starts(
+    api: Api, browser: Any
+) -> None:
+    """Two windows a day, weekdays and jitter: the row shades exactly the server's windows of
+    the next 24 h and marks each real start (slot plus jitter)."""
+    # Windows away from the current time of day, so that no start lies near the 24 h edge
+    # (where the page and this test, a second apart, could disagree).
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    windows = [
+        f"{now + timedelta(hours=a):%H:%M}-{now + timedelta(hours=b):%H:%M}"
+        for a, b in ((1, 4), (6, 10))
+    ]
+    info = api.create(
+        "account_1",
+        interval=3600,
+        valid_time_range=None,
+        windows=windows,
+        weekdays=[1, 2, 3, 4, 5, 6, 7],
+        jitter_s=600,
+    )
+    upcoming = api.http.get(
+        f"/api/v1/tasks/{info['task_id']}/upcoming", params={"count": 30}
+    ).json()
+    browser.get(f"{api.url}/")
+    wait_for(lambda: set(table(browser)) == {"account_1"}, "the first row")
+    row = '#timeline .tl-row[data-status="pending"]'
+    shaded = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, f"{row} .tl-window"), "the windows"
+    )
+    assert len(shaded) == len(upcoming["windows_24h"])
+    day_from_now = datetime.now().timestamp() + 86_400
+    starts = [
+        s for s in upcoming["upcoming"] if datetime.fromisoformat(s).timestamp() < day_from_now
+    ]
+    marks = browser.find_elements(By.CSS_SELECTOR, f"{row} .tl-run")
+    assert len(marks) == len(starts)
+    assert upcoming["upcoming"] != upcoming["slots"], "the starts carry their jitter"
