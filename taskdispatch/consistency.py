@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from taskdispatch.connections import masked
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import is_scheduled
 from taskdispatch.models import Task, TaskStatus
@@ -102,7 +105,12 @@ def _check_task(
 def main(argv: Sequence[str] | None = None) -> int:
     """`taskdispatch consistency`: print the problems as JSON; exit 1 if there are any."""
     argparse.ArgumentParser(prog="taskdispatch consistency", description=__doc__).parse_args(argv)
-    return asyncio.run(_check())
+    try:
+        return asyncio.run(_check())
+    except (RedisError, OSError):
+        url = masked(get_settings().redis_url)
+        print(f"consistency: Redis at {url} cannot be reached", file=sys.stderr)
+        return 1
 
 
 async def _check() -> int:

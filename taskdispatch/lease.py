@@ -45,6 +45,8 @@ FENCE_AT = 0.7
 EXIT_AT = 0.9
 # Exit status of a pool process that had to leave because its handler ignored LeaseLost.
 EXIT_FENCED = 70
+# How often the interrupt is sent again while the handler has not stopped.
+_REPEAT_S = 0.05
 
 # KEYS[1] lock key, KEYS[2] running zset; ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id,
 # ARGV[4] new lease expiry ms. Returns 1 if renewed, 0 if the lease is no longer ours.
@@ -85,6 +87,10 @@ class HandlerGuard:
     def __init__(self) -> None:
         self.reason: str | None = None
         self._armed = False
+        self._sent = False
+        self._closed = False
+        # Held while a signal is sent: none can arrive after the handler is uninstalled.
+        self._lock = threading.Lock()
         self._thread_id = threading.get_ident()
         self._signals = threading.current_thread() is threading.main_thread()
 
@@ -94,6 +100,8 @@ class HandlerGuard:
         try:
             yield self
         finally:
+            with self._lock:
+                self._closed = True
             if self._signals:
                 signal.signal(signal.SIGUSR2, previous)
 
@@ -107,14 +115,25 @@ class HandlerGuard:
     def interrupt(self, reason: str) -> None:
         """Ask the handler to stop (from the lease's renewal thread)."""
         self.reason = reason
-        if not self._armed:
-            return
         if self._signals:
-            signal.pthread_kill(self._thread_id, signal.SIGUSR2)
-        else:
+            # Repeated until the handler stops: a signal that lands just before a blocking
+            # call begins does not end that call.
+            threading.Thread(target=self._signal_until_stopped, daemon=True).start()
+            return
+        if self._armed and not self._closed and not self._sent:
+            # Delivered at the handler's next instruction, whatever it waits on: once.
+            self._sent = True
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self._thread_id), ctypes.py_object(LeaseLost)
             )
+
+    def _signal_until_stopped(self) -> None:
+        while True:
+            with self._lock:
+                if not self._armed or self._closed:
+                    return
+                signal.pthread_kill(self._thread_id, signal.SIGUSR2)
+            time.sleep(_REPEAT_S)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:

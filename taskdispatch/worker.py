@@ -121,9 +121,8 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
         last_alive[0] = time.monotonic()
 
     def saturated() -> bool:
-        waiting = len(worker_state.reserved_requests) - len(worker_state.active_requests)
-        prefetch = int(getattr(consumer.qos, "value", 0) or 0)
-        return prefetch > 0 and waiting >= prefetch
+        # With prefetch disabled the consumer fetches only while a pool process is free.
+        return len(worker_state.reserved_requests) >= int(consumer.pool.num_processes)
 
     def broker_answers() -> bool:
         try:
@@ -180,6 +179,9 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         # whose worker dies is re-dispatched by the beat's claim timeout or recovered.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
+        # Fetch a round only when a pool process is free: a worker that dies then loses the
+        # rounds it runs (their leases recover them) and never rounds it merely held.
+        worker_disable_prefetch=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,

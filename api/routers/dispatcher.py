@@ -13,6 +13,7 @@ from api.models import (
     local_time,
 )
 from taskdispatch.consistency import check_consistency
+from taskdispatch.messages import text
 from taskdispatch.service import DispatcherStatus
 
 __all__ = ["router"]
@@ -68,7 +69,7 @@ async def get_status(dispatcher: DispatcherDep) -> DispatcherStatusResponse:
 )
 async def start(dispatcher: DispatcherDep) -> ActionResponse:
     await dispatcher.start()
-    return ActionResponse(message="调度器已启动")
+    return ActionResponse(message=text("dispatcher_started"))
 
 
 @router.post(
@@ -78,7 +79,7 @@ async def start(dispatcher: DispatcherDep) -> ActionResponse:
 )
 async def stop(dispatcher: DispatcherDep) -> ActionResponse:
     await dispatcher.stop()
-    return ActionResponse(message="调度器已停止")
+    return ActionResponse(message=text("dispatcher_stopped"))
 
 
 @router.get(

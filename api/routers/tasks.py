@@ -26,6 +26,7 @@ from api.models import (
     run_info,
     task_info,
 )
+from taskdispatch.messages import text
 
 __all__ = ["router"]
 
@@ -48,7 +49,7 @@ async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> Tas
     task = await dispatcher.create_task(**body.model_dump())
     [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
-        message="任务创建成功", task_id=task.task_id, task_info=task_info(task, reason=reason)
+        message=text("task_created"), task_id=task.task_id, task_info=task_info(task, reason=reason)
     )
 
 
@@ -108,7 +109,7 @@ async def update_task(
     task = await dispatcher.update_task(task_id, **body.model_dump(exclude_unset=True))
     [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
-        message="任务更新成功", task_id=task_id, task_info=task_info(task, reason=reason)
+        message=text("task_updated"), task_id=task_id, task_info=task_info(task, reason=reason)
     )
 
 
@@ -120,7 +121,7 @@ async def update_task(
 )
 async def delete_task(task_id: str, dispatcher: DispatcherDep) -> TaskActionResponse:
     await dispatcher.delete_task(task_id)
-    return TaskActionResponse(message="任务删除成功", task_id=task_id)
+    return TaskActionResponse(message=text("task_deleted"), task_id=task_id)
 
 
 @router.post(
@@ -141,7 +142,7 @@ async def pause_task(
 ) -> TaskPauseResponse:
     options = body or TaskPauseRequest()
     task = await dispatcher.pause_task(task_id, until=options.until, note=options.note)
-    return TaskPauseResponse(message="任务暂停成功", task_id=task_id, status=task.status)
+    return TaskPauseResponse(message=text("task_paused"), task_id=task_id, status=task.status)
 
 
 @router.post(
@@ -155,7 +156,7 @@ async def pause_task(
 async def resume_task(task_id: str, dispatcher: DispatcherDep) -> TaskResumeResponse:
     task = await dispatcher.resume_task(task_id)
     return TaskResumeResponse(
-        message="任务恢复成功",
+        message=text("task_resumed"),
         task_id=task_id,
         status=task.status,
         next_execution_time=local_time(task, task.next_ms),
@@ -176,7 +177,7 @@ async def reorder_task(
 ) -> TaskReorderResponse:
     task = await dispatcher.reorder_task(task_id, body.priority_offset)
     return TaskReorderResponse(
-        message="任务优先级调整成功",
+        message=text("task_reordered"),
         task_id=task_id,
         new_next_execution_time=local_time(task, task.next_ms),
     )
@@ -194,7 +195,7 @@ async def reorder_task(
 async def run_task_now(task_id: str, dispatcher: DispatcherDep) -> TaskRunNowResponse:
     task = await dispatcher.run_now(task_id)
     return TaskRunNowResponse(
-        message="任务已安排立即执行",
+        message=text("task_run_now"),
         task_id=task_id,
         next_execution_time=local_time(task, task.next_ms),
     )

@@ -31,6 +31,7 @@ def cal(window: tuple[int, int], tz: ZoneInfo) -> Calendar:
     """The calendar of a whole-hour valid_time_range in `tz` (every day, no blackout)."""
     return Calendar(windows=hour_window(window), tz=tz)
 
+
 UTC = ZoneInfo("UTC")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -343,7 +344,9 @@ def test_next_window_start_berlin_dst_matches_minute_scan(
         result = next_window_start(t, cal(window, BERLIN))
         assert result >= t and in_window(result, cal(window, BERLIN))
         first_minute = -(-t // 60000) * 60000
-        assert not any(in_window(m, cal(window, BERLIN)) for m in range(first_minute, result, 60000))
+        assert not any(
+            in_window(m, cal(window, BERLIN)) for m in range(first_minute, result, 60000)
+        )
 
 
 # --- DST in Europe/Berlin -----------------------------------------------------------------------
