@@ -28,6 +28,7 @@ from taskdispatch.connections import masked
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
+    LimitNotFoundError,
     StoreUnavailableError,
     TaskConflictError,
     TaskDispatchError,
@@ -54,6 +55,7 @@ _STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
     UnknownTaskTypeError: 400,
     InvalidTaskError: 422,
     TaskNotFoundError: 404,
+    LimitNotFoundError: 404,
     AccountTaskExistsError: 400,
     TaskConflictError: 409,
 }
@@ -61,7 +63,7 @@ _STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
 _DESCRIPTIONS = {
     400: "请求错误（账户已有任务、未知任务类型、请求体不是 JSON）",
     401: "未授权（设置了 TASKDISPATCH_API_TOKEN 时需要 Bearer token）",
-    404: "任务不存在",
+    404: "任务或限流规则不存在",
     409: "任务当前状态不允许该操作",
     413: "请求体超过 1 MiB",
     422: "参数校验失败，error 指明字段",

@@ -22,7 +22,17 @@ from api.exceptions import (
     error_responses,
     install_error_handlers,
 )
-from api.routers import accounts, dashboard, dispatcher, events, health, metrics, schedule, tasks
+from api.routers import (
+    accounts,
+    dashboard,
+    dispatcher,
+    events,
+    health,
+    limits,
+    metrics,
+    schedule,
+    tasks,
+)
 from taskdispatch import __version__
 from taskdispatch.checks import run_startup_checks
 from taskdispatch.exceptions import StoreUnavailableError
@@ -73,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schedule.router,
         tasks.router,
         accounts.router,
+        limits.router,
         metrics.router,
     ):
         document_body_errors(router)

@@ -18,6 +18,7 @@ from taskdispatch.history import RunRecord
 from taskdispatch.lifecycle import due_at
 from taskdispatch.models import Outcome, Task, TaskStatus
 from taskdispatch.schedule import format_windows, to_local_iso
+from taskdispatch.store import LimitView
 from taskdispatch.validation import DEFAULTS, check_json
 
 __all__ = [
@@ -29,6 +30,11 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "HealthResponse",
+    "LimitInfo",
+    "LimitListResponse",
+    "LimitMatch",
+    "LimitRequest",
+    "LimitSavedResponse",
     "ReadinessResponse",
     "RunInfo",
     "RunningRound",
@@ -47,6 +53,7 @@ __all__ = [
     "TaskSavedResponse",
     "TaskUpdateRequest",
     "WaitingReason",
+    "limit_info",
     "local_time",
     "run_info",
     "task_info",
@@ -146,6 +153,10 @@ class TaskCreateRequest(_Request):
     misfire_policy: Literal["run_once", "skip"] | None = Field(
         None, description="A slot missed by more than misfire_grace_s: run once now, or skip it."
     )
+    tags: list[Text] | None = Field(
+        None,
+        description="Labels limits match, e.g. ['device:mac-01', 'team:a'] (at most 20).",
+    )
     misfire_grace_s: StrictInt | None = Field(
         None, description="How late a slot may still run under misfire_policy 'skip' (default 60)."
     )
@@ -175,6 +186,7 @@ class TaskUpdateRequest(_Request):
     max_runs: StrictInt | None = Field(None, description="null removes the limit.")
     misfire_policy: Literal["run_once", "skip"] | None = None
     misfire_grace_s: StrictInt | None = None
+    tags: list[Text] | None = Field(None, description="Replaces the tags; null or [] removes them.")
 
 
 class TaskReorderRequest(_Request):
@@ -240,6 +252,19 @@ class CalendarDayReason(_Reason):
     date: str | None = Field(description="The local date the next run falls on.")
 
 
+class LimitFullReason(_Reason):
+    code: Literal["limit_full"]
+    limit: str = Field(description="The limit whose places are all taken.")
+    in_use: int = Field(description="Rounds holding a place in it now.")
+    capacity: int | None = Field(description="Its max_concurrent.")
+
+
+class RateLimitedReason(_Reason):
+    code: Literal["rate_limited"]
+    limit: str = Field(description="The limit whose starts in its window are used up.")
+    next_start: str | None = Field(description="When its next start is free.")
+
+
 class PlainReason(_Reason):
     code: Literal["dispatcher_stopped", "account_locked", "completed"]
 
@@ -251,6 +276,8 @@ WaitingReason = Annotated[
     | BacklogReason
     | OutsideWindowReason
     | CalendarDayReason
+    | LimitFullReason
+    | RateLimitedReason
     | PlainReason,
     Field(discriminator="code"),
 ]
@@ -329,6 +356,7 @@ class TaskInfo(BaseModel):
     remaining_runs: int | None = Field(description="Rounds left under max_runs, or null.")
     misfire_policy: Literal["run_once", "skip"]
     misfire_grace_s: int
+    tags: list[str] = Field(description="Labels limits match.")
     next_start: str | None = Field(
         description="When the next round really starts: next_execution_time plus its jitter."
     )
@@ -376,6 +404,56 @@ class TaskResumeResponse(TaskPauseResponse):
 
 class TaskReorderResponse(TaskActionResponse):
     new_next_execution_time: str | None
+
+
+class LimitMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: Text | None = Field(None, description="Tasks carrying this tag.")
+    sys_type: Text | None = Field(None, description="Tasks of this sys_type.")
+    task_type: Text | None = Field(None, description="Tasks of this task_type.")
+
+
+class LimitRequest(_Request):
+    """A limit: among the tasks it matches (all criteria given must hold; none: every
+    task), at most max_concurrent rounds at once and/or max_starts starts per per_s."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"match": {"tag": "device:mac-01"}, "max_concurrent": 2},
+                {"match": {"sys_type": "mac_intel"}, "max_starts": 30, "per_s": 3600},
+            ]
+        },
+    )
+
+    match: LimitMatch = Field(default_factory=LimitMatch)
+    max_concurrent: StrictInt | None = Field(None, description="Rounds running at once.")
+    max_starts: StrictInt | None = Field(None, description="Starts in any window of per_s.")
+    per_s: StrictInt | None = Field(None, description="The window of max_starts, in seconds.")
+
+
+class LimitInfo(BaseModel):
+    name: str
+    match: LimitMatch
+    max_concurrent: int | None
+    max_starts: int | None
+    per_s: int | None
+    in_use: int = Field(description="Rounds holding a place now.")
+    waiting: int = Field(description="Rounds waiting for a place or a start.")
+    starts_in_window: int | None = Field(description="Starts in the last per_s seconds.")
+    next_start: str | None = Field(description="When the next start is free (window full).")
+    created_at: str
+    updated_at: str
+
+
+class LimitListResponse(BaseModel):
+    limits: list[LimitInfo] = Field(description="In name order.")
+
+
+class LimitSavedResponse(ActionResponse):
+    limit: LimitInfo
 
 
 class RunningRound(BaseModel):
@@ -436,6 +514,7 @@ class DispatcherStatusResponse(BaseModel):
     scheduling_lag_s: float = Field(
         description="How long the oldest unclaimed due task has waited (0 when none waits)."
     )
+    limits: list[LimitInfo] = Field(description="Every limit with its use now.")
 
 
 class ConsistencyResponse(BaseModel):
@@ -530,6 +609,8 @@ def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingRea
         fields["date"] = None if next_ms is None else fields["next_run"][:10]
     if "waiting_ms" in fields:
         fields["waiting_s"] = fields.pop("waiting_ms") / 1000
+    if "next_start_ms" in fields:
+        fields["next_start"] = local_time(task, fields.pop("next_start_ms"))
     return _WAITING_REASON.validate_python(fields)
 
 
@@ -579,11 +660,30 @@ def task_info(
         remaining_runs=None if task.max_runs is None else max(0, task.max_runs - task.runs_done),
         misfire_policy=task.misfire_policy,
         misfire_grace_s=task.misfire_grace_s,
+        tags=list(task.tags),
         next_start=local_time(task, due_at(task)) if task.next_ms is not None else None,
     )
     if not detail:
         return info
     return TaskDetail.model_validate({**info.model_dump(), "kwargs": task.kwargs})
+
+
+def limit_info(view: LimitView, *, tz: ZoneInfo) -> LimitInfo:
+    """The API view of a limit and its use; times in the server's zone."""
+    limit = view.limit
+    return LimitInfo(
+        name=limit.name,
+        match=LimitMatch(**vars(limit.match)),
+        max_concurrent=limit.max_concurrent,
+        max_starts=limit.max_starts,
+        per_s=limit.per_s,
+        in_use=view.in_use,
+        waiting=view.waiting,
+        starts_in_window=view.starts_in_window,
+        next_start=None if view.next_start_ms is None else to_local_iso(view.next_start_ms, tz),
+        created_at=str(to_local_iso(limit.created_ms, tz)),
+        updated_at=str(to_local_iso(limit.updated_ms, tz)),
+    )
 
 
 def run_info(task: Task, record: RunRecord) -> RunInfo:

@@ -3,6 +3,7 @@
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
+    LimitNotFoundError,
     StoreUnavailableError,
     TaskConflictError,
     TaskDispatchError,
@@ -11,6 +12,7 @@ from taskdispatch.exceptions import (
 )
 from taskdispatch.handlers import RunContext
 from taskdispatch.lease import LeaseLost
+from taskdispatch.limits import Limit, Match
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.service import DispatcherStatus, TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
@@ -22,6 +24,9 @@ __all__ = [
     "DispatcherStatus",
     "InvalidTaskError",
     "LeaseLost",
+    "Limit",
+    "LimitNotFoundError",
+    "Match",
     "RunContext",
     "Settings",
     "StoreUnavailableError",

@@ -4,6 +4,7 @@ TaskDispatchError                  base of everything below
 ├── InvalidTaskError               bad input, names the field       (400 / 422)
 │   └── UnknownTaskTypeError       task_type not registered         (400)
 ├── TaskNotFoundError              no task with that id             (404)
+├── LimitNotFoundError             no limit of that name            (404)
 ├── AccountTaskExistsError         one task per account             (400)
 ├── TaskConflictError              not allowed in the task's state  (409)
 └── StoreUnavailableError          Redis cannot be reached          (503)
@@ -21,6 +22,7 @@ from taskdispatch.messages import text
 __all__ = [
     "AccountTaskExistsError",
     "InvalidTaskError",
+    "LimitNotFoundError",
     "StoreUnavailableError",
     "TaskConflictError",
     "TaskDispatchError",
@@ -58,6 +60,12 @@ class TaskNotFoundError(TaskDispatchError):
     def __init__(self, task_id: str) -> None:
         super().__init__("task_not_found", task_id=task_id)
         self.task_id = task_id
+
+
+class LimitNotFoundError(TaskDispatchError):
+    def __init__(self, name: str) -> None:
+        super().__init__("limit_not_found", name=name)
+        self.name = name
 
 
 class AccountTaskExistsError(TaskDispatchError):

@@ -89,6 +89,32 @@ class Keys:
         """Sorted set: Celery worker hostname scored by its last heartbeat ms."""
         return f"{self.prefix}workers"
 
+    def tag(self, tag: str) -> str:
+        """Sorted set per tag: task_id of each task carrying it, scored by created_ms."""
+        return f"{self.prefix}tag:{tag}"
+
+    def limits(self) -> str:
+        """Hash: limit name -> its definition (JSON, `limits.Limit`)."""
+        return f"{self.prefix}limits"
+
+    def limits_version(self) -> str:
+        """String: bumped by every change of a limit, so workers know their copy is stale."""
+        return f"{self.prefix}limits_version"
+
+    def limit_places(self, name: str) -> str:
+        """Sorted set: task_id of each round holding a place in the limit, scored by the
+        place's expiry ms (renewed with the account lease)."""
+        return f"{self.prefix}limit_places:{name}"
+
+    def limit_starts(self, name: str) -> str:
+        """Sorted set: one member per round started under the limit, scored by its start ms
+        (only the last `per_s` seconds are kept)."""
+        return f"{self.prefix}limit_starts:{name}"
+
+    def limit_waiters(self, name: str) -> str:
+        """Sorted set: task_id of each round waiting for the limit, scored by its slot ms."""
+        return f"{self.prefix}limit_waiters:{name}"
+
     def wake(self) -> str:
         """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
         return f"{self.prefix}wake"

@@ -48,12 +48,13 @@ EXIT_FENCED = 70
 # How often the interrupt is sent again while the handler has not stopped.
 _REPEAT_S = 0.05
 
-# KEYS[1] lock key, KEYS[2] running zset; ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id,
-# ARGV[4] new lease expiry ms. Returns 1 if renewed, 0 if the lease is no longer ours.
+# KEYS[1] lock key, KEYS[2] running zset, KEYS[3..] the places the round holds in limits
+# (limits.py); ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id, ARGV[4] new lease expiry ms.
+# Returns 1 if renewed, 0 if the lease is no longer ours.
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3])
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[4], ARGV[3]) end
 return 1
 """
 
@@ -144,6 +145,9 @@ class HandlerGuard:
 class AccountLease:
     """Context manager: `with AccountLease(...) as lease: if lease.acquire(): ...`.
 
+    A round takes its lease together with its places in limits (`limits.admit`, one
+    script) and then tells the lease with `taken`; renewals extend those places too.
+
     `redis` should fail fast (short socket timeout, no retries): a renewal that hangs would
     delay the fencing decision, which is taken between renewal attempts.
     """
@@ -166,6 +170,7 @@ class AccountLease:
         self.clock_ms = clock_ms
         self.token = uuid.uuid4().hex
         self.acquired = False
+        self.place_keys: list[str] = []
         self.lost = threading.Event()
         self.lost_reason: str | None = None
         self._confirmed_s = 0.0  # monotonic time the last confirmed SET/renewal was sent
@@ -175,10 +180,18 @@ class AccountLease:
         self._release = redis.register_script(_RELEASE)
 
     def acquire(self) -> bool:
-        sent = time.monotonic()
-        self.acquired = bool(self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms))
-        self._confirmed_s = sent
+        """Take the lease alone (`SET NX PX`)."""
+        sent_s = time.monotonic()
+        if self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms):
+            self.taken(sent_s=sent_s)
         return self.acquired
+
+    def taken(self, *, sent_s: float, place_keys: list[str] | None = None) -> None:
+        """The lease (and these limit places) were taken by a command sent at `sent_s`
+        (monotonic), with this lease's token and TTL."""
+        self.acquired = True
+        self.place_keys = list(place_keys or [])
+        self._confirmed_s = sent_s
 
     def start_renewing(self, on_lost: Callable[[str], None]) -> None:
         """Renew until released; call `on_lost(reason)` once if the lease cannot be kept."""
@@ -203,7 +216,9 @@ class AccountLease:
             try:
                 expiry = self.clock_ms() + self.ttl_ms
                 args: list[str | int] = [self.token, self.ttl_ms, self.task_id, expiry]
-                renewed = self._renew(keys=[self.lock_key, self.running_key], args=args)
+                renewed = self._renew(
+                    keys=[self.lock_key, self.running_key, *self.place_keys], args=args
+                )
             except RedisError as exc:
                 log.warning("renewing lease %s failed: %s", self.lock_key, exc)
                 next_s = time.monotonic() + retry_s

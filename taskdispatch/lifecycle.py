@@ -20,6 +20,7 @@ from typing import Any
 
 from taskdispatch import schedule, validation
 from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
+from taskdispatch.limits import PARK_RECHECK_MS
 from taskdispatch.models import Outcome, Task, TaskStatus
 from taskdispatch.schedule import ALL_WEEKDAYS
 from taskdispatch.settings import Settings
@@ -34,6 +35,7 @@ __all__ = [
     "is_scheduled",
     "lost",
     "missed",
+    "park_deadline",
     "paused",
     "placed",
     "reordered",
@@ -46,6 +48,8 @@ __all__ = [
     "started",
     "upcoming",
     "updated",
+    "wait_ends",
+    "without_wait",
 ]
 
 # The only status in which a task is in the due index (the beat's claim script gets it too).
@@ -165,6 +169,7 @@ def created(
         end_ms=end_ms,
         end_text=end_text,
         kwargs=validation.run_params(fields, {}),
+        tags=validation.tags(fields.get("tags") or []),
         **_calendar_fields(fields, interval_s=interval_s),
     )
     next_ms = schedule.first_run_ms(
@@ -249,6 +254,7 @@ def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
         end_ms=end_ms,
         end_text=end_text,
         kwargs=validation.run_params(changes, task.kwargs),
+        tags=validation.tags(changes["tags"] or []) if "tags" in changes else task.tags,
         updated_ms=now_ms,
         **_calendar_fields(changes, interval_s=interval_s, base=task),
     )
@@ -430,15 +436,51 @@ def skipped(task: Task, *, now_ms: int) -> Task:
     return moved if next_ms is not None else moved.evolve(status=TaskStatus.COMPLETED)
 
 
-def started(task: Task, *, run_id: str, worker: str, now_ms: int) -> Task:
-    """The round begins: `running`, owned by `run_id` (only it may record the outcome)."""
+def started(
+    task: Task, *, run_id: str, worker: str, now_ms: int, holds: tuple[str, ...] = ()
+) -> Task:
+    """The round begins: `running`, owned by `run_id` (only it may record the outcome),
+    holding a place in the limits `holds`."""
     return task.evolve(
         status=TaskStatus.RUNNING,
         started_ms=now_ms,
         worker=worker,
         run_id=run_id,
+        holds=holds,
         updated_ms=now_ms,
     )
+
+
+def park_deadline(task: Task, *, now_ms: int) -> int:
+    """Until when a slot waiting for a limit may wait without looking again: the end of its
+    window, its end date, or `limits.PARK_RECHECK_MS` from now, whichever comes first.
+    The look at the window's end skips the slot as `outside_window`: waiting never moves a
+    round out of its window."""
+    deadline = now_ms + PARK_RECHECK_MS
+    window_end = schedule.occurrence_end(now_ms, task.calendar)
+    if window_end is not None:
+        deadline = min(deadline, window_end)
+    if task.end_ms is not None:
+        deadline = min(deadline, task.end_ms + 1)
+    return deadline
+
+
+def wait_ends(old: Task | None, new: Task | None) -> bool:
+    """Whether the change from `old` to `new` ends the wait of `old`'s slot for a limit:
+    the task is deleted or paused, its slot moves or is re-fenced, or its tags change (the
+    limits that cover it may differ)."""
+    if old is None or old.wait_limit is None:
+        return False
+    return (
+        new is None
+        or new.status != old.status
+        or (new.next_ms, new.fence) != (old.next_ms, old.fence)
+        or new.tags != old.tags
+    )
+
+
+def without_wait(task: Task) -> Task:
+    return task.evolve(wait_limit=None, wait_code=None, wait_next_ms=None)
 
 
 def finished(
@@ -463,6 +505,7 @@ def finished(
         run_id=None,
         started_ms=None,
         worker=None,
+        holds=(),
         updated_ms=now_ms,
     )
     if _runs_used_up(done):
@@ -480,6 +523,7 @@ def lost(task: Task, *, error: str, now_ms: int, policy: RetryPolicy) -> Task:
         run_id=None,
         started_ms=None,
         worker=None,
+        holds=(),
         failures=task.failures + 1,
         last_error=error,
         updated_ms=now_ms,

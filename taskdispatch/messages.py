@@ -22,6 +22,8 @@ MESSAGES: dict[str, str] = {
     "task_run_now": "任务已安排立即执行",
     "dispatcher_started": "调度器已启动",
     "dispatcher_stopped": "调度器已停止",
+    "limit_saved": "限流规则已保存",
+    "limit_deleted": "限流规则已删除",
     # Tasks and accounts.
     "task_not_found": "任务不存在: {task_id}",
     "account_exists": "账户ID '{account_id}' 已存在任务 '{task_id}'，同一账户不能创建多个任务",
@@ -86,6 +88,20 @@ MESSAGES: dict[str, str] = {
     "max_runs_range": "max_runs 必须为 null 或不小于 1 的整数，收到 {value}",
     "misfire_policy": "misfire_policy 必须是 'run_once' 或 'skip'，收到 {value}",
     "misfire_grace_range": "misfire_grace_s 必须是 0..{max} 之间的整数秒，收到 {value}",
+    "tags_format": "tags 必须是最多 {max} 个字符串的列表",
+    "tag_format": "标签 {value} 无效：每个标签 1..{max} 个字符，不能包含空白、控制字符或逗号",
+    "limit_not_found": "限流规则不存在: {name}",
+    "limit_name": (
+        "限流规则名称 '{value}' 无效：1..64 个字符，以字母或数字开头，"
+        "只能包含字母、数字和 _ . : @ -"
+    ),
+    "limit_match": (
+        "{field} 无效：match 只能包含 tag、sys_type、task_type，值为 1..128 个字符的字符串"
+    ),
+    "limit_cap_range": "{field} 必须为 null 或 1..{max} 之间的整数，收到 {value}",
+    "limit_needs_cap": "限流规则至少需要 max_concurrent 或 max_starts 之一",
+    "limit_rate_pair": "max_starts 与 per_s 必须同时给出",
+    "limits_too_many": "限流规则最多 {max} 条；请删除不用的规则",
     "until_past": "until 必须是将来的时间",
     "priority_offset_range": "priority_offset 必须在 ±{max} 秒以内",
     "status_unknown": "status '{value}' 未知；可选值: {known}",

@@ -76,6 +76,15 @@ class Task:
     misfire_grace_s: int = 60
     # The one slot that starts exactly, without jitter (a "run now").
     exact_ms: int | None = None
+    # Labels that limits match ("device:mac-01"); see limits.py.
+    tags: tuple[str, ...] = ()
+    # The limits whose place the round in progress holds (released when it ends).
+    holds: tuple[str, ...] = ()
+    # While the slot waits for a limit (written by the limits scripts, limits.py): the
+    # limit, why ("limit_full" or "rate_limited") and, when rate limited, the next free start.
+    wait_limit: str | None = None
+    wait_code: str | None = None
+    wait_next_ms: int | None = None
 
     def evolve(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -171,9 +180,11 @@ _CODECS: dict[str, Codec] = {
             "runs_done",
             "misfire_grace_s",
             "exact_ms",
+            "wait_next_ms",
         ),
         _INT,
     ),
+    **dict.fromkeys(("tags", "holds"), (",".join, lambda t: tuple(t.split(",")))),
     "status": (str, TaskStatus),
     "windows": (_windows_text, _windows_value),
     "weekdays": (
@@ -199,6 +210,8 @@ _DEFAULTED = frozenset(
         "runs_done",
         "misfire_policy",
         "misfire_grace_s",
+        "tags",
+        "holds",
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))

@@ -7,7 +7,8 @@ whole page (`TaskStore.world`) and passes them in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskdispatch import schedule
@@ -22,6 +23,9 @@ class World:
     dispatcher_enabled: bool
     live_queues: frozenset[str]
     locked_accounts: frozenset[str]
+    # For each limit a task of the page waits for: (places in use, capacity or None); a
+    # limit deleted meanwhile is absent.
+    limit_use: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 def waiting_reason(task: Task, world: World, *, queue: str) -> dict[str, Any] | None:
@@ -38,6 +42,20 @@ def waiting_reason(task: Task, world: World, *, queue: str) -> dict[str, Any] | 
         return {"code": "dispatcher_stopped"}
     if queue not in world.live_queues:
         return {"code": "no_worker_for_queue", "queue": queue}
+    if task.wait_limit is not None and task.wait_limit in world.limit_use:
+        in_use, capacity = world.limit_use[task.wait_limit]
+        if task.wait_code == "rate_limited":
+            return {
+                "code": "rate_limited",
+                "limit": task.wait_limit,
+                "next_start_ms": task.wait_next_ms,
+            }
+        return {
+            "code": "limit_full",
+            "limit": task.wait_limit,
+            "in_use": in_use,
+            "capacity": capacity,
+        }
     if task.account_id in world.locked_accounts:
         return {"code": "account_locked"}
     if task.next_ms is not None and task.next_ms <= world.now_ms:

@@ -20,6 +20,7 @@ from taskdispatch.clock import now_ms
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import RetryPolicy
+from taskdispatch.limits import LimitBook, queue_release
 from taskdispatch.models import TaskStatus
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
@@ -40,6 +41,7 @@ class Housekeeper:
         self.keys = Keys(settings.key_prefix)
         self.clock = clock
         self.policy = RetryPolicy.of(settings)
+        self.limits = LimitBook(redis, self.keys)
 
     def sweep(self, *, batch: int = 500) -> tuple[int, int]:
         """Find and handle every candidate now (tests, tools); returns (lost, resumed)."""
@@ -50,7 +52,10 @@ class Housekeeper:
 
     def recover_lost(self, task_ids: Iterable[str]) -> int:
         """Declare lost each of these rounds whose lease is gone; returns how many."""
-        return sum(self._recover_one(task_id, self.clock()) for task_id in task_ids)
+        ids = list(task_ids)
+        if ids:
+            self.limits.reload()  # rare: definitions as they are now, for the wakes
+        return sum(self._recover_one(task_id, self.clock()) for task_id in ids)
 
     def resume_paused(self, task_ids: Iterable[str]) -> int:
         """Resume each of these paused tasks whose `until` has come; returns how many."""
@@ -102,6 +107,10 @@ class Housekeeper:
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task_id)
                 queue_run_record(pipe, self.keys, task, record, keep=keep)
+                # Its places in limits: freed, and their next waiters woken.
+                queue_release(
+                    pipe, self.keys, task_id, task.holds, book=self.limits.limits, now_ms=now
+                )
 
             new = lifecycle.lost(task, error=LOST_ERROR, now_ms=now, policy=self.policy)
             return Change(new, extra)

@@ -14,6 +14,7 @@ together. Two tokens guard a round:
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
 from taskdispatch.lifecycle import RetryPolicy
+from taskdispatch.limits import Admission, LimitBook, admit, queue_release
 from taskdispatch.models import Outcome, Task
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
@@ -69,6 +71,7 @@ class RoundRunner:
         self.hostname = hostname
         self.clock = clock
         self.policy = RetryPolicy.of(settings)
+        self.limits = LimitBook(redis, self.keys)
 
     def run(self, msg: RoundMessage) -> dict[str, Any]:
         """Check, lease, start, run and finish one round; returns a summary for logs."""
@@ -93,10 +96,28 @@ class RoundRunner:
             clock_ms=self.clock,
         )
         with lease:
-            if not lease.acquire():
+            sent_s = time.monotonic()
+            admission = admit(
+                self.lease_redis,
+                self.keys,
+                self.limits,
+                task,
+                lease_token=lease.token,
+                lease_ttl_ms=lease.ttl_ms,
+                start_token=uuid.uuid4().hex,
+                now_ms=now,
+                park_until_ms=lifecycle.park_deadline(task, now_ms=now),
+            )
+            if admission.code == "account_locked":
                 return self._skip_account_locked(msg, now)
-            started = self._start(msg, uuid.uuid4().hex)
+            if not admission.admitted:
+                return self._waiting(task, admission)
+            lease.taken(
+                sent_s=sent_s, place_keys=[self.keys.limit_places(n) for n in admission.holds]
+            )
+            started = self._start(msg, uuid.uuid4().hex, holds=admission.holds, admitted_ms=now)
             if started is None:
+                self._release_places(task.task_id, admission.holds)
                 return {"outcome": "dropped", "reason": "changed before start"}
             guard = HandlerGuard()
             with guard.installed():
@@ -118,15 +139,21 @@ class RoundRunner:
         keep = self.settings.runs_kept
         return lambda pipe: queue_run_record(pipe, self.keys, task, record, keep=keep)
 
-    def _start(self, msg: RoundMessage, run_id: str) -> Task | None:
-        now = self.clock()
-        lease_expiry = now + int(self.settings.lease_ttl_s * 1000)
+    def _start(
+        self, msg: RoundMessage, run_id: str, *, holds: tuple[str, ...], admitted_ms: int
+    ) -> Task | None:
+        """The round is `running`; its start is the instant it was admitted (the instant
+        its rate limits counted), so its history and its limits agree."""
+        now = admitted_ms
+        lease_expiry = self.clock() + int(self.settings.lease_ttl_s * 1000)
 
         def plan(read: Read) -> Change | None:
             task = read.task
             if task is None or not self._stands(task, msg, now):
                 return None
-            running = lifecycle.started(task, run_id=run_id, worker=self.hostname, now_ms=now)
+            running = lifecycle.started(
+                task, run_id=run_id, worker=self.hostname, now_ms=now, holds=holds
+            )
 
             def extra(pipe: Any) -> None:
                 pipe.zadd(self.keys.running(), {task.task_id: lease_expiry})
@@ -208,6 +235,7 @@ class RoundRunner:
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task.task_id)
                 self._record(task, record)(pipe)
+                self._queue_release(pipe, task.task_id, task.holds)
 
             return Change(done, extra)
 
@@ -224,6 +252,33 @@ class RoundRunner:
             )
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
+
+    def _queue_release(self, pipe: Any, task_id: str, holds: tuple[str, ...]) -> None:
+        _, book = self.limits.current()
+        queue_release(pipe, self.keys, task_id, holds, book=book, now_ms=self.clock())
+
+    def _release_places(self, task_id: str, holds: tuple[str, ...]) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_release(pipe, task_id, holds)
+            pipe.execute()
+
+    def _waiting(self, task: Task, admission: Admission) -> dict[str, Any]:
+        """A limit is full: the admission parked the slot (it is woken when a place frees)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            queue_event(
+                pipe,
+                self.keys,
+                "round.waiting",
+                task_id=task.task_id,
+                account_id=task.account_id,
+                limit=admission.limit,
+                code=admission.code,
+                in_use=admission.in_use,
+                capacity=admission.capacity,
+                next_start_ms=admission.next_start_ms,
+            )
+            pipe.execute()
+        return {"outcome": "waiting", "reason": admission.code, "limit": admission.limit}
 
     def _skip(self, msg: RoundMessage, now: int, *, reason: str) -> dict[str, Any]:
         """The slot may not run now (outside its window, past the end): move on, recorded."""

@@ -66,7 +66,9 @@ HORIZON_DAYS = 800
 _MAX_SPAN_DAYS = 2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HHMM = re.compile(r"(\d{2}):(\d{2})-(\d{2}):(\d{2})")
+_HHMM = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
+# Only the documented form: date.fromisoformat also reads "20270210" and "2027-W06-3".
+_DATE_RANGE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.\.([0-9]{4}-[0-9]{2}-[0-9]{2}))?")
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,11 @@ def parse_blackout(value: object) -> tuple[DateRange, ...]:
     for item in value:
         if not isinstance(item, str):
             raise fail(f"{item!r} is not a date string")
-        first_text, _, last_text = item.partition("..")
+        match = _DATE_RANGE.fullmatch(item)
         try:
+            if match is None:
+                raise ValueError(item)
+            first_text, last_text = match.groups()
             first = date.fromisoformat(first_text)
             last = date.fromisoformat(last_text) if last_text else first
         except ValueError:

@@ -19,19 +19,20 @@ from redis.asyncio import Redis
 from taskdispatch import lifecycle, schedule, validation
 from taskdispatch.clock import now_ms
 from taskdispatch.connections import api_client
-from taskdispatch.exceptions import InvalidTaskError, TaskNotFoundError
+from taskdispatch.exceptions import InvalidTaskError, LimitNotFoundError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import Keys
+from taskdispatch.limits import check_name, limit_from_body
 from taskdispatch.liveness import ALIVE_MS
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.reasons import waiting_reason
 from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.stats import RoundStats, read_round_stats
-from taskdispatch.store import TaskStore
+from taskdispatch.store import LimitView, TaskStore
 
-__all__ = ["DispatcherStatus", "TaskDispatcher", "Upcoming"]
+__all__ = ["DispatcherStatus", "LimitView", "TaskDispatcher", "Upcoming"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class DispatcherStatus:
     due_backlog: int
     # How long the oldest due-but-unclaimed task has waited (0 when none waits).
     scheduling_lag_ms: int
+    # Every limit with its use now, in name order.
+    limits: list[LimitView]
 
     @property
     def is_running(self) -> bool:
@@ -109,10 +112,13 @@ class TaskDispatcher:
         *,
         account_id: str | None = None,
         status: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[int, list[Task]]:
         """One page of tasks in creation order, and how many match in all."""
+        if tag is not None:
+            (tag,) = validation.tags([tag])
         known = [s.value for s in TaskStatus]
         if status is not None and status not in known:
             raise InvalidTaskError(
@@ -124,9 +130,13 @@ class TaskDispatcher:
         if not 0 <= offset <= 1_000_000_000:
             raise InvalidTaskError("offset_range", field="offset", value=offset)
         if account_id is None:
-            return await self.store.page(status=status, offset=offset, limit=limit)
+            return await self.store.page(status=status, tag=tag, offset=offset, limit=limit)
         # One task per account: the account filter selects at most one task.
-        matches = [t for t in await self.account_tasks(account_id) if status in (None, t.status)]
+        matches = [
+            t
+            for t in await self.account_tasks(account_id)
+            if status in (None, t.status) and tag in (None, *t.tags)
+        ]
         return len(matches), matches[offset : offset + limit]
 
     async def account_tasks(self, account_id: str) -> list[Task]:
@@ -194,6 +204,7 @@ class TaskDispatcher:
             running_rounds=sorted(snap.running, key=lambda t: t.started_ms or 0),
             due_backlog=snap.due_backlog,
             scheduling_lag_ms=0 if snap.oldest_due_ms is None else now - snap.oldest_due_ms,
+            limits=await self.store.limit_views(now_ms=now),
         )
 
     async def alive(self) -> tuple[int, int]:
@@ -231,6 +242,35 @@ class TaskDispatcher:
         now = self.clock()
         world = await self.store.world(tasks, now_ms=now, alive_since_ms=now - ALIVE_MS)
         return [waiting_reason(t, world, queue=queue_for(t.sys_type, self.settings)) for t in tasks]
+
+    async def put_limit(self, name: str, **body: Any) -> LimitView:
+        """Create or replace the limit `name` (fields of the PUT body); it applies from the
+        next round of every task it covers, and waiters it now has room for start."""
+        now = self.clock()
+        check_name(name)
+        await self.store.put_limit(
+            name,
+            lambda old: limit_from_body(
+                name, body, now_ms=now, created_ms=None if old is None else old.created_ms
+            ),
+        )
+        return await self.get_limit(name)
+
+    async def get_limit(self, name: str) -> LimitView:
+        check_name(name)
+        views = await self.store.limit_views(now_ms=self.clock(), names=[name])
+        if not views:
+            raise LimitNotFoundError(name)
+        return views[0]
+
+    async def list_limits(self) -> list[LimitView]:
+        """Every limit with its use now, in name order."""
+        return await self.store.limit_views(now_ms=self.clock())
+
+    async def delete_limit(self, name: str) -> None:
+        """Delete the limit; the rounds waiting for it are woken at once."""
+        check_name(name)
+        await self.store.delete_limit(name, now_ms=self.clock())
 
     async def runs(self, task_id: str, *, limit: int | None = None) -> list[RunRecord]:
         """The task's recent rounds, newest first."""

@@ -12,9 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from taskdispatch.events import queue_event
-from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
+from taskdispatch.exceptions import (
+    AccountTaskExistsError,
+    InvalidTaskError,
+    LimitNotFoundError,
+    TaskNotFoundError,
+)
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import (
     DISPATCHER_OFF,
@@ -23,12 +29,13 @@ from taskdispatch.keys import (
     Keys,
     dispatcher_enabled,
 )
+from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.reasons import World
 from taskdispatch.transaction import Change, Read, atransact
 from taskdispatch.write import queue_wake
 
-__all__ = ["Snapshot", "TaskStore"]
+__all__ = ["LimitView", "Snapshot", "TaskStore"]
 
 Mutation = Callable[[Task], Task | None]
 
@@ -80,14 +87,39 @@ class TaskStore:
         assert result.old is not None
         return result.old, result.new
 
-    async def page(self, *, status: str | None, offset: int, limit: int) -> tuple[int, list[Task]]:
-        """One page of tasks in creation order, and the number of all that match."""
-        index = self.keys.status(status) if status else self.keys.all_tasks()
+    async def page(
+        self, *, status: str | None, tag: str | None = None, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        """One page of tasks in creation order, and the number of all that match.
+
+        One index at a time costs O(log N + page); a tag and a status together walk the
+        tag's index (O(tasks with the tag)).
+        """
+        if tag is not None and status is not None:
+            return await self._tag_status_page(tag, status, offset=offset, limit=limit)
+        index = (
+            self.keys.tag(tag)
+            if tag is not None
+            else self.keys.status(status)
+            if status
+            else self.keys.all_tasks()
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(index)
             pipe.zrange(index, offset, offset + limit - 1)
             total, ids = await pipe.execute()
         return int(total), await self.get_many([_text(i) for i in ids])
+
+    async def _tag_status_page(
+        self, tag: str, status: str, *, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        ids = [_text(i) for i in await self.redis.zrange(self.keys.tag(tag), 0, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self.keys.task(task_id), "status")
+            statuses = await pipe.execute()
+        matching = [i for i, st in zip(ids, statuses, strict=True) if st and _text(st) == status]
+        return len(matching), await self.get_many(matching[offset : offset + limit])
 
     async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
         """Everything the status endpoint shows, in one round trip plus the running tasks."""
@@ -128,7 +160,18 @@ class TaskStore:
             pipe.hgetall(self.keys.worker_queues())
             for task in tasks:
                 pipe.exists(self.keys.lock(task.account_id))
-            enabled, live, queues_of, *locked = await pipe.execute()
+            waited = sorted({t.wait_limit for t in tasks if t.wait_limit is not None})
+            for name in waited:
+                pipe.zcount(self.keys.limit_places(name), f"({now_ms}", "+inf")
+                pipe.hget(self.keys.limits(), name)
+            enabled, live, queues_of, *rest = await pipe.execute()
+        locked, per_limit = rest[: len(tasks)], rest[len(tasks) :]
+        limit_use: dict[str, tuple[int, int | None]] = {}
+        for i, name in enumerate(waited):
+            in_use, definition = per_limit[2 * i : 2 * i + 2]
+            if definition is not None:
+                limit = Limit.from_json(name, _text(definition))
+                limit_use[name] = (int(in_use), limit.max_concurrent)
         live_queues = {
             queue
             for worker in live
@@ -142,7 +185,94 @@ class TaskStore:
             locked_accounts=frozenset(
                 t.account_id for t, held in zip(tasks, locked, strict=True) if held
             ),
+            limit_use=limit_use,
         )
+
+    async def limits(self) -> dict[str, Limit]:
+        raw = await self.redis.hgetall(self.keys.limits())
+        return {_text(k): Limit.from_json(_text(k), _text(v)) for k, v in raw.items()}
+
+    async def put_limit(self, name: str, build: Callable[[Limit | None], Limit]) -> Limit:
+        """Create or replace limit `name` with `build(the current one or None)`; bumps the
+        definitions' version and wakes the waiters the change may let start, atomically."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.keys.limits())
+                    current = await pipe.hget(self.keys.limits(), name)
+                    if current is None and await pipe.hlen(self.keys.limits()) >= LIMITS_MAX:
+                        raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
+                    limit = build(
+                        None if current is None else Limit.from_json(name, _text(current))
+                    )
+                    pipe.multi()
+                    pipe.hset(self.keys.limits(), name, limit.to_json())
+                    pipe.incr(self.keys.limits_version())
+                    queue_wake_waiters(
+                        pipe, self.keys, limit, deleted=False, now_ms=limit.updated_ms
+                    )
+                    queue_event(pipe, self.keys, "limit.saved", name=name)
+                    await pipe.execute()
+                    return limit
+                except WatchError:
+                    continue
+
+    async def delete_limit(self, name: str, *, now_ms: int) -> None:
+        """Delete limit `name`; its waiters are woken at once (nothing holds them back now)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.keys.limits())
+                    current = await pipe.hget(self.keys.limits(), name)
+                    if current is None:
+                        raise LimitNotFoundError(name)
+                    limit = Limit.from_json(name, _text(current))
+                    pipe.multi()
+                    pipe.hdel(self.keys.limits(), name)
+                    pipe.incr(self.keys.limits_version())
+                    queue_wake_waiters(pipe, self.keys, limit, deleted=True, now_ms=now_ms)
+                    pipe.delete(
+                        self.keys.limit_places(name),
+                        self.keys.limit_starts(name),
+                        self.keys.limit_waiters(name),
+                    )
+                    queue_event(pipe, self.keys, "limit.deleted", name=name)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    async def limit_views(self, *, now_ms: int, names: list[str] | None = None) -> list[LimitView]:
+        """Each limit (or those named) with its use now, in name order, in two round trips."""
+        limits = await self.limits()
+        chosen = sorted(limits) if names is None else [n for n in names if n in limits]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in chosen:
+                per_ms = (limits[name].per_s or 0) * 1000
+                pipe.zcount(self.keys.limit_places(name), f"({now_ms}", "+inf")
+                pipe.zcard(self.keys.limit_waiters(name))
+                pipe.zrangebyscore(
+                    self.keys.limit_starts(name), f"({now_ms - per_ms}", "+inf", withscores=True
+                )
+            replies = await pipe.execute()
+        views = []
+        for i, name in enumerate(chosen):
+            in_use, waiting, starts = replies[3 * i : 3 * i + 3]
+            limit = limits[name]
+            next_start_ms = None
+            if limit.max_starts is not None and len(starts) >= limit.max_starts:
+                oldest = starts[len(starts) - limit.max_starts][1]
+                next_start_ms = int(oldest) + (limit.per_s or 0) * 1000
+            views.append(
+                LimitView(
+                    limit=limit,
+                    in_use=int(in_use),
+                    waiting=int(waiting),
+                    starts_in_window=len(starts) if limit.max_starts is not None else None,
+                    next_start_ms=next_start_ms,
+                )
+            )
+        return views
 
     async def runs(self, task_id: str, *, limit: int) -> list[RunRecord]:
         raw = await self.redis.lrange(self.keys.runs(task_id), 0, limit - 1)
@@ -162,6 +292,18 @@ class TaskStore:
             kind = "dispatcher.started" if enabled else "dispatcher.stopped"
             queue_event(pipe, self.keys, kind)
             await pipe.execute()
+
+
+@dataclass(frozen=True)
+class LimitView:
+    """A limit and its use now: places held, rounds waiting, starts in its window (a rate
+    limit), and when the next start is free (when the window is full)."""
+
+    limit: Limit
+    in_use: int
+    waiting: int
+    starts_in_window: int | None
+    next_start_ms: int | None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import WatchError
 
+from taskdispatch import lifecycle
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task
 from taskdispatch.write import queue_task_write, written_by
@@ -80,9 +81,9 @@ def transact(
                     pipe.unwatch()
                     return Result(read.task, read.task, False)
                 pipe.multi()
-                tx.queue(pipe, read, change)
+                result = tx.queue(pipe, read, change)
                 pipe.execute()
-                return Result(read.task, change.new, True)
+                return result
             except WatchError:
                 continue
 
@@ -108,9 +109,9 @@ async def atransact(
                     await pipe.unwatch()
                     return Result(read.task, read.task, False)
                 pipe.multi()
-                tx.queue(pipe, read, change)
+                result = tx.queue(pipe, read, change)
                 await pipe.execute()
-                return Result(read.task, change.new, True)
+                return result
             except WatchError:
                 continue
 
@@ -142,8 +143,12 @@ class _Tx:
             account_task_id=bound.decode() if isinstance(bound, bytes) else bound,
         )
 
-    def queue(self, pipe: Any, read: Read, change: Change) -> None:
-        queue_task_write(pipe, self.keys, read.task, change.new, write_id=self.write_id)
+    def queue(self, pipe: Any, read: Read, change: Change) -> Result:
+        new = change.new
+        if new is not None and lifecycle.wait_ends(read.task, new):
+            new = lifecycle.without_wait(new)
+        queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
         if change.extra is not None:
             change.extra(pipe)
-        self.attempt = Result(read.task, change.new, True)
+        attempt = self.attempt = Result(read.task, new, True)
+        return attempt

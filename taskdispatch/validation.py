@@ -36,6 +36,7 @@ __all__ = [
     "misfire_grace",
     "misfire_policy",
     "run_params",
+    "tags",
     "timezone",
     "weekdays",
     "window",
@@ -65,6 +66,8 @@ LIMITS = {
     "interval_s_max": 366 * 24 * 3600,
     "priority_offset_s_max": 366 * 24 * 3600,
     "misfire_grace_s_max": 7 * 24 * 3600,
+    "tags_max": 20,
+    "tag_chars": 64,
 }
 
 # 3000-01-01T00:00:00Z: far enough for any schedule, far from datetime's year-9999 limit.
@@ -194,6 +197,24 @@ def misfire_grace(value: Any) -> int:
             value=value,
         )
     return value
+
+
+def tags(value: Any) -> tuple[str, ...]:
+    """Tags: at most `tags_max` short strings without whitespace, control characters or
+    commas (a tag is part of a Redis key and of a query string); duplicates dropped."""
+    if not isinstance(value, list) or len(value) > LIMITS["tags_max"]:
+        raise InvalidTaskError("tags_format", field="tags", max=LIMITS["tags_max"])
+    for tag in value:
+        if (
+            not isinstance(tag, str)
+            or not 1 <= len(tag) <= LIMITS["tag_chars"]
+            or "," in tag
+            or any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in tag)
+        ):
+            raise InvalidTaskError(
+                "tag_format", field="tags", max=LIMITS["tag_chars"], value=repr(tag)
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def instant(value: str, tz: ZoneInfo, *, field: str) -> int:

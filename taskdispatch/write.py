@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from taskdispatch.clock import now_ms
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import due_at, is_scheduled
+from taskdispatch.limits import queue_leave
 from taskdispatch.models import Task, TaskStatus
 
 __all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
@@ -59,6 +61,10 @@ def queue_task_write(
         pipe.zrem(keys.due(), old.task_id)
         pipe.zrem(keys.running(), old.task_id)
         pipe.zrem(keys.resume(), old.task_id)
+        for tag in old.tags:
+            pipe.zrem(keys.tag(tag), old.task_id)
+        if old.wait_limit is not None:
+            queue_leave(pipe, keys, old.task_id, old.wait_limit, now_ms=now_ms())
         queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)
         return
 
@@ -73,13 +79,25 @@ def queue_task_write(
         if old is not None:
             pipe.zrem(keys.status(old.status), old.task_id)
         pipe.zadd(keys.status(new.status), {new.task_id: new.created_ms})
+    old_tags = () if old is None else old.tags
+    if old_tags != new.tags:
+        for tag in set(old_tags) - set(new.tags):
+            pipe.zrem(keys.tag(tag), new.task_id)
+        for tag in set(new.tags) - set(old_tags):
+            pipe.zadd(keys.tag(tag), {new.task_id: new.created_ms})
+    # A wait for a limit ended by this change (lifecycle.wait_ends): out of its waiters.
+    left_wait = old is not None and old.wait_limit is not None and new.wait_limit is None
+    if left_wait:
+        assert old is not None and old.wait_limit is not None
+        queue_leave(pipe, keys, new.task_id, old.wait_limit, now_ms=now_ms())
 
     if not is_scheduled(new):
         pipe.zrem(keys.due(), new.task_id)
-    elif old is None or not is_scheduled(old) or _slot(old) != _slot(new):
+    elif old is None or not is_scheduled(old) or _slot(old) != _slot(new) or left_wait:
         # A new slot or a new fence resets any claim a beat holds on the old one; an
         # unchanged slot keeps its claim (see beat.py), so edits do not re-dispatch.
-        # Claimed at the slot's start: its jitter added (lifecycle.due_at).
+        # Claimed at the slot's start: its jitter added (lifecycle.due_at). A slot that
+        # stopped waiting for a limit is due again at its start, not at its park deadline.
         pipe.zadd(keys.due(), {new.task_id: due_at(new)})
         # The new slot may be sooner than a sleeping beat expects.
         queue_wake(pipe, keys)

@@ -1,5 +1,5 @@
 """One router per resource of the design document, each with its own prefix and tag."""
 
-from api.routers import accounts, dispatcher, health, tasks
+from api.routers import accounts, dispatcher, health, limits, tasks
 
-__all__ = ["accounts", "dispatcher", "health", "tasks"]
+__all__ = ["accounts", "dispatcher", "health", "limits", "tasks"]

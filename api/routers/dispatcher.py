@@ -10,18 +10,21 @@ from api.models import (
     ConsistencyResponse,
     DispatcherStatusResponse,
     RunningRound,
+    limit_info,
     local_time,
 )
 from taskdispatch.consistency import check_consistency
 from taskdispatch.messages import text
 from taskdispatch.service import DispatcherStatus
+from taskdispatch.settings import Settings
+from taskdispatch.validation import timezone
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/dispatcher", tags=["调度器管理"])
 
 
-def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
+def _status_response(status: DispatcherStatus, settings: Settings) -> DispatcherStatusResponse:
     rounds = [
         RunningRound(
             task_id=t.task_id,
@@ -47,6 +50,7 @@ def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
         running_rounds=rounds,
         due_backlog=status.due_backlog,
         scheduling_lag_s=status.scheduling_lag_ms / 1000,
+        limits=[limit_info(v, tz=timezone(settings.timezone)) for v in status.limits],
     )
 
 
@@ -59,7 +63,7 @@ def _status_response(status: DispatcherStatus) -> DispatcherStatusResponse:
     ),
 )
 async def get_status(dispatcher: DispatcherDep) -> DispatcherStatusResponse:
-    return _status_response(await dispatcher.status())
+    return _status_response(await dispatcher.status(), dispatcher.settings)
 
 
 @router.post(

@@ -57,7 +57,7 @@ async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> Tas
     "/",
     summary="列出所有任务",
     description=(
-        "按创建顺序分页列出任务，可按 account_id 与 status 过滤；"
+        "按创建顺序分页列出任务，可按 account_id、status 与 tag 过滤；"
         "total 为所有匹配的任务数。limit 取 1..1000，offset >= 0。"
     ),
     responses=error_responses(422),
@@ -69,11 +69,12 @@ async def list_tasks(
     status: Annotated[
         str | None, Query(description="pending / running / paused / completed / error")
     ] = None,
+    tag: Annotated[str | None, Query(description="只列出带该标签的任务")] = None,
     limit: Annotated[int, Query(description="每页数量，1..1000")] = 100,
     offset: Annotated[int, Query(description="跳过的任务数，>= 0")] = 0,
 ) -> TaskListResponse:
     total, tasks = await dispatcher.list_tasks(
-        account_id=account_id, status=status, limit=limit, offset=offset
+        account_id=account_id, status=status, tag=tag, limit=limit, offset=offset
     )
     reasons = await dispatcher.waiting_reasons(tasks)
     return TaskListResponse(

@@ -41,6 +41,7 @@ async def test_status_empty_store_has_document_fields(client: httpx.AsyncClient)
         "running_rounds": [],
         "due_backlog": 0,
         "scheduling_lag_s": 0.0,
+        "limits": [],
     }
 
 

@@ -48,6 +48,8 @@ TASK_INFO_FIELDS = {
     "misfire_policy",
     "misfire_grace_s",
     "next_start",
+    # Limits (docs/semantics.md).
+    "tags",
 }
 
 MISSING = object()

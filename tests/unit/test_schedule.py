@@ -10,10 +10,10 @@ import pytest
 
 from taskdispatch.schedule import (
     Calendar,
-    hour_window,
     ScheduleError,
     Window,
     first_run_ms,
+    hour_window,
     in_window,
     next_run_ms,
     next_window_start,

@@ -11,8 +11,8 @@ import pytest
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
 from taskdispatch.keys import Keys
-from taskdispatch.schedule import hour_window
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.schedule import hour_window
 from taskdispatch.store import TaskStore
 from taskdispatch.write import WRITE_ID_FIELD
 
