@@ -36,6 +36,9 @@ class Profile:
     # 5. memory: tasks stored, runs.
     memory_n: int
     memory_repeats: int
+    # 6. limits: rounds per timed run, runs per case.
+    limits_rounds: int = 200
+    limits_repeats: int = 5
 
 
 PROFILES = {
@@ -102,5 +105,7 @@ PROFILES = {
         api_connections=4,
         memory_n=1_000,
         memory_repeats=2,
+        limits_rounds=20,
+        limits_repeats=2,
     ),
 }

@@ -20,6 +20,7 @@ from bench.resp import RespPipe
 from taskdispatch.beat import ROUND_TASK
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.schedule import hour_window
 from taskdispatch.write import queue_task_write
 
 __all__ = ["RUN_PARAMS", "bench_task", "load_redbeat", "load_tasks", "task_id_of"]
@@ -50,7 +51,7 @@ def bench_task(i: int, *, now_ms: int, next_ms: int | None = None) -> Task:
         sys_type="mac_intel",
         status=TaskStatus.PENDING,
         interval_s=3600,
-        window=(0, 24),
+        windows=hour_window((0, 24)),
         timezone="Asia/Shanghai",
         created_ms=now_ms + i,
         updated_ms=now_ms + i,

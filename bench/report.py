@@ -436,6 +436,42 @@ def _memory(m: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ms(stat: dict[str, Any]) -> dict[str, Any]:
+    return {**stat, **{k: stat[k] * 1000 for k in ("median", "lo", "hi")}}
+
+
+def _limits(m: dict[str, Any]) -> list[str]:
+    out = [
+        "## 6. Cost of limits per round",
+        "",
+        f"One round run in-process (`RoundRunner.run`, a handler that returns at once), "
+        f"{m['rounds']} rounds per run, {m['repeats']} runs per case; commands are what Redis "
+        "ran (`INFO commandstats`, those inside Lua included), round trips what the runner "
+        "sent. Ratios and differences are against the round without a limit, in this run.",
+        "",
+        "| limits covering the task | time per round | × no limit | Redis commands | "
+        "of which scripts | extra commands | round trips | extra round trips |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in m["cases"]:
+        out.append(
+            f"| {c['case']} | {_num(_ms(c['round_s']), '.2f', ' ms')} | "
+            f"{c['time_ratio']:.2f} | {_num(c['commands'], '.1f')} | {_num(c['scripts'], '.1f')} | "
+            f"{c['extra_commands']:+.1f} | {_num(c['round_trips'], '.1f')} | "
+            f"{c['extra_round_trips']:+.1f} |"
+        )
+    out += [
+        "",
+        "**What it costs.** The admission that takes the account lease also takes the "
+        "places (one script, so no round trip is added); each concurrency limit adds the "
+        "commands of its checks inside that script, one `ZADD` in each renewal and a release "
+        "script in the round's final transaction; a rate limit adds its sliding-window "
+        '`ZADD`/`ZREMRANGEBYSCORE`/`ZCARD`. docs/semantics.md ("Limits") explains them.',
+        "",
+    ]
+    return out
+
+
 def render(results: dict[str, Any], images: dict[str, str]) -> str:
     profile = results["profile"]
     out = [
@@ -462,7 +498,7 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
         out += ["## lag", "", why, ""]
     else:
         out += _lag(results["lag"], images.get("lag"), results["machine"]["logical_cores"])
-    for key, fn2 in (("api", _api), ("memory", _memory)):
+    for key, fn2 in (("api", _api), ("memory", _memory), ("limits", _limits)):
         section = results.get(key)
         if (why := _failed(section)) is not None:
             out += [f"## {key}", "", why, ""]

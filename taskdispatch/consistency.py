@@ -56,7 +56,11 @@ async def check_consistency(redis: Redis, keys: Keys) -> list[str]:
         live.update(task.task_id for task in tasks)
         problems.extend(await _check_page(redis, keys, tasks))
 
-    for index in [keys.due(), keys.running(), *(keys.status(s) for s in TaskStatus)]:
+    # SCAN (never KEYS) for the per-tag indexes; the limits' waiters come from their names.
+    tag_indexes = [str(k) async for k in redis.scan_iter(match=keys.tag("*"), count=_PAGE)]
+    waiters = [keys.limit_waiters(str(name)) for name in await redis.hkeys(keys.limits())]
+    indexes = [keys.due(), keys.running(), *(keys.status(s) for s in TaskStatus)]
+    for index in [*indexes, *tag_indexes, *waiters]:
         async for member, _ in _members(redis, index):
             if member not in live:
                 problems.append(f"{index} holds {member}, which is not a stored task")
@@ -71,13 +75,28 @@ async def _check_page(redis: Redis, keys: Keys, tasks: list[Task]) -> list[str]:
                 pipe.zscore(keys.status(status), task.task_id)
             pipe.zscore(keys.due(), task.task_id)
             pipe.zscore(keys.running(), task.task_id)
+            for tag in task.tags:
+                pipe.zscore(keys.tag(tag), task.task_id)
+            if task.wait_limit is not None:
+                pipe.zscore(keys.limit_waiters(task.wait_limit), task.task_id)
         replies: list[Any] = await pipe.execute()
-    width = 3 + len(TaskStatus)
     problems: list[str] = []
-    for n, task in enumerate(tasks):
-        account, *scores, due, running = replies[n * width : (n + 1) * width]
+    at = 0
+    for task in tasks:
+        width = 3 + len(TaskStatus) + len(task.tags) + (task.wait_limit is not None)
+        account, *scores, due, running = replies[at : at + 3 + len(TaskStatus)]
+        extra = replies[at + 3 + len(TaskStatus) : at + width]
+        at += width
         by_status = {s.value: score for s, score in zip(TaskStatus, scores, strict=True)}
         problems.extend(_check_task(task, account, by_status, due, running))
+        for tag, score in zip(task.tags, extra, strict=False):
+            if score is None:
+                problems.append(f"task {task.task_id} is missing from the index of tag {tag!r}")
+        if task.wait_limit is not None and extra[-1] is None:
+            problems.append(
+                f"task {task.task_id} waits for limit {task.wait_limit!r} but is not among "
+                "its waiters"
+            )
     return problems
 
 

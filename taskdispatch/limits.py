@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -180,8 +180,9 @@ def applicable(limits: Iterable[Limit], task: Task) -> list[Limit]:
 # (a waiter deleted, paused or moved to another slot is stale); `first_waiter` drops stale
 # heads; `wake` makes up to `n` parked waiters due at `at` (n < 0: all of them). A woken
 # waiter stays a waiter (its place is kept for it by the head rule) but is no longer parked,
-# so it is woken once. Globals set by each script: P (task key prefix), W (waiting status),
-# DUE (due zset), WAKE (beats' wake list).
+# so it is woken once. `leave` takes `id` out of the waiters and, if it was first (it may
+# have been the head that held a free place back), wakes the next one. Globals set by each
+# script: P (task key prefix), W (waiting status), DUE (due zset), WAKE (beats' wake list).
 _COMMON = """
 local function valid(id, slot, name)
   local f = redis.call('HMGET', P .. id, 'status', 'next_ms', 'wait_limit', 'parked')
@@ -219,6 +220,12 @@ local function wake(wkey, name, n, at)
     redis.call('LTRIM', WAKE, 0, 0)
   end
   return woken
+end
+local function leave(wkey, name, id, now)
+  local rank = redis.call('ZRANK', wkey, id)
+  redis.call('ZREM', wkey, id)
+  if rank ~= 0 then return 0 end
+  return wake(wkey, name, 1, now)
 end
 local function room(pkey, cap, now)
   redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
@@ -272,7 +279,7 @@ for i = 1, n do
     local code = 'limit_full'
     if has_room and (rate_full or cap < 0) then code = 'rate_limited' end
     local old = redis.call('HGET', KEYS[3], 'wait_limit')
-    if old and old ~= '' and old ~= name then redis.call('ZREM', ARGV[9] .. old, id) end
+    if old and old ~= '' and old ~= name then leave(ARGV[9] .. old, old, id, now) end
     redis.call('ZADD', wkey, slot, id)
     local due = tonumber(ARGV[7])
     if code == 'rate_limited' and not behind and next_start < due then due = next_start end
@@ -305,8 +312,9 @@ for i = 1, n do
   -- Room left: the next waiter need not wait for a release (at the next free start, if rated).
   if cap < 0 or redis.call('ZCARD', pkey) < cap then wake(wkey, name, 1, next_start) end
 end
+-- A limit waited for that no longer covers the task (its match changed): leave it too.
 local old = redis.call('HGET', KEYS[3], 'wait_limit')
-if old and old ~= '' then redis.call('ZREM', ARGV[9] .. old, id) end
+if old and old ~= '' then leave(ARGV[9] .. old, old, id, now) end
 redis.call('HSET', KEYS[3], 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '', 'parked', '')
 return {'ok'}
 """
@@ -342,25 +350,40 @@ _LEAVE = (
     "local P, W, DUE, WAKE = ARGV[3], ARGV[4], KEYS[2], KEYS[3]\n"
     + _COMMON
     + """
-local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[2])
-if rank ~= 0 then return 0 end
-return wake(KEYS[1], ARGV[5], 1, tonumber(ARGV[1]))
+return leave(KEYS[1], ARGV[5], ARGV[2], tonumber(ARGV[1]))
 """
 )
 
 # Wakes the waiters of one limit after its definition changed.
 # KEYS[1] waiters zset, KEYS[2] places zset, KEYS[3] due zset, KEYS[4] wake list.
 # ARGV[1] now ms, ARGV[2] task key prefix, ARGV[3] the status a task waits in, ARGV[4]
-# limit name, ARGV[5] max_concurrent (-1: none), ARGV[6] 1 to wake every waiter (the limit
-# is gone), else as many as it has free places (one, for a rate limit: it wakes the next).
+# limit name, ARGV[5] max_concurrent (-1: none), ARGV[6] 1 when the limit is gone (every
+# waiter then stops waiting and is due now), else wake as many as it has free places (one,
+# for a rate limit: it wakes the next).
 # Returns how many waiters it woke.
 _WAKE = (
     "local P, W, DUE, WAKE = ARGV[2], ARGV[3], KEYS[3], KEYS[4]\n"
     + _COMMON
     + """
 local now, cap = tonumber(ARGV[1]), tonumber(ARGV[5])
-if ARGV[6] == '1' then return wake(KEYS[1], ARGV[4], -1, now) end
+if ARGV[6] == '1' then
+  -- The limit is gone: every waiter stops waiting (its fields cleared) and is due now.
+  local woken = 0
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local f = redis.call('HMGET', P .. id, 'status', 'wait_limit')
+    if f[1] == W and f[2] == ARGV[4] then
+      redis.call('HSET', P .. id, 'parked', '', 'wait_limit', '', 'wait_code', '',
+                 'wait_next_ms', '')
+      redis.call('ZADD', DUE, now, id)
+      woken = woken + 1
+    end
+  end
+  if woken > 0 then
+    redis.call('LPUSH', WAKE, '1')
+    redis.call('LTRIM', WAKE, 0, 0)
+  end
+  return woken
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local free = 1
 if cap >= 0 then free = cap - redis.call('ZCARD', KEYS[2]) end
@@ -488,7 +511,7 @@ def queue_release(
     task_id: str,
     holds: Sequence[str],
     *,
-    book: dict[str, Limit],
+    book: Mapping[str, Limit],
     now_ms: int,
 ) -> None:
     """Queue the release of a round's places (`holds`) and the wake of their next waiters."""

@@ -37,6 +37,7 @@ from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import Admission, LimitBook, admit, queue_release
 from taskdispatch.models import Outcome, Task
 from taskdispatch.settings import Settings
+from taskdispatch.stats import queue_limit_wait
 from taskdispatch.transaction import Change, Read, transact
 
 __all__ = ["RoundMessage", "RoundRunner"]
@@ -247,11 +248,15 @@ class RoundRunner:
             supported_errors=(ConnectionError, TimeoutError, OSError),
         )
         try:
-            retry.call_with_retry(
+            result = retry.call_with_retry(
                 lambda: transact(self.redis, self.keys, msg.task_id, plan), lambda _: None
             )
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
+            return
+        if result.old is None and started.holds:
+            # Deleted while it ran: nothing recorded, but its places free only now it ended.
+            self._release_places(msg.task_id, started.holds)
 
     def _queue_release(self, pipe: Any, task_id: str, holds: tuple[str, ...]) -> None:
         _, book = self.limits.current()
@@ -277,6 +282,8 @@ class RoundRunner:
                 capacity=admission.capacity,
                 next_start_ms=admission.next_start_ms,
             )
+            assert admission.limit is not None and admission.code is not None
+            queue_limit_wait(pipe, self.keys, limit=admission.limit, code=admission.code)
             pipe.execute()
         return {"outcome": "waiting", "reason": admission.code, "limit": admission.limit}
 

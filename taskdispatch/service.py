@@ -118,7 +118,7 @@ class TaskDispatcher:
     ) -> tuple[int, list[Task]]:
         """One page of tasks in creation order, and how many match in all."""
         if tag is not None:
-            (tag,) = validation.tags([tag])
+            (tag,) = validation.tags([tag], field="tag")
         known = [s.value for s in TaskStatus]
         if status is not None and status not in known:
             raise InvalidTaskError(

@@ -17,7 +17,14 @@ from taskdispatch.keys import Keys
 if TYPE_CHECKING:
     from taskdispatch.history import RunRecord
 
-__all__ = ["LAG_BUCKETS_S", "RoundStats", "bucket_label", "queue_round_stats", "read_round_stats"]
+__all__ = [
+    "LAG_BUCKETS_S",
+    "RoundStats",
+    "bucket_label",
+    "queue_limit_wait",
+    "queue_round_stats",
+    "read_round_stats",
+]
 
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
@@ -39,25 +46,36 @@ def queue_round_stats(pipe: Any, keys: Keys, record: RunRecord, *, task_type: st
     pipe.hincrbyfloat(keys.stats(), "lag_sum", lag_s)
 
 
+def queue_limit_wait(pipe: Any, keys: Keys, *, limit: str, code: str) -> None:
+    """Count a round that had to wait for `limit` ("limit_full" or "rate_limited")."""
+    pipe.hincrby(keys.stats(), f"waits|{code}|{limit}", 1)
+
+
 @dataclass(frozen=True)
 class RoundStats:
-    """The totals of every worker: rounds per (outcome, task_type), the lag histogram."""
+    """The totals of every worker: rounds per (outcome, task_type), the lag histogram, and
+    waits per (code, limit)."""
 
     rounds: dict[tuple[str, str], float]
     # (upper bound label, cumulative count) for each bucket of LAG_BUCKETS_S, in order.
     lag_buckets: list[tuple[str, float]]
     lag_sum_s: float
+    waits: dict[tuple[str, str], float]
 
 
 def read_round_stats(raw: Mapping[str, str]) -> RoundStats:
     """Parse the stats hash as `queue_round_stats` writes it."""
     rounds: dict[tuple[str, str], float] = {}
+    waits: dict[tuple[str, str], float] = {}
     for field, total in raw.items():
         if field.startswith("rounds|"):
             _, outcome, task_type = field.split("|", 2)
             rounds[(outcome, task_type)] = float(total)
+        elif field.startswith("waits|"):
+            _, code, limit = field.split("|", 2)
+            waits[(code, limit)] = float(total)
     cumulative, buckets = 0.0, []
     for le in LAG_BUCKETS_S:
         cumulative += float(raw.get(f"lag|{bucket_label(le)}", 0))
         buckets.append((bucket_label(le), cumulative))
-    return RoundStats(rounds, buckets, float(raw.get("lag_sum", 0)))
+    return RoundStats(rounds, buckets, float(raw.get("lag_sum", 0)), waits)

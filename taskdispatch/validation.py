@@ -199,11 +199,11 @@ def misfire_grace(value: Any) -> int:
     return value
 
 
-def tags(value: Any) -> tuple[str, ...]:
+def tags(value: Any, *, field: str = "tags") -> tuple[str, ...]:
     """Tags: at most `tags_max` short strings without whitespace, control characters or
     commas (a tag is part of a Redis key and of a query string); duplicates dropped."""
     if not isinstance(value, list) or len(value) > LIMITS["tags_max"]:
-        raise InvalidTaskError("tags_format", field="tags", max=LIMITS["tags_max"])
+        raise InvalidTaskError("tags_format", field=field, max=LIMITS["tags_max"])
     for tag in value:
         if (
             not isinstance(tag, str)
@@ -212,7 +212,7 @@ def tags(value: Any) -> tuple[str, ...]:
             or any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in tag)
         ):
             raise InvalidTaskError(
-                "tag_format", field="tags", max=LIMITS["tag_chars"], value=repr(tag)
+                "tag_format", field=field, max=LIMITS["tag_chars"], value=repr(tag)
             )
     return tuple(dict.fromkeys(value))
 

@@ -8,7 +8,7 @@ the workers (`taskdispatch/stats.py`); the gauges are read at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from api.dependencies import DispatcherDep
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service import LimitView, TaskDispatcher
 
 __all__ = ["render_metrics", "router"]
 
@@ -61,6 +61,26 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
     for name, doc, value in gauges:
         families.append(GaugeMetricFamily(f"taskdispatch_{name}", doc, value=value))
 
+    per_limit: list[tuple[str, str, Callable[[LimitView], int | None]]] = [
+        ("in_use", "Rounds holding a place in the limit", lambda v: v.in_use),
+        ("capacity", "The limit's max_concurrent", lambda v: v.limit.max_concurrent),
+        ("waiting", "Rounds waiting for the limit", lambda v: v.waiting),
+        ("starts_in_window", "Starts in the limit's last per_s", lambda v: v.starts_in_window),
+        ("max_starts", "The limit's max_starts per per_s", lambda v: v.limit.max_starts),
+    ]
+    for name, doc, value_of in per_limit:
+        family = GaugeMetricFamily(f"taskdispatch_limit_{name}", doc, labels=["limit"])
+        for view in status.limits:
+            if (limit_value := value_of(view)) is not None:
+                family.add_metric([view.limit.name], limit_value)
+        families.append(family)
+    waits = CounterMetricFamily(
+        "taskdispatch_limit_waits", "Rounds that waited for a limit", labels=["reason", "limit"]
+    )
+    for (code, limit), total in stats.waits.items():
+        waits.add_metric([code, limit], total)
+    families.append(waits)
+
     rounds = CounterMetricFamily(
         "taskdispatch_rounds", "Rounds by outcome and task type", labels=["outcome", "task_type"]
     )
@@ -84,8 +104,9 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
     "/metrics",
     summary="Prometheus 指标",
     description=(
-        "任务数（按状态）、待派发积压、调度延迟、存活的 beat / worker、各结果的轮次计数与"
-        "开始延迟直方图；数据来自 Redis，任一 API 副本返回的都是整个部署的数值。"
+        "任务数（按状态）、待派发积压、调度延迟、存活的 beat / worker、各结果的轮次计数、"
+        "开始延迟直方图，以及各限流规则的占用、容量、等待数与等待次数；数据来自 Redis，"
+        "任一 API 副本返回的都是整个部署的数值。"
     ),
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}, "description": "指标文本"}},

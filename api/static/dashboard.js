@@ -15,6 +15,7 @@
   const EVENT_TYPES = [
     "task.created", "task.updated", "task.deleted",
     "round.started", "round.finished", "round.failed", "round.skipped", "round.lost",
+    "round.waiting", "limit.saved", "limit.deleted",
     "dispatcher.started", "dispatcher.stopped", "resync",
   ];
 
@@ -248,6 +249,11 @@
       case "error": return `连续失败后停止：${reason.last_error || "未知错误"}`;
       case "completed": return "已过结束时间";
       case "backlog": return `已到期 ${formatDuration(reason.waiting_s)}，等待派发`;
+      case "limit_full":
+        return `等待限流 ${reason.limit}（${reason.in_use}/${reason.capacity ?? "—"} 已占用）`;
+      case "rate_limited":
+        return `限流 ${reason.limit} 的启动次数已满`
+          + (reason.next_start ? `，${formatTime(Date.parse(reason.next_start))} 可再启动` : "");
       default: return reason.code;
     }
   }
@@ -288,6 +294,7 @@
 
   function render() {
     renderDispatcher();
+    renderLimits();
     renderTable();
     renderTimeline();
     tick();
@@ -307,6 +314,33 @@
     $("summary").textContent = ["pending", "running", "paused", "error", "completed"]
       .map((status) => `${STATUS_TEXT[status]} ${s[`${status}_tasks`]}`)
       .join(" · ");
+  }
+
+  function matchText(match) {
+    const parts = [];
+    if (match.tag) parts.push(`标签 ${match.tag}`);
+    if (match.sys_type) parts.push(`sys_type ${match.sys_type}`);
+    if (match.task_type) parts.push(`task_type ${match.task_type}`);
+    return parts.length ? parts.join(" 且 ") : "所有任务";
+  }
+
+  function renderLimits() {
+    const limits = dispatcherStatus.limits || [];
+    $("limits-section").hidden = limits.length === 0;
+    const rows = limits.map((limit) => {
+      const full = limit.max_concurrent !== null && limit.in_use >= limit.max_concurrent;
+      const rate = limit.max_starts === null ? "—"
+        : `${limit.starts_in_window}/${limit.max_starts} 每 ${limit.per_s} 秒`
+          + (limit.next_start ? `，${formatTime(Date.parse(limit.next_start))} 可再启动` : "");
+      return el("tr", { "data-limit": limit.name },
+        el("td", { class: "name" }, limit.name),
+        el("td", {}, matchText(limit.match)),
+        el("td", { class: "num", "data-full": full ? "1" : "" },
+          limit.max_concurrent === null ? "—" : `${limit.in_use}/${limit.max_concurrent}`),
+        el("td", {}, rate),
+        el("td", { class: "num" }, String(limit.waiting)));
+    });
+    $("limits").tBodies[0].replaceChildren(...rows);
   }
 
   function nextCell(task) {
@@ -364,7 +398,8 @@
     return el("tr", { "data-task-id": task.task_id, "data-account": task.account_id },
       el("td", {},
         el("div", { class: "name" }, task.account_name),
-        el("div", { class: "muted small" }, task.account_id)),
+        el("div", { class: "muted small" }, task.account_id),
+        task.tags.length ? el("div", { class: "tags small" }, task.tags.join(" · ")) : null),
       el("td", {},
         el("span", { class: "badge status", "data-status": task.status },
           STATUS_TEXT[task.status] || task.status)),

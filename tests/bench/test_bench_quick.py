@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = "tick,dispatch,api,memory"
+SECTIONS = "tick,dispatch,api,memory,limits"
 BENCH = [sys.executable, "-m", "bench", "--profile", "test", "--only", SECTIONS]
 
 
@@ -83,8 +83,23 @@ def test_taskdispatch_parts_produce_well_formed_results(bench_run: dict[str, Any
         _stat(endpoint["p99_ms"])
         assert endpoint["errors"] == 0
 
+    limits = bench_run["limits"]
+    assert [c["limits"] for c in limits["cases"]] == [0, 1, 3, 1]
+    for case in limits["cases"]:
+        _stat(case["round_s"])
+        _stat(case["commands"])
+    # A limit is checked inside the lease's own script: it never adds a round trip.
+    assert {c["extra_round_trips"] for c in limits["cases"]} == {0.0}
+
     report = bench_run["_report"]
-    for heading in ("## Machine", "## Headline", "## 1. Tick cost", "## 2. Dispatch", "## 5."):
+    for heading in (
+        "## Machine",
+        "## Headline",
+        "## 1. Tick cost",
+        "## 2. Dispatch",
+        "## 5.",
+        "## 6.",
+    ):
         assert heading in report
 
 

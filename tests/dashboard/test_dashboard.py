@@ -28,6 +28,7 @@ import redis
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
+from taskdispatch.limits import LimitBook, admit
 from taskdispatch.models import Task
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -398,3 +399,42 @@ def test_dashboard_timeline_draws_every_window_of_the_day_and_the_jittered_start
     marks = browser.find_elements(By.CSS_SELECTOR, f"{row} .tl-run")
     assert len(marks) == len(starts)
     assert upcoming["upcoming"] != upcoming["slots"], "the starts carry their jitter"
+
+
+def test_dashboard_shows_limits_and_a_round_waiting_for_one(
+    api: Api, browser: Any, store: redis.Redis
+) -> None:
+    """A full limit is listed with its use and waiters; the waiting account says why."""
+    live_machinery(store)
+    keys = Keys(PREFIX)
+    response = api.http.put(
+        "/api/v1/limits/mac-01", json={"match": {"tag": "device:mac-01"}, "max_concurrent": 1}
+    )
+    assert response.status_code == 200, response.text
+    ids = [api.create(f"account_{i}", tags=["device:mac-01"])["task_id"] for i in (1, 2)]
+    book = LimitBook(store, keys)
+    now_ms = time.time_ns() // 1_000_000
+    verdicts = []
+    for task_id in ids:
+        task = Task.from_hash(store.hgetall(keys.task(task_id)))
+        verdicts.append(
+            admit(
+                store,
+                keys,
+                book,
+                task,
+                lease_token=f"token-{task_id}",
+                lease_ttl_ms=600_000,
+                start_token=f"start-{task_id}",
+                now_ms=now_ms,
+                park_until_ms=now_ms + 600_000,
+            ).code
+        )
+    assert verdicts == [None, "limit_full"]
+
+    browser.get(f"{api.url}/")
+    wait_for(lambda: table(browser).get("account_2", {}).get("reason") == "limit_full", "reason")
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-account="account_2"] .reason').text
+    assert row == "等待限流 mac-01（1/1 已占用）"
+    limit_row = browser.find_element(By.CSS_SELECTOR, '#limits tr[data-limit="mac-01"]').text
+    assert "标签 device:mac-01" in limit_row and "1/1" in limit_row
