@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from taskdispatch.connections import masked
+from taskdispatch.indexes import SEARCH_SEPARATOR, entries
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import is_scheduled
 from taskdispatch.models import Task, TaskStatus
@@ -46,71 +47,79 @@ async def check_consistency(redis: Redis, keys: Keys) -> list[str]:
     """Every disagreement between task hashes and their indexes, as readable sentences."""
     problems: list[str] = []
     ids = sorted({member async for member, _ in _members(redis, keys.all_tasks())})
-    live: set[str] = set()
     for start in range(0, len(ids), _PAGE):
         page = await _load(redis, keys, ids[start : start + _PAGE])
         for task_id, task in page.items():
             if task is None:
                 problems.append(f"task {task_id} is listed but its hash is missing")
         tasks = [task for task in page.values() if task is not None]
-        live.update(task.task_id for task in tasks)
         problems.extend(await _check_page(redis, keys, tasks))
+    problems.extend(await _check_members(redis, keys))
+    return problems
 
-    # SCAN (never KEYS) for the per-tag indexes; the limits' waiters come from their names.
-    tag_indexes = [str(k) async for k in redis.scan_iter(match=keys.tag("*"), count=_PAGE)]
+
+async def _check_members(redis: Redis, keys: Keys) -> list[str]:
+    """Every member of every index belongs to a stored task that should be there."""
+    # SCAN (never KEYS) for the per-value listing indexes; the limits' waiters by name.
+    listings = [keys.all_tasks(), keys.next_runs(), keys.search()]
+    listings += [keys.status(s) for s in TaskStatus]
+    listings += [str(k) async for k in redis.scan_iter(match=keys.indexes(), count=_PAGE)]
     waiters = [keys.limit_waiters(str(name)) for name in await redis.hkeys(keys.limits())]
-    indexes = [keys.due(), keys.running(), *(keys.status(s) for s in TaskStatus)]
-    for index in [*indexes, *tag_indexes, *waiters]:
-        async for member, _ in _members(redis, index):
-            if member not in live:
-                problems.append(f"{index} holds {member}, which is not a stored task")
+    problems: list[str] = []
+    for index in [*listings, keys.due(), keys.running(), *waiters]:
+        members = [member async for member, _ in _members(redis, index)]
+        for start in range(0, len(members), _PAGE):
+            chunk = members[start : start + _PAGE]
+            owners = [m.rsplit(SEARCH_SEPARATOR, 1)[-1] for m in chunk]
+            tasks = await _load(redis, keys, sorted(set(owners)))
+            for member, owner in zip(chunk, owners, strict=True):
+                task = tasks[owner]
+                if task is None:
+                    problems.append(f"{index} holds {member!r}, which is not a stored task")
+                elif index in listings and (index, member) not in entries(keys, task):
+                    problems.append(f"{index} holds {member!r}, which task {owner} no longer has")
     return problems
 
 
 async def _check_page(redis: Redis, keys: Keys, tasks: list[Task]) -> list[str]:
+    expected = [entries(keys, task) for task in tasks]
     async with redis.pipeline(transaction=False) as pipe:
-        for task in tasks:
+        for task, wanted in zip(tasks, expected, strict=True):
             pipe.get(keys.account(task.account_id))
-            for status in TaskStatus:
-                pipe.zscore(keys.status(status), task.task_id)
             pipe.zscore(keys.due(), task.task_id)
             pipe.zscore(keys.running(), task.task_id)
-            for tag in task.tags:
-                pipe.zscore(keys.tag(tag), task.task_id)
+            for key, member in wanted:
+                pipe.zscore(key, member)
             if task.wait_limit is not None:
                 pipe.zscore(keys.limit_waiters(task.wait_limit), task.task_id)
         replies: list[Any] = await pipe.execute()
     problems: list[str] = []
     at = 0
-    for task in tasks:
-        width = 3 + len(TaskStatus) + len(task.tags) + (task.wait_limit is not None)
-        account, *scores, due, running = replies[at : at + 3 + len(TaskStatus)]
-        extra = replies[at + 3 + len(TaskStatus) : at + width]
-        at += width
-        by_status = {s.value: score for s, score in zip(TaskStatus, scores, strict=True)}
-        problems.extend(_check_task(task, account, by_status, due, running))
-        for tag, score in zip(task.tags, extra, strict=False):
-            if score is None:
-                problems.append(f"task {task.task_id} is missing from the index of tag {tag!r}")
-        if task.wait_limit is not None and extra[-1] is None:
-            problems.append(
-                f"task {task.task_id} waits for limit {task.wait_limit!r} but is not among "
-                "its waiters"
-            )
+    for task, wanted in zip(tasks, expected, strict=True):
+        account, due, running = replies[at : at + 3]
+        scores = replies[at + 3 : at + 3 + len(wanted)]
+        at += 3 + len(wanted)
+        problems.extend(_check_task(task, account, due, running))
+        for ((key, member), score), found in zip(wanted.items(), scores, strict=True):
+            if found is None:
+                problems.append(f"task {task.task_id} is missing from {key} ({member!r})")
+            elif float(found) != score:
+                problems.append(f"task {task.task_id} has score {found} in {key}, not {score}")
+        if task.wait_limit is not None:
+            at += 1
+            if replies[at - 1] is None:
+                problems.append(
+                    f"task {task.task_id} waits for limit {task.wait_limit!r} but is not "
+                    "among its waiters"
+                )
     return problems
 
 
-def _check_task(
-    task: Task, account: Any, status_scores: dict[str, Any], due: Any, running: Any
-) -> list[str]:
+def _check_task(task: Task, account: Any, due: Any, running: Any) -> list[str]:
     out: list[str] = []
     tid = task.task_id
     if account != tid:
         out.append(f"account {task.account_id} points to {account!r}, not to its task {tid}")
-    for status, score in status_scores.items():
-        if (score is not None) != (status == task.status.value):
-            where = "missing from" if score is None else "also in"
-            out.append(f"task {tid} ({task.status.value}) is {where} the {status} index")
     scheduled = is_scheduled(task)
     if scheduled and due is None:
         out.append(f"task {tid} is pending but not in the due index (it would never run)")

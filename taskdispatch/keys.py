@@ -89,9 +89,23 @@ class Keys:
         """Sorted set: Celery worker hostname scored by its last heartbeat ms."""
         return f"{self.prefix}workers"
 
-    def tag(self, tag: str) -> str:
-        """Sorted set per tag: task_id of each task carrying it, scored by created_ms."""
-        return f"{self.prefix}tag:{tag}"
+    def index(self, dim: str, value: str, status: str | None = None) -> str:
+        """Sorted set: task_id of every task whose `dim` ("tag", "sys_type", "task_type")
+        has `value` (and, given, whose status is `status`), scored by created_ms."""
+        return f"{self.prefix}ix:{dim}:{status or 'all'}:{value}"
+
+    def indexes(self) -> str:
+        """The SCAN pattern that matches every `index` key (the consistency checker's)."""
+        return f"{self.prefix}ix:*"
+
+    def search(self) -> str:
+        """Sorted set, all scores 0: `<lowercased account id or name>\0<task_id>` per task,
+        for prefix search by ZRANGEBYLEX."""
+        return f"{self.prefix}search"
+
+    def next_runs(self) -> str:
+        """Sorted set: task_id of each task with a next slot, scored by next_ms."""
+        return f"{self.prefix}next"
 
     def limits(self) -> str:
         """Hash: limit name -> its definition (JSON, `limits.Limit`)."""

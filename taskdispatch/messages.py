@@ -106,6 +106,8 @@ MESSAGES: dict[str, str] = {
     "priority_offset_range": "priority_offset 必须在 ±{max} 秒以内",
     "status_unknown": "status '{value}' 未知；可选值: {known}",
     "limit_range": "limit 必须在 1..1000 之间，收到 {value}",
+    "q_length": "q（账户 ID 或名称的前缀）必须为 1..{max} 个字符",
+    "sort_unknown": "sort '{value}' 未知；可选值: created（创建时间）、next（下次执行时间）",
     "offset_range": "offset 必须在 0..1000000000 之间，收到 {value}",
     "count_range": "count 必须在 1..100 之间，收到 {value}",
     "stream_id": "last_event_id: '{value}' 不是有效的事件 id",

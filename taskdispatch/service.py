@@ -22,10 +22,11 @@ from taskdispatch.connections import api_client
 from taskdispatch.exceptions import InvalidTaskError, LimitNotFoundError, TaskNotFoundError
 from taskdispatch.handlers import load_registry
 from taskdispatch.history import RunRecord
+from taskdispatch.indexes import matches_query
 from taskdispatch.keys import Keys
 from taskdispatch.limits import check_name, limit_from_body
 from taskdispatch.liveness import ALIVE_MS
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import Task
 from taskdispatch.reasons import waiting_reason
 from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
@@ -113,30 +114,29 @@ class TaskDispatcher:
         account_id: str | None = None,
         status: str | None = None,
         tag: str | None = None,
+        sys_type: str | None = None,
+        task_type: str | None = None,
+        q: str | None = None,
+        sort: str = "created",
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[int, list[Task]]:
-        """One page of tasks in creation order, and how many match in all."""
-        if tag is not None:
-            (tag,) = validation.tags([tag], field="tag")
-        known = [s.value for s in TaskStatus]
-        if status is not None and status not in known:
-            raise InvalidTaskError(
-                "status_unknown", field="status", value=status, known=", ".join(known)
-            )
-        if not 1 <= limit <= 1000:
-            raise InvalidTaskError("limit_range", field="limit", value=limit)
-        # Bounded above too: Redis ranks are signed 64-bit, so a huge offset fails ZRANGE.
-        if not 0 <= offset <= 1_000_000_000:
-            raise InvalidTaskError("offset_range", field="offset", value=offset)
+        """One page of the tasks that match every filter given, and how many match in all
+        (costs: `TaskStore.page`)."""
+        query = validation.task_query(
+            status=status,
+            tag=tag,
+            sys_type=sys_type,
+            task_type=task_type,
+            q=q,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
         if account_id is None:
-            return await self.store.page(status=status, tag=tag, offset=offset, limit=limit)
+            return await self.store.page(query)
         # One task per account: the account filter selects at most one task.
-        matches = [
-            t
-            for t in await self.account_tasks(account_id)
-            if status in (None, t.status) and tag in (None, *t.tags)
-        ]
+        matches = [t for t in await self.account_tasks(account_id) if matches_query(t, query)]
         return len(matches), matches[offset : offset + limit]
 
     async def account_tasks(self, account_id: str) -> list[Task]:

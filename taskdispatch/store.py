@@ -22,6 +22,7 @@ from taskdispatch.exceptions import (
     TaskNotFoundError,
 )
 from taskdispatch.history import RunRecord
+from taskdispatch.indexes import SEARCH_SEPARATOR, TaskQuery
 from taskdispatch.keys import (
     DISPATCHER_OFF,
     DISPATCHER_ON,
@@ -38,6 +39,10 @@ from taskdispatch.write import queue_wake
 __all__ = ["LimitView", "Snapshot", "TaskStore"]
 
 Mutation = Callable[[Task], Task | None]
+
+# A filtered listing by next run sorts its matches in memory up to this many; past it, it
+# walks the next-run index instead.
+_SORT_IN_MEMORY = 5000
 
 
 class TaskStore:
@@ -87,39 +92,119 @@ class TaskStore:
         assert result.old is not None
         return result.old, result.new
 
-    async def page(
-        self, *, status: str | None, tag: str | None = None, offset: int, limit: int
-    ) -> tuple[int, list[Task]]:
-        """One page of tasks in creation order, and the number of all that match.
+    async def page(self, query: TaskQuery) -> tuple[int, list[Task]]:
+        """One page of the tasks `query` selects, in its order, and how many it selects.
 
-        One index at a time costs O(log N + page); a tag and a status together walk the
-        tag's index (O(tasks with the tag)).
+        Costs, N = stored tasks: no filter, a status, one of tag / sys_type / task_type, or
+        one of them with a status: O(log N + page) in creation order (one index each). By
+        next run: the same, or O(matching) when a filter selects at most `_SORT_IN_MEMORY`
+        tasks. Two dimensions: O(tasks of the smaller one). A search `q`: O(accounts whose
+        id or name starts so).
         """
-        if tag is not None and status is not None:
-            return await self._tag_status_page(tag, status, offset=offset, limit=limit)
+        dims = query.dimensions
+        if query.q is not None:
+            ids = await self._search(query.q)
+            return await self._filtered(ids, query)
+        if len(dims) >= 2:
+            sizes = [await self.redis.zcard(self._index(query, dim, v)) for dim, v in dims]
+            dim, value = dims[sizes.index(min(sizes))]
+            driver = self._index(query, dim, value)
+            ids = [_text(i) for i in await self.redis.zrange(driver, 0, -1)]
+            return await self._filtered(ids, query)
         index = (
-            self.keys.tag(tag)
-            if tag is not None
-            else self.keys.status(status)
-            if status
+            self._index(query, *dims[0])
+            if dims
+            else self.keys.status(query.status)
+            if query.status
             else self.keys.all_tasks()
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(index)
-            pipe.zrange(index, offset, offset + limit - 1)
-            total, ids = await pipe.execute()
-        return int(total), await self.get_many([_text(i) for i in ids])
+        if query.sort == "created":
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(index)
+                pipe.zrange(index, query.offset, query.offset + query.limit - 1)
+                total, ids = await pipe.execute()
+            return int(total), await self.get_many([_text(i) for i in ids])
+        return await self._next_page(index, query)
 
-    async def _tag_status_page(
-        self, tag: str, status: str, *, offset: int, limit: int
-    ) -> tuple[int, list[Task]]:
-        ids = [_text(i) for i in await self.redis.zrange(self.keys.tag(tag), 0, -1)]
+    def _index(self, query: TaskQuery, dim: str, value: str) -> str:
+        return self.keys.index(dim, value, query.status)
+
+    async def _next_page(self, index: str, query: TaskQuery) -> tuple[int, list[Task]]:
+        """By next run, among the members of `index` (every task when it is `tasks`)."""
+        if index == self.keys.all_tasks():
+            index = self.keys.next_runs()
+        elif await self.redis.zcard(index) <= _SORT_IN_MEMORY:
+            ids = [_text(i) for i in await self.redis.zrange(index, 0, -1)]
+            return await self._filtered(ids, query)
+        nexts = self.keys.next_runs()
+        wanted = query.offset + query.limit
+        found: list[str] = []
+        start = 0
+        # Walk the next-run index in order, keeping the members of `index`: a page costs
+        # O(page / the share of all tasks that `index` holds).
+        while len(found) < wanted:
+            batch = [_text(i) for i in await self.redis.zrange(nexts, start, start + 499)]
+            if not batch:
+                break
+            start += len(batch)
+            if index == nexts:
+                found += batch
+            else:
+                scores = await self.redis.zmscore(index, batch)
+                found += [i for i, sc in zip(batch, scores, strict=True) if sc is not None]
+        return await self._with_next(query), await self.get_many(found[query.offset : wanted])
+
+    async def _with_next(self, query: TaskQuery) -> int:
+        """How many tasks `query` selects that have a next run, in O(1): all of them but the
+        completed and error ones, which the status-split indexes count."""
+        none_left = {TaskStatus.COMPLETED.value, TaskStatus.ERROR.value}
+        if query.status in none_left:
+            return 0
+        dims = query.dimensions
+        if not dims and query.status is not None:
+            return int(await self.redis.zcard(self.keys.status(query.status)))
+        if not dims:
+            return int(await self.redis.zcard(self.keys.next_runs()))
+        ((dim, value),) = dims
+        if query.status is not None:
+            return int(await self.redis.zcard(self.keys.index(dim, value, query.status)))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(self.keys.task(task_id), "status")
-            statuses = await pipe.execute()
-        matching = [i for i, st in zip(ids, statuses, strict=True) if st and _text(st) == status]
-        return len(matching), await self.get_many(matching[offset : offset + limit])
+            pipe.zcard(self.keys.index(dim, value))
+            for status in sorted(none_left):
+                pipe.zcard(self.keys.index(dim, value, status))
+            total, *without = await pipe.execute()
+        return int(total) - sum(int(n) for n in without)
+
+    async def _search(self, q: str) -> list[str]:
+        """Task ids whose account id or name starts with `q` (case-insensitive)."""
+        prefix = q.lower().encode()
+        raw = await self.redis.zrangebylex(
+            self.keys.search(), b"[" + prefix, b"[" + prefix + b"\xff"
+        )
+        ids = (_text(m).rsplit(SEARCH_SEPARATOR, 1)[1] for m in raw)
+        return list(dict.fromkeys(ids))
+
+    async def _filtered(self, ids: list[str], query: TaskQuery) -> tuple[int, list[Task]]:
+        """The page of `ids` that match every filter of `query`, in its order: O(len(ids))."""
+        if not ids:
+            return 0, []
+        checks = [self.keys.index(d, v, query.status) for d, v in query.dimensions]
+        if query.status and not checks:
+            checks.append(self.keys.status(query.status))
+        order = self.keys.all_tasks() if query.sort == "created" else self.keys.next_runs()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in checks:
+                pipe.zmscore(key, ids)
+            pipe.zmscore(order, ids)
+            *memberships, scores = await pipe.execute()
+        kept = [
+            (score, task_id)
+            for n, (task_id, score) in enumerate(zip(ids, scores, strict=True))
+            if score is not None and all(m[n] is not None for m in memberships)
+        ]
+        kept.sort()
+        page = [task_id for _, task_id in kept[query.offset : query.offset + query.limit]]
+        return len(kept), await self.get_many(page)
 
     async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
         """Everything the status endpoint shows, in one round trip plus the running tasks."""

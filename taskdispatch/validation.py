@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 from taskdispatch import schedule
 from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.models import MISFIRE_POLICIES
+from taskdispatch.indexes import TaskQuery
+from taskdispatch.models import MISFIRE_POLICIES, TaskStatus
 
 __all__ = [
     "DEFAULTS",
@@ -37,6 +38,7 @@ __all__ = [
     "misfire_policy",
     "run_params",
     "tags",
+    "task_query",
     "timezone",
     "weekdays",
     "window",
@@ -215,6 +217,49 @@ def tags(value: Any, *, field: str = "tags") -> tuple[str, ...]:
                 "tag_format", field=field, max=LIMITS["tag_chars"], value=repr(tag)
             )
     return tuple(dict.fromkeys(value))
+
+
+def task_query(
+    *,
+    status: str | None = None,
+    tag: str | None = None,
+    sys_type: str | None = None,
+    task_type: str | None = None,
+    q: str | None = None,
+    sort: str = "created",
+    limit: int = 100,
+    offset: int = 0,
+) -> TaskQuery:
+    """The filters, order and page of a listing (query parameters, or a bulk selection)."""
+    known = [s.value for s in TaskStatus]
+    if status is not None and status not in known:
+        raise InvalidTaskError(
+            "status_unknown", field="status", value=status, known=", ".join(known)
+        )
+    if tag is not None:
+        (tag,) = tags([tag], field="tag")
+    for name, value in (("sys_type", sys_type), ("task_type", task_type)):
+        if value is not None:
+            check_identifier(value, field=name)
+    if q is not None and not 1 <= len(q) <= LIMITS["id_chars"]:
+        raise InvalidTaskError("q_length", field="q", max=LIMITS["id_chars"])
+    if sort not in ("created", "next"):
+        raise InvalidTaskError("sort_unknown", field="sort", value=sort)
+    if not 1 <= limit <= 1000:
+        raise InvalidTaskError("limit_range", field="limit", value=limit)
+    # Bounded above too: Redis ranks are signed 64-bit, so a huge offset fails ZRANGE.
+    if not 0 <= offset <= 1_000_000_000:
+        raise InvalidTaskError("offset_range", field="offset", value=offset)
+    return TaskQuery(
+        status=status,
+        tag=tag,
+        sys_type=sys_type,
+        task_type=task_type,
+        q=q,
+        sort="next" if sort == "next" else "created",
+        offset=offset,
+        limit=limit,
+    )
 
 
 def instant(value: str, tz: ZoneInfo, *, field: str) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from taskdispatch.clock import now_ms
 from taskdispatch.events import queue_event
+from taskdispatch.indexes import queue_index_writes
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import due_at, is_scheduled
 from taskdispatch.limits import queue_leave
@@ -56,13 +57,10 @@ def queue_task_write(
             return
         pipe.delete(keys.task(old.task_id), keys.runs(old.task_id))
         pipe.delete(keys.account(old.account_id))
-        pipe.zrem(keys.all_tasks(), old.task_id)
-        pipe.zrem(keys.status(old.status), old.task_id)
+        queue_index_writes(pipe, keys, old, None)
         pipe.zrem(keys.due(), old.task_id)
         pipe.zrem(keys.running(), old.task_id)
         pipe.zrem(keys.resume(), old.task_id)
-        for tag in old.tags:
-            pipe.zrem(keys.tag(tag), old.task_id)
         if old.wait_limit is not None:
             queue_leave(pipe, keys, old.task_id, old.wait_limit, now_ms=now_ms())
         queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)
@@ -74,17 +72,7 @@ def queue_task_write(
     pipe.hset(keys.task(new.task_id), mapping=mapping)
     if old is None:
         pipe.set(keys.account(new.account_id), new.task_id)
-        pipe.zadd(keys.all_tasks(), {new.task_id: new.created_ms})
-    if old is None or old.status != new.status:
-        if old is not None:
-            pipe.zrem(keys.status(old.status), old.task_id)
-        pipe.zadd(keys.status(new.status), {new.task_id: new.created_ms})
-    old_tags = () if old is None else old.tags
-    if old_tags != new.tags:
-        for tag in set(old_tags) - set(new.tags):
-            pipe.zrem(keys.tag(tag), new.task_id)
-        for tag in set(new.tags) - set(old_tags):
-            pipe.zadd(keys.tag(tag), {new.task_id: new.created_ms})
+    queue_index_writes(pipe, keys, old, new)
     # A wait for a limit ended by this change (lifecycle.wait_ends): out of its waiters.
     left_wait = old is not None and old.wait_limit is not None and new.wait_limit is None
     if left_wait:

@@ -57,7 +57,9 @@ async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> Tas
     "/",
     summary="列出所有任务",
     description=(
-        "按创建顺序分页列出任务，可按 account_id、status 与 tag 过滤；"
+        "分页列出任务，可按 account_id、status、tag、sys_type、task_type 过滤，按 q 搜索"
+        "账户 ID 或名称的前缀，条件可组合；sort=created（默认）按创建顺序，sort=next 按下次"
+        "执行时间（只含有下次执行的任务）；"
         "total 为所有匹配的任务数。limit 取 1..1000，offset >= 0。"
     ),
     responses=error_responses(422),
@@ -70,11 +72,25 @@ async def list_tasks(
         str | None, Query(description="pending / running / paused / completed / error")
     ] = None,
     tag: Annotated[str | None, Query(description="只列出带该标签的任务")] = None,
+    sys_type: Annotated[str | None, Query(description="只列出该 sys_type 的任务")] = None,
+    task_type: Annotated[str | None, Query(description="只列出该 task_type 的任务")] = None,
+    q: Annotated[str | None, Query(description="账户 ID 或名称的前缀（不区分大小写）")] = None,
+    sort: Annotated[
+        str, Query(description="created（创建顺序，默认）或 next（下次执行时间，最早在前）")
+    ] = "created",
     limit: Annotated[int, Query(description="每页数量，1..1000")] = 100,
     offset: Annotated[int, Query(description="跳过的任务数，>= 0")] = 0,
 ) -> TaskListResponse:
     total, tasks = await dispatcher.list_tasks(
-        account_id=account_id, status=status, tag=tag, limit=limit, offset=offset
+        account_id=account_id,
+        status=status,
+        tag=tag,
+        sys_type=sys_type,
+        task_type=task_type,
+        q=q,
+        sort=sort,
+        limit=limit,
+        offset=offset,
     )
     reasons = await dispatcher.waiting_reasons(tasks)
     return TaskListResponse(

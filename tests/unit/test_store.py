@@ -10,6 +10,7 @@ import pytest
 
 from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.history import RunRecord
+from taskdispatch.indexes import TaskQuery
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.schedule import hour_window
@@ -397,7 +398,7 @@ async def test_page_returns_creation_order_and_total(
     expected: list[int],
 ) -> None:
     """page() lists in creation order, slices by offset/limit and counts all that match."""
-    got_total, tasks = await store.page(status=status, offset=offset, limit=limit)
+    got_total, tasks = await store.page(TaskQuery(status=status, offset=offset, limit=limit))
     assert (got_total, tasks) == (total, [five[n - 1] for n in expected])
 
 
