@@ -90,8 +90,8 @@ async def _check_page(redis: Redis, keys: Keys, tasks: list[Task]) -> list[str]:
             pipe.zscore(keys.running(), task.task_id)
             for key, member in wanted:
                 pipe.zscore(key, member)
-            if task.wait_limit is not None:
-                pipe.zscore(keys.limit_waiters(task.wait_limit), task.task_id)
+            for limit_name in task.waits:
+                pipe.zscore(keys.limit_waiters(limit_name), task.task_id)
         replies: list[Any] = await pipe.execute()
     problems: list[str] = []
     at = 0
@@ -105,11 +105,11 @@ async def _check_page(redis: Redis, keys: Keys, tasks: list[Task]) -> list[str]:
                 problems.append(f"task {task.task_id} is missing from {key} ({member!r})")
             elif float(found) != score:
                 problems.append(f"task {task.task_id} has score {found} in {key}, not {score}")
-        if task.wait_limit is not None:
+        for limit_name in task.waits:
             at += 1
             if replies[at - 1] is None:
                 problems.append(
-                    f"task {task.task_id} waits for limit {task.wait_limit!r} but is not "
+                    f"task {task.task_id} waits for limit {limit_name!r} but is not "
                     "among its waiters"
                 )
     return problems

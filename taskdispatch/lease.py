@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -248,10 +248,24 @@ class AccountLease:
             self.task_id,
         )
 
-    def release(self) -> None:
+    def stop_renewing(self) -> None:
+        """No more renewals (the round's handler returned); the lease stays held."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def queue_release(self, pipe: Any) -> None:
+        """Queue the compare-and-delete into a transaction of the caller's (the round's final
+        write), so that the account is free the instant its next slot is due. Call
+        `released` once that transaction was applied; renewals must have stopped."""
+        pipe.eval(_RELEASE, 1, self.lock_key, self.token)
+
+    def released(self) -> None:
+        """The transaction holding `queue_release` was applied: nothing left to release."""
+        self.acquired = False
+
+    def release(self) -> None:
+        self.stop_renewing()
         if self.acquired:
             try:
                 self._release(keys=[self.lock_key], args=[self.token])

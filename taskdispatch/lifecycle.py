@@ -469,7 +469,7 @@ def wait_ends(old: Task | None, new: Task | None) -> bool:
     """Whether the change from `old` to `new` ends the wait of `old`'s slot for a limit:
     the task is deleted or paused, its slot moves or is re-fenced, or its tags change (the
     limits that cover it may differ)."""
-    if old is None or old.wait_limit is None:
+    if old is None or not old.waits:
         return False
     return (
         new is None
@@ -480,7 +480,7 @@ def wait_ends(old: Task | None, new: Task | None) -> bool:
 
 
 def without_wait(task: Task) -> Task:
-    return task.evolve(wait_limit=None, wait_code=None, wait_next_ms=None)
+    return task.evolve(wait_limit=None, wait_code=None, wait_next_ms=None, waits=())
 
 
 def finished(

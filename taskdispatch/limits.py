@@ -18,9 +18,12 @@ deadline: the end of its window, its end date, or `PARK_RECHECK_MS` from now) an
 goes first: a round may not take a place while a valid waiter with an earlier slot exists,
 which also keeps the place of a woken waiter for it while its message travels.
 
-A slot waits for one limit at a time (the first full one, in name order); leaving that limit
-for another removes it from the first, so a waiter never holds back a limit it is not
-waiting for. docs/semantics.md ("Limits") states the guarantees, docs/redis-keys.md the keys.
+A slot keeps its place among the waiters of every limit it has found full (the task's
+`waits`), until it is admitted or its wait ends: a round under two busy limits is then not
+overtaken in one while it waits for the other, which would let it starve (each time one
+limit frees, the other is taken again). Its task shows the first full limit of its last
+look (`wait_limit`). docs/semantics.md ("Limits") states the guarantees, docs/redis-keys.md
+the keys.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, TimeoutError
+from redis.retry import Retry
 
 from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.keys import Keys
@@ -64,6 +70,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 _CAPS = {"max_concurrent": 100_000, "max_starts": 1_000_000, "per_s": 7 * 86_400}
 # The status a task waits in (lifecycle.SCHEDULED_STATUS; not imported: lifecycle uses us).
 _WAITING_STATUS = TaskStatus.PENDING.value
+# Reading the definitions again after a lost connection: a few attempts within a second.
+_READ_RETRY = Retry(
+    ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+    5,
+    supported_errors=(ConnectionError, TimeoutError, OSError),
+)
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,8 @@ def applicable(limits: Iterable[Limit], task: Task) -> list[Limit]:
 
 # ---- Scripts ------------------------------------------------------------------------------
 
-# Shared by the scripts below. `valid` says whether `id` really waits for `name` at `slot`
+# Shared by the scripts below. `listed` says whether the comma-separated `list` holds
+# `name`; `without` drops it. `valid` says whether `id` really waits for `name` at `slot`
 # (a waiter deleted, paused or moved to another slot is stale); `first_waiter` drops stale
 # heads; `wake` makes up to `n` parked waiters due at `at` (n < 0: all of them). A woken
 # waiter stays a waiter (its place is kept for it by the head rule) but is no longer parked,
@@ -184,9 +197,19 @@ def applicable(limits: Iterable[Limit], task: Task) -> list[Limit]:
 # have been the head that held a free place back), wakes the next one. Globals set by each
 # script: P (task key prefix), W (waiting status), DUE (due zset), WAKE (beats' wake list).
 _COMMON = """
+local function listed(list, name)
+  return string.find(',' .. (list or '') .. ',', ',' .. name .. ',', 1, true) ~= nil
+end
+local function without(list, name)
+  local kept = {}
+  for item in string.gmatch(list or '', '[^,]+') do
+    if item ~= name then kept[#kept + 1] = item end
+  end
+  return table.concat(kept, ',')
+end
 local function valid(id, slot, name)
-  local f = redis.call('HMGET', P .. id, 'status', 'next_ms', 'wait_limit', 'parked')
-  return f[1] == W and tonumber(f[2]) == tonumber(slot) and f[3] == name, f[4] == '1'
+  local f = redis.call('HMGET', P .. id, 'status', 'next_ms', 'waits', 'parked')
+  return f[1] == W and tonumber(f[2]) == tonumber(slot) and listed(f[3], name), f[4] == '1'
 end
 local function first_waiter(wkey, name)
   for _ = 1, 32 do
@@ -239,29 +262,36 @@ end
 # ARGV[1] lease token, ARGV[2] lease ttl ms, ARGV[3] now ms, ARGV[4] task id, ARGV[5] slot
 # ms, ARGV[6] the limits version the caller's definitions come from, ARGV[7] park deadline
 # ms, ARGV[8] task key prefix, ARGV[9] waiters key prefix, ARGV[10] the status a task waits
-# in, ARGV[11] a token unique to this start; then per limit: name, max_concurrent,
-# max_starts, per ms (-1: none).
+# in, ARGV[11] a token unique to this start; then per limit (in name order): name,
+# max_concurrent, max_starts, per ms (-1: none).
 # Returns {'ok'}: lease, places and starts taken, the task no longer waits;
+# {'gone'}: the task is no longer pending at that slot (nothing changed);
 # {'account_locked'}: another round of the account holds its lease (nothing changed);
 # {'stale'}: the definitions changed (nothing changed; reload and call again);
 # {code, name, in use, capacity, next start ms (-1: none)} with code 'limit_full' or
-# 'rate_limited': nothing taken, the round parked on that limit.
+# 'rate_limited' for the first limit without room: nothing taken, the round parked among
+# the waiters of every limit without room (and still of those it waited for before).
 _ADMIT = (
     "local P, W, DUE, WAKE = ARGV[8], ARGV[10], KEYS[4], KEYS[5]\n"
     + _COMMON
     + """
+local now, id, slot = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+-- Deleted, paused or moved since the worker read it: nothing to admit (and no hash to write).
+local task = redis.call('HMGET', KEYS[3], 'status', 'next_ms')
+if task[1] ~= W or tonumber(task[2]) ~= slot then return {'gone'} end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'account_locked'} end
 local version = redis.call('GET', KEYS[2]) or '0'
 if version ~= ARGV[6] then return {'stale'} end
-local now, id, slot = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local n = (#KEYS - 5) / 3
+local covering, blocked, first = {}, {}, nil
+local only_rated, latest_start = true, -1
 for i = 1, n do
   local pkey, skey, wkey = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
   local a = 8 + 4 * i
   local name, cap, max_s, per = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
                                 tonumber(ARGV[a + 3])
+  covering[name] = true
   local has_room = room(pkey, cap, now)
-  local in_use = redis.call('ZCARD', pkey)
   local next_start = -1
   local rate_full = false
   if max_s >= 0 then
@@ -278,16 +308,36 @@ for i = 1, n do
   if not has_room or rate_full or behind then
     local code = 'limit_full'
     if has_room and (rate_full or cap < 0) then code = 'rate_limited' end
-    local old = redis.call('HGET', KEYS[3], 'wait_limit')
-    if old and old ~= '' and old ~= name then leave(ARGV[9] .. old, old, id, now) end
-    redis.call('ZADD', wkey, slot, id)
-    local due = tonumber(ARGV[7])
-    if code == 'rate_limited' and not behind and next_start < due then due = next_start end
-    redis.call('HSET', KEYS[3], 'wait_limit', name, 'wait_code', code,
-               'wait_next_ms', next_start >= 0 and next_start or '', 'parked', '1', 'claims', 0)
-    redis.call('ZADD', DUE, due, id)
-    return {code, name, in_use, cap, next_start}
+    -- Only a rate limit with nobody ahead frees by itself (at its next start); any other
+    -- wait ends with a wake.
+    if code ~= 'rate_limited' or behind then only_rated = false end
+    if next_start > latest_start then latest_start = next_start end
+    blocked[#blocked + 1] = {wkey, name}
+    if not first then
+      first = {code, name, redis.call('ZCARD', pkey), cap, next_start}
+    end
   end
+end
+-- Limits it waited for that no longer cover it (its tags or their match changed): left.
+local waits = redis.call('HGET', KEYS[3], 'waits') or ''
+for old in string.gmatch(waits, '[^,]+') do
+  if not covering[old] then
+    leave(ARGV[9] .. old, old, id, now)
+    waits = without(waits, old)
+  end
+end
+if first then
+  for _, b in ipairs(blocked) do
+    redis.call('ZADD', b[1], slot, id)
+    if not listed(waits, b[2]) then waits = waits == '' and b[2] or waits .. ',' .. b[2] end
+  end
+  local due = tonumber(ARGV[7])
+  if only_rated and latest_start < due then due = latest_start end
+  redis.call('HSET', KEYS[3], 'wait_limit', first[2], 'wait_code', first[1],
+             'wait_next_ms', first[5] >= 0 and first[5] or '', 'parked', '1', 'claims', 0,
+             'waits', waits)
+  redis.call('ZADD', DUE, due, id)
+  return first
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local expiry = now + tonumber(ARGV[2])
@@ -298,7 +348,6 @@ for i = 1, n do
                                 tonumber(ARGV[a + 3])
   redis.call('ZREM', wkey, id)
   if cap >= 0 then redis.call('ZADD', pkey, expiry, id) end
-  local rate_room = true
   local next_start = now
   if max_s >= 0 then
     redis.call('ZADD', skey, now, ARGV[11])
@@ -312,10 +361,8 @@ for i = 1, n do
   -- Room left: the next waiter need not wait for a release (at the next free start, if rated).
   if cap < 0 or redis.call('ZCARD', pkey) < cap then wake(wkey, name, 1, next_start) end
 end
--- A limit waited for that no longer covers the task (its match changed): leave it too.
-local old = redis.call('HGET', KEYS[3], 'wait_limit')
-if old and old ~= '' then leave(ARGV[9] .. old, old, id, now) end
-redis.call('HSET', KEYS[3], 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '', 'parked', '')
+redis.call('HSET', KEYS[3], 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '', 'parked', '',
+           'waits', '')
 return {'ok'}
 """
 )
@@ -367,13 +414,17 @@ _WAKE = (
     + """
 local now, cap = tonumber(ARGV[1]), tonumber(ARGV[5])
 if ARGV[6] == '1' then
-  -- The limit is gone: every waiter stops waiting (its fields cleared) and is due now.
+  -- The limit is gone: every waiter stops waiting for it and is due now (it keeps its place
+  -- among the waiters of its other limits, and looks again).
   local woken = 0
   for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local f = redis.call('HMGET', P .. id, 'status', 'wait_limit')
-    if f[1] == W and f[2] == ARGV[4] then
-      redis.call('HSET', P .. id, 'parked', '', 'wait_limit', '', 'wait_code', '',
-                 'wait_next_ms', '')
+    local f = redis.call('HMGET', P .. id, 'status', 'waits', 'wait_limit')
+    if f[1] == W and listed(f[2], ARGV[4]) then
+      local waits = without(f[2], ARGV[4])
+      redis.call('HSET', P .. id, 'parked', '', 'waits', waits)
+      if waits == '' or f[3] == ARGV[4] then
+        redis.call('HSET', P .. id, 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '')
+      end
       redis.call('ZADD', DUE, now, id)
       woken = woken + 1
     end
@@ -395,9 +446,9 @@ return wake(KEYS[1], ARGV[4], free, now)
 
 @dataclass(frozen=True)
 class Admission:
-    """What `admit` decided. `code` is None when admitted, else "account_locked",
-    "limit_full" or "rate_limited" (then `limit`, its use and capacity, and for a rate
-    limit the next free start)."""
+    """What `admit` decided. `code` is None when admitted, else "gone" (the task changed
+    since it was read), "account_locked", "limit_full" or "rate_limited" (then `limit`, its
+    use and capacity, and for a rate limit the next free start)."""
 
     code: str | None
     holds: tuple[str, ...] = ()
@@ -421,10 +472,16 @@ class LimitBook:
         self.limits: dict[str, Limit] = {}
 
     def reload(self) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.limits_version())
-            pipe.hgetall(self.keys.limits())
-            version, raw = pipe.execute()
+        # No MULTI needed: the version is read first, so the definitions read after it are
+        # at least that new, and the admission script refuses them if it moved since.
+        # Read-only, so retrying a connection lost mid-way (a Redis restart) is harmless.
+        def read() -> list[Any]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.limits_version())
+                pipe.hgetall(self.keys.limits())
+                return list(pipe.execute())
+
+        version, raw = _READ_RETRY.call_with_retry(read, lambda _: None)
         self.version = _text(version) if version is not None else "0"
         self.limits = {
             _text(name): Limit.from_json(_text(name), _text(text)) for name, text in raw.items()
@@ -492,7 +549,7 @@ def admit(
             continue
         if code == "ok":
             return Admission(None, holds=tuple(lim.name for lim in covering if lim.max_concurrent))
-        if code == "account_locked":
+        if code in ("gone", "account_locked"):
             return Admission(code)
         _, name, in_use, capacity, next_start = reply
         return Admission(

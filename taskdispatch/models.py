@@ -80,11 +80,13 @@ class Task:
     tags: tuple[str, ...] = ()
     # The limits whose place the round in progress holds (released when it ends).
     holds: tuple[str, ...] = ()
-    # While the slot waits for a limit (written by the limits scripts, limits.py): the
-    # limit, why ("limit_full" or "rate_limited") and, when rate limited, the next free start.
+    # While the slot waits for a limit (written by the limits scripts, limits.py): the first
+    # limit without room at its last look, why ("limit_full" or "rate_limited") and, when
+    # rate limited, the next free start; `waits`: every limit whose waiters hold the slot.
     wait_limit: str | None = None
     wait_code: str | None = None
     wait_next_ms: int | None = None
+    waits: tuple[str, ...] = ()
 
     def evolve(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -184,7 +186,7 @@ _CODECS: dict[str, Codec] = {
         ),
         _INT,
     ),
-    **dict.fromkeys(("tags", "holds"), (",".join, lambda t: tuple(t.split(",")))),
+    **dict.fromkeys(("tags", "holds", "waits"), (",".join, lambda t: tuple(t.split(",")))),
     "status": (str, TaskStatus),
     "windows": (_windows_text, _windows_value),
     "weekdays": (
@@ -212,6 +214,7 @@ _DEFAULTED = frozenset(
         "misfire_grace_s",
         "tags",
         "holds",
+        "waits",
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))

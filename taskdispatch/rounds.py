@@ -109,6 +109,8 @@ class RoundRunner:
                 now_ms=now,
                 park_until_ms=lifecycle.park_deadline(task, now_ms=now),
             )
+            if admission.code == "gone":
+                return {"outcome": "dropped", "reason": "changed before start"}
             if admission.code == "account_locked":
                 return self._skip_account_locked(msg, now)
             if not admission.admitted:
@@ -124,7 +126,8 @@ class RoundRunner:
             with guard.installed():
                 lease.start_renewing(on_lost=guard.interrupt)
                 record = self._call_handler(started, msg, guard)
-            self._finish(msg, started, record)
+            lease.stop_renewing()
+            self._finish(msg, started, record, lease)
         return {
             "outcome": record.outcome,
             "error": record.error,
@@ -212,9 +215,13 @@ class RoundRunner:
             planned_ms=lifecycle.start_of(task, msg.slot_ms),
         )
 
-    def _finish(self, msg: RoundMessage, started: Task, record: RunRecord) -> None:
+    def _finish(
+        self, msg: RoundMessage, started: Task, record: RunRecord, lease: AccountLease
+    ) -> None:
         """Record the outcome and the next slot, retrying while Redis does not answer.
 
+        The account's lease is released in the same transaction: the next slot may be due at
+        once, and a round of it must not find the account still held by this one.
         A retry is harmless: once one attempt landed, the task no longer carries this
         round's `run_id`, and the plan writes nothing.
         """
@@ -237,6 +244,7 @@ class RoundRunner:
                 pipe.zrem(self.keys.running(), task.task_id)
                 self._record(task, record)(pipe)
                 self._queue_release(pipe, task.task_id, task.holds)
+                lease.queue_release(pipe)
 
             return Change(done, extra)
 
@@ -254,6 +262,8 @@ class RoundRunner:
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
             return
+        if result.wrote:
+            lease.released()
         if result.old is None and started.holds:
             # Deleted while it ran: nothing recorded, but its places free only now it ended.
             self._release_places(msg.task_id, started.holds)

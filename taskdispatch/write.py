@@ -61,8 +61,8 @@ def queue_task_write(
         pipe.zrem(keys.due(), old.task_id)
         pipe.zrem(keys.running(), old.task_id)
         pipe.zrem(keys.resume(), old.task_id)
-        if old.wait_limit is not None:
-            queue_leave(pipe, keys, old.task_id, old.wait_limit, now_ms=now_ms())
+        for limit_name in old.waits:
+            queue_leave(pipe, keys, old.task_id, limit_name, now_ms=now_ms())
         queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)
         return
 
@@ -73,11 +73,12 @@ def queue_task_write(
     if old is None:
         pipe.set(keys.account(new.account_id), new.task_id)
     queue_index_writes(pipe, keys, old, new)
-    # A wait for a limit ended by this change (lifecycle.wait_ends): out of its waiters.
-    left_wait = old is not None and old.wait_limit is not None and new.wait_limit is None
+    # A wait for limits ended by this change (lifecycle.wait_ends): out of their waiters.
+    left_wait = old is not None and bool(old.waits) and not new.waits
     if left_wait:
-        assert old is not None and old.wait_limit is not None
-        queue_leave(pipe, keys, new.task_id, old.wait_limit, now_ms=now_ms())
+        assert old is not None
+        for limit_name in old.waits:
+            queue_leave(pipe, keys, new.task_id, limit_name, now_ms=now_ms())
 
     if not is_scheduled(new):
         pipe.zrem(keys.due(), new.task_id)

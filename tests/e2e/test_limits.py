@@ -94,7 +94,7 @@ async def test_max_concurrent_three_never_exceeded_and_used_fully_by_two_workers
     mean = _mean(profile, start_ms=first, end_ms=thirtieth)
     assert mean >= 2.4, f"mean rounds running {mean:.2f} of 3"
     waits = [r for t in ids for r in s.view.runs(t) if r["outcome"] != "ok"]
-    assert waits == [], "a waiting round was recorded as something other than ok"
+    assert waits == [], f"a waiting round was recorded as something other than ok: {waits}"
     print(
         f"\n20 tasks, max_concurrent 3: peak {_peak(profile)}, mean {mean:.2f} over "
         f"{(thirtieth - first) / 1000:.1f} s, first start {(first - began) / 1000:.2f} s "

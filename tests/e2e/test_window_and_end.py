@@ -29,7 +29,8 @@ async def test_window_excluding_now_defers_first_round_to_window_start(stack, di
 
     task = s.view.task(task_id)
     tz = ZoneInfo(task.timezone)
-    assert task.next_ms == schedule.next_window_start(now_ms(), window, tz)
+    calendar = schedule.Calendar(schedule.hour_window(window), tz)
+    assert task.next_ms == schedule.next_window_start(now_ms(), calendar)
     assert schedule.to_datetime(task.next_ms, tz).hour == window[0]
     holds_for(
         lambda: (

@@ -111,7 +111,9 @@ def test_fuzz_every_operation_no_500_schema_conformant_standard_errors(
 
 def test_fuzz_stateful_sequences_keep_the_api_sound(schema: Any, live_api: str) -> None:
     """Chains of linked calls (create, then act on the created task) never break a check."""
-    base = schema.as_state_machine()
+    # The task routes only: every other operation (limits, dispatcher, ...) is fuzzed above,
+    # and in a derandomized run of a few steps they would crowd out the chains from a create.
+    base = schema.include(path_regex=r"^/api/v1/tasks").as_state_machine()
     seen: list[tuple[str, int]] = []
 
     class Machine(base):  # type: ignore[misc, valid-type]

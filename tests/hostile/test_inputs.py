@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis.asyncio
 
+from taskdispatch.indexes import SEARCH_SEPARATOR
 from tests.support.api import create_body, error_body_ok
 from tests.support.store import PREFIX, consistent, store_state
 
@@ -159,9 +160,14 @@ async def test_glob_and_colon_account_ids_neither_match_nor_touch_other_keys(
             if key in own:
                 continue
             if isinstance(before[key], list) and key.startswith(PREFIX):
-                # Index sorted sets lose exactly the deleted task's member.
+                # Index sorted sets lose exactly the deleted task's members (the search
+                # index's members end with "\0<task_id>").
                 kept = [
-                    m for m in before[key] if not (isinstance(m, tuple) and m[0] == ids[victim])
+                    m
+                    for m in before[key]
+                    if not (
+                        isinstance(m, tuple) and m[0].rpartition(SEARCH_SEPARATOR)[2] == ids[victim]
+                    )
                 ]
                 assert after[key] == kept, key
             else:

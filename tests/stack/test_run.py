@@ -245,9 +245,14 @@ def test_run_without_configuration_uses_its_own_redis_not_one_on_6379(
     ours = redis.Redis.from_url((tmp_path / "data" / "redis.url").read_text().strip())
     assert ours.exists(f"td:account:{account}") == 1
     ours.close()
-    banner = stack.log.read_text(errors="replace")
+    # The banner follows the API's first healthy answer by up to one poll of the supervisor.
+    banner = wait_for(
+        lambda: text if "Dashboard" in (text := stack.log.read_text(errors="replace")) else None,
+        timeout_s=10,
+        what="the start banner",
+    )
     assert "(embedded, append-only file in" in banner
-    assert "Dashboard" in banner and "export TASKDISPATCH_REDIS_URL=" in banner
+    assert "export TASKDISPATCH_REDIS_URL=" in banner
     other = redis.Redis(host="localhost", port=6379, socket_timeout=1, socket_connect_timeout=1)
     try:
         # Read only: that Redis is not ours. If none answers there, nothing could be touched.

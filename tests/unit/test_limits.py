@@ -400,7 +400,7 @@ def test_limit_json_round_trip_gives_the_same_limit(limit: Limit) -> None:
     assert Limit.from_json(limit.name, limit.to_json()) == limit
 
 
-# ---- admit: admitted and account_locked ---------------------------------------------------
+# ---- admit: admitted, gone and account_locked -----------------------------------------------
 
 
 async def test_admit_without_limits_is_admitted_and_sets_the_account_lock(
@@ -429,6 +429,50 @@ async def test_admit_with_the_account_locked_returns_account_locked_and_parks_no
     assert _waiters(client) == {}
     assert _wait_fields(client, task_id) == (None, None, None)
     assert _due(client, task_id) == t0 - 1000
+
+
+async def test_admit_of_a_task_deleted_since_it_was_read_is_gone_and_writes_nothing(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """The worker read the task, then it was deleted: no lease, and no partial hash left."""
+    task_id = await _task_at(service, "acct-gone", t0)
+    read = _task(client, task_id)
+    await service.delete_task(task_id)
+    admission = admit(
+        client,
+        KEYS,
+        LimitBook(client, KEYS),
+        read,
+        lease_token="tok",
+        lease_ttl_ms=TTL_MS,
+        start_token="start",
+        now_ms=t0,
+        park_until_ms=t0 + PARK_MS,
+    )
+    assert admission == Admission("gone")
+    assert not client.exists(KEYS.task(task_id), KEYS.lock("acct-gone"))
+
+
+async def test_admit_of_a_task_whose_slot_moved_since_it_was_read_is_gone(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """A slot moved (run now, reorder) after the read: the stale read admits nothing."""
+    task_id = await _task_at(service, "acct-moved", t0)
+    read = _task(client, task_id)
+    client.hset(KEYS.task(task_id), "next_ms", t0 + 60_000)
+    admission = admit(
+        client,
+        KEYS,
+        LimitBook(client, KEYS),
+        read,
+        lease_token="tok",
+        lease_ttl_ms=TTL_MS,
+        start_token="start",
+        now_ms=t0,
+        park_until_ms=t0 + PARK_MS,
+    )
+    assert admission == Admission("gone")
+    assert not client.exists(KEYS.lock("acct-moved"))
 
 
 async def test_admit_under_a_concurrency_limit_takes_a_place_scored_by_its_lease_expiry(
@@ -726,23 +770,67 @@ async def test_admit_under_two_limits_with_room_in_both_takes_both_places(
     assert list(_places(client, "a-room")) == list(_places(client, "b-room")) == [both]
 
 
-async def test_admit_a_woken_waiter_moving_to_another_limit_wakes_the_next_waiter_it_left(
-    client: redis.Redis, service: TaskDispatcher, t0: int
-) -> None:
-    """A woken head that now parks on another limit hands its wake on to the next waiter."""
-    await _cap(service, 1, name="a-cap", tag="ta")
-    await _cap(service, 1, name="b-cap", tag="tb")
-    holder_b = await _task_at(service, "acct-hb", t0 - 9000, tags=("tb",))
+async def _both_blocked_in_turn(
+    d: TaskDispatcher, client: redis.Redis, t0: int
+) -> tuple[str, str, str, tuple[str, ...]]:
+    """`both` (under a-cap and b-cap, cap 1 each) found b-cap full, then, woken by its
+    release, a-cap full; `next_b` (a later slot, b-cap only) parked meanwhile. Returns
+    (both, next_b, the a-cap holder, its holds)."""
+    await _cap(d, 1, name="a-cap", tag="ta")
+    await _cap(d, 1, name="b-cap", tag="tb")
+    holder_b = await _task_at(d, "acct-hb", t0 - 9000, tags=("tb",))
     holds_b = _admit(client, holder_b, now=t0).holds
-    both = await _task_at(service, "acct-both", t0 - 5000, tags=("ta", "tb"))
+    both = await _task_at(d, "acct-both", t0 - 5000, tags=("ta", "tb"))
     assert _admit(client, both, now=t0 + 10).limit == "b-cap"  # a-cap had room
-    next_b = await _task_at(service, "acct-next", t0 - 4000, tags=("tb",))
+    next_b = await _task_at(d, "acct-next", t0 - 4000, tags=("tb",))
     assert _admit(client, next_b, now=t0 + 20).limit == "b-cap"
-    _admit(client, await _task_at(service, "acct-ha", t0 - 8000, tags=("ta",)), now=t0 + 30)
+    holder_a = await _task_at(d, "acct-ha", t0 - 8000, tags=("ta",))
+    holds_a = _admit(client, holder_a, now=t0 + 30).holds
     _release(client, holder_b, holds_b, now=t0 + 40)  # b-cap has room: `both` is woken
     assert _admit(client, both, now=t0 + 50).limit == "a-cap"  # now a-cap is full
-    # b-cap has a free place and `next_b` is its only waiter: it must look again now.
-    assert (_parked(client, next_b), _due(client, next_b)) == (False, t0 + 50)
+    return both, next_b, holder_a, holds_a
+
+
+async def test_admit_a_waiter_blocked_by_another_limit_keeps_its_place_in_the_first(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """Woken by b-cap but blocked by a-cap, `both` stays b-cap's head: `next_b` (a later
+    slot) neither is woken nor may take the free place."""
+    both, next_b, _, _ = await _both_blocked_in_turn(service, client, t0)
+    assert _task(client, both).waits == ("b-cap", "a-cap")
+    assert _waiters(client, "b-cap") == {both: t0 - 5000, next_b: t0 - 4000}
+    assert _parked(client, next_b)
+    refused = _admit(client, next_b, now=t0 + 60)
+    assert (refused.code, refused.limit) == ("limit_full", "b-cap")
+    assert _places(client, "b-cap") == {}
+
+
+async def test_admit_a_round_under_two_busy_limits_starts_once_both_have_room(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """When a-cap frees too, `both` is woken and takes a place in each limit, leaving both
+    waiter lists: it is not overtaken in either (no starvation between two limits)."""
+    both, next_b, holder_a, holds_a = await _both_blocked_in_turn(service, client, t0)
+    assert _release(client, holder_a, holds_a, now=t0 + 70) == 1
+    assert not _parked(client, both)
+    admission = _admit(client, both, now=t0 + 80)
+    assert admission.holds == ("a-cap", "b-cap")
+    assert _waiters(client, "a-cap") == {}
+    assert _waiters(client, "b-cap") == {next_b: t0 - 4000}
+    assert _wait_fields(client, both) == (None, None, None)
+    assert _task(client, both).waits == ()
+
+
+async def test_admit_a_waiter_whose_limit_no_longer_covers_it_leaves_that_limit(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """A limit re-matched away from a waiting task: its next look drops it from that limit's
+    waiters (and from its `waits`), while it keeps waiting where it is still covered."""
+    both, _, _, _ = await _both_blocked_in_turn(service, client, t0)
+    await service.put_limit("b-cap", match={"tag": "other"}, max_concurrent=1)
+    assert _admit(client, both, now=t0 + 60).limit == "a-cap"
+    assert both not in _waiters(client, "b-cap")
+    assert _task(client, both).waits == ("a-cap",)
 
 
 # ---- queue_release ----------------------------------------------------------------------
@@ -852,6 +940,21 @@ async def test_pause_of_a_waiter_behind_the_head_wakes_no_one(
     first, second = await _two_waiters(service, client, t0)
     await service.pause_task(second)
     assert (_parked(client, first), _due(client, first)) == (True, t0 + 70_000)
+
+
+async def test_pause_of_a_task_waiting_for_two_limits_leaves_both(
+    client: redis.Redis, service: TaskDispatcher, t0: int
+) -> None:
+    """A wait held in two limits ends in both: the pause takes the task out of each list."""
+    await _cap(service, 1, name="a-cap", tag="ta")
+    await _cap(service, 1, name="b-cap", tag="tb")
+    _admit(client, await _task_at(service, "acct-h", t0 - 9000, tags=("ta", "tb")), now=t0)
+    both = await _task_at(service, "acct-both", t0 - 5000, tags=("ta", "tb"))
+    _admit(client, both, now=t0 + 10)
+    assert _task(client, both).waits == ("a-cap", "b-cap")
+    await service.pause_task(both)
+    assert _waiters(client, "a-cap") == _waiters(client, "b-cap") == {}
+    assert _task(client, both).waits == ()
 
 
 async def test_delete_of_a_parked_task_leaves_the_waiters(
