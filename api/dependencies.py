@@ -1,24 +1,36 @@
-"""FastAPI dependencies: the app's settings and dispatcher, and the bearer-token guard."""
+"""FastAPI dependencies: the app's settings, who is asking (`PrincipalDep`), what their role
+allows (`requires`), and the dispatcher acting for them (`DispatcherDep`)."""
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from taskdispatch.access import (
+    ANONYMOUS,
+    Principal,
+    Role,
+    TokenBook,
+    anonymous_allowed_from,
+)
 from taskdispatch.messages import text
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
 __all__ = [
+    "ADMIN",
+    "OPERATOR",
     "BearerDep",
     "DispatcherDep",
+    "PrincipalDep",
+    "ServiceDep",
     "SettingsDep",
-    "get_dispatcher",
+    "get_principal",
     "get_settings_dep",
-    "require_token",
+    "requires",
 ]
 
 
@@ -27,19 +39,13 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-def get_dispatcher(request: Request) -> TaskDispatcher:
-    """The one dispatcher the app's lifespan created."""
-    dispatcher: TaskDispatcher = request.app.state.dispatcher
-    return dispatcher
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-DispatcherDep = Annotated[TaskDispatcher, Depends(get_dispatcher)]
 
-# auto_error=False: the scheme only documents the header; require_token decides, so that
-# a server without a token accepts requests without one.
+# auto_error=False: the scheme only documents the header; get_principal decides, so that
+# a server without tokens accepts requests without one.
 _bearer = HTTPBearer(
-    auto_error=False, description="Required when the server sets TASKDISPATCH_API_TOKEN."
+    auto_error=False,
+    description="Required when the server has tokens (TASKDISPATCH_API_TOKEN(S)).",
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -48,13 +54,59 @@ def _unauthorized(key: str) -> HTTPException:
     return HTTPException(401, text(key), headers={"WWW-Authenticate": "Bearer"})
 
 
-async def require_token(settings: SettingsDep, credentials: BearerDep) -> None:
-    """When `settings.api_token` is set, demand `Authorization: Bearer <that token>`."""
-    expected = settings.api_token
-    if not expected:
-        return
+def get_principal(request: Request, credentials: BearerDep) -> Principal:
+    """The token's name and role; the anonymous admin when the server has no token."""
+    book: TokenBook = request.app.state.tokens
+    if not book.configured:
+        client = request.client.host if request.client is not None else None
+        if not anonymous_allowed_from(request.app.state.settings, client):
+            raise HTTPException(403, text("anonymous_remote"))
+        return ANONYMOUS
     if credentials is None:
         raise _unauthorized("unauthorized_missing")
-    # Bytes, not str: compare_digest rejects non-ASCII str, and headers may carry any byte.
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+    principal = book.identify(credentials.credentials)
+    if principal is None:
         raise _unauthorized("unauthorized_invalid")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def requires(role: Role) -> Callable[[Principal], Awaitable[None]]:
+    """A dependency refusing (403, naming the role needed) a principal below `role`."""
+
+    async def check(principal: PrincipalDep) -> None:
+        if not principal.may(role):
+            raise HTTPException(
+                403,
+                text(
+                    "forbidden_role",
+                    needed=role.label,
+                    name=principal.name,
+                    role=principal.role.label,
+                ),
+            )
+
+    return check
+
+
+OPERATOR = Depends(requires(Role.OPERATOR))
+ADMIN = Depends(requires(Role.ADMIN))
+
+
+def get_service(request: Request) -> TaskDispatcher:
+    """The one dispatcher the app's lifespan created (for routes that need no principal)."""
+    dispatcher: TaskDispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+ServiceDep = Annotated[TaskDispatcher, Depends(get_service)]
+
+
+def get_dispatcher(service: ServiceDep, principal: PrincipalDep) -> TaskDispatcher:
+    """The dispatcher acting for the request's principal (its name goes into the audit)."""
+    return service.acting_as(principal.name)
+
+
+DispatcherDep = Annotated[TaskDispatcher, Depends(get_dispatcher)]

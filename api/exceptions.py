@@ -34,6 +34,7 @@ from taskdispatch.exceptions import (
     TaskDispatchError,
     TaskNotFoundError,
     UnknownTaskTypeError,
+    WriteNotReplicatedError,
 )
 from taskdispatch.messages import text
 
@@ -58,6 +59,8 @@ _STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
     LimitNotFoundError: 404,
     AccountTaskExistsError: 400,
     TaskConflictError: 409,
+    # Applied on the master, not yet on enough replicas: a failover may still lose it.
+    WriteNotReplicatedError: 503,
 }
 
 _DESCRIPTIONS = {
@@ -68,7 +71,7 @@ _DESCRIPTIONS = {
     413: "请求体超过 1 MiB",
     422: "参数校验失败，error 指明字段",
     500: "内部服务器错误",
-    503: "Redis 不可用",
+    503: "Redis 不可用，或写入未得到 TASKDISPATCH_REDIS_MIN_REPLICAS 个副本确认",
 }
 
 # Starlette's own errors (no route, wrong method, the body limit) in the table's words.

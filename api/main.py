@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api.dependencies import require_token
+from api.dependencies import get_principal
 from api.exceptions import (
     MAX_BODY_BYTES,
     BodySizeLimit,
@@ -34,6 +34,7 @@ from api.routers import (
     tasks,
 )
 from taskdispatch import __version__
+from taskdispatch.access import AccessConfigError, TokenBook, anonymous_refusal
 from taskdispatch.checks import run_startup_checks
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.service import TaskDispatcher
@@ -46,6 +47,15 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    try:
+        app.state.tokens = tokens = TokenBook.from_settings(settings)
+    except AccessConfigError as exc:
+        log.critical("api: %s", exc)
+        raise
+    if (refusal := anonymous_refusal(settings, tokens)) is not None:
+        log.critical("%s", refusal)
+        raise RuntimeError(refusal)
     try:
         run_startup_checks(app.state.settings, process="api")
     except StoreUnavailableError as exc:
@@ -85,15 +95,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         accounts.router,
         limits.router,
         metrics.router,
+        events.router,
     ):
         document_body_errors(router)
         app.include_router(
             router,
-            dependencies=[Depends(require_token)],
+            dependencies=[Depends(get_principal)],
             responses=error_responses(401, 500, 503),
         )
-    # Its own token check: it also accepts ?token=, since EventSource cannot send headers.
-    app.include_router(events.router, responses=error_responses(500))
     # Public: the page and its assets hold no data; the page asks for the token.
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")

@@ -30,7 +30,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from taskdispatch.clock import now_ms
-from taskdispatch.connections import store_client
+from taskdispatch.connections import broker_client, store_client
 from taskdispatch.keys import DISPATCHER_OFF, ENABLED_FIELD, Keys
 from taskdispatch.lifecycle import SCHEDULED_STATUS
 from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
@@ -237,11 +237,11 @@ class _Summary:
 
 
 def _broker_probe(settings: Settings) -> Redis | None:
-    """A client of the broker when it is a Redis other than the store, to see it restart."""
-    url = settings.effective_broker_url
-    if url == settings.redis_url or not url.startswith(("redis://", "rediss://")):
+    """A client of the broker when it is a Redis other than the store, to see it restart
+    (or fail over: a promoted replica has a run_id of its own)."""
+    if settings.effective_broker_url == settings.redis_url:
         return None
-    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return broker_client(settings, timeout_s=5)
 
 
 def _sent_event(fields: dict[str, Any], queue: str) -> dict[str, Any]:
@@ -333,8 +333,10 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         A claimed round's message lives in the broker until a worker takes it; a Redis that
         restarts can lose it (the last second of an `everysec` AOF, or a message a worker
         had just fetched when its connection broke), and the slot would then wait out the
-        dispatch timeout. A restart shows as a new `run_id`: the store's is read whenever
-        the beat's client reconnects; a separate broker's every few seconds.
+        dispatch timeout. A restart shows as a new `run_id`, and so does a Sentinel failover
+        (the promoted replica has its own, and it may lack the last writes of the old
+        master): the store's is read whenever the beat's client reconnects; a separate
+        broker's every few seconds.
         """
         if self._unsent and self._release(self._unsent):
             self._unsent = []
@@ -350,7 +352,8 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             released = self._release(claims)
             self._claims.clear()
             log.warning(
-                "Redis restarted: %d claimed round(s) whose message may be lost are due again",
+                "Redis restarted or failed over (new run_id): %d claimed round(s) whose message "
+                "may be lost are due again",
                 released,
             )
 

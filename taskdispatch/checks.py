@@ -18,7 +18,13 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from taskdispatch.clock import now_ms
-from taskdispatch.connections import masked
+from taskdispatch.connections import (
+    is_sentinel_url,
+    masked,
+    parse_sentinel_url,
+    sentinel_clients,
+    store_client,
+)
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings, get_settings
@@ -52,12 +58,6 @@ class EvictionPolicyError(RuntimeError):
         self.policy = policy
 
 
-def _client(url: str) -> Redis:
-    return Redis.from_url(
-        url, decode_responses=True, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
-    )
-
-
 def _config(client: Redis, *names: str) -> dict[str, str] | None:
     """CONFIG GET, or None where the server refuses it (managed Redis often disables CONFIG)."""
     values: dict[str, str] = {}
@@ -73,21 +73,35 @@ def _config(client: Redis, *names: str) -> dict[str, str] | None:
 def run_startup_checks(settings: Settings, *, process: str) -> None:
     """Refuse to start on an unreachable or evicting Redis; warn when nothing is persisted.
 
-    Raises StoreUnavailableError (unreachable) or EvictionPolicyError; messages are one line
-    and never show the Redis password.
+    With a Sentinel URL, the Sentinels are asked first (each one that does not answer is a
+    warning; none answering, or none knowing the master, refuses), and the master they name
+    is checked. Raises StoreUnavailableError (unreachable) or EvictionPolicyError; messages
+    are one line and never show a password.
     """
     url = masked(settings.redis_url)
-    client = _client(settings.redis_url)
+    if is_sentinel_url(settings.redis_url):
+        _check_sentinels(settings, process=process)
+    client = store_client(settings, timeout_s=_TIMEOUT_S)
     try:
         try:
             client.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(url) from exc
         config = _config(client, "maxmemory-policy", "appendonly", "save")
+        replicas = int(client.info("replication").get("connected_slaves", 0))
     except RedisError as exc:
         raise StoreUnavailableError(url) from exc
     finally:
         client.close()
+    if replicas < settings.redis_min_replicas:
+        log.warning(
+            "%s: Redis at %s has %d connected replica(s) and TASKDISPATCH_REDIS_MIN_REPLICAS "
+            "is %d: every API write answers 503 until enough replicas are connected",
+            process,
+            url,
+            replicas,
+            settings.redis_min_replicas,
+        )
     if config is None:
         log.warning(
             "%s: Redis at %s refuses CONFIG GET, so its maxmemory-policy (must be noeviction) "
@@ -116,6 +130,60 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
         )
 
 
+def _check_sentinels(settings: Settings, *, process: str) -> None:
+    """Every Sentinel answers and names the same master; at least one must name one."""
+    url, name = masked(settings.redis_url), settings.redis_sentinel_master
+    parsed = parse_sentinel_url(settings.redis_url)
+    masters: dict[str, tuple[str, int] | None] = {}
+    for (host, port), client in zip(
+        parsed.sentinels,
+        sentinel_clients(settings, settings.redis_url, timeout_s=_TIMEOUT_S),
+        strict=True,
+    ):
+        where = f"{host}:{port}"
+        try:
+            address = client.sentinel_get_master_addr_by_name(name)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "%s: Sentinel %s of %s does not answer (%s); a failover needs a quorum of "
+                "the Sentinels",
+                process,
+                where,
+                url,
+                exc,
+            )
+            continue
+        finally:
+            client.close()
+        # None when this Sentinel monitors no master of that name.
+        masters[where] = (str(address[0]), int(address[1])) if isinstance(address, tuple) else None
+    if not masters:
+        log.error("%s: none of the Sentinels of %s answers", process, url)
+        raise StoreUnavailableError(url)
+    named = {address for address in masters.values() if address is not None}
+    if not named:
+        log.error(
+            "%s: the Sentinels of %s know no master named '%s' (TASKDISPATCH_REDIS_SENTINEL_"
+            "MASTER); they answered: %s",
+            process,
+            url,
+            name,
+            ", ".join(sorted(masters)),
+        )
+        raise StoreUnavailableError(url)
+    if len(named) > 1:
+        log.warning(
+            "%s: the Sentinels of %s disagree on the master '%s' (%s): a failover in "
+            "progress, or Sentinels that do not see each other",
+            process,
+            url,
+            name,
+            "; ".join(
+                f"{s} says {a[0]}:{a[1]}" if a else f"{s} knows none" for s, a in masters.items()
+            ),
+        )
+
+
 def beat_alive(settings: Settings, *, host: str, within_s: float) -> bool:
     """True if a beat on `host` sent its heartbeat (one per tick) within `within_s` seconds."""
     # Beat ids are "<hostname>:<pid>:<random>" (see RedisScheduler.beat_id).
@@ -136,7 +204,7 @@ def worker_consuming(settings: Settings, *, host: str, within_s: float) -> bool:
 
 def _fresh(settings: Settings, key: str, *, within_s: float) -> list[str]:
     since_ms = now_ms() - int(within_s * 1000)
-    client = _client(settings.redis_url)
+    client = store_client(settings, timeout_s=_TIMEOUT_S)
     try:
         return [str(member) for member in client.zrangebyscore(key, since_ms, "+inf")]
     except (RedisError, OSError) as exc:

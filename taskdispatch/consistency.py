@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskdispatch.connections import masked
+from taskdispatch.connections import api_client, masked
 from taskdispatch.indexes import SEARCH_SEPARATOR, entries
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import is_scheduled
@@ -143,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _check() -> int:
     settings = get_settings()
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    # The API's client: the same Redis (or Sentinel-named master) the API checks.
+    redis = api_client(settings)
     try:
         problems = await check_consistency(redis, Keys(settings.key_prefix))
     finally:

@@ -7,7 +7,9 @@ TaskDispatchError                  base of everything below
 ├── LimitNotFoundError             no limit of that name            (404)
 ├── AccountTaskExistsError         one task per account             (400)
 ├── TaskConflictError              not allowed in the task's state  (409)
-└── StoreUnavailableError          Redis cannot be reached          (503)
+├── StoreUnavailableError          Redis cannot be reached          (503)
+└── WriteNotReplicatedError        fewer replicas confirmed a write
+                                   than TASKDISPATCH_REDIS_MIN_REPLICAS (503)
 
 `str(exc)` is the client-facing message from `messages.py` (the design document's
 language); `detail`, when set, is the English technical detail (value received, format).
@@ -28,6 +30,7 @@ __all__ = [
     "TaskDispatchError",
     "TaskNotFoundError",
     "UnknownTaskTypeError",
+    "WriteNotReplicatedError",
 ]
 
 
@@ -83,3 +86,15 @@ class StoreUnavailableError(TaskDispatchError):
     def __init__(self, url: str) -> None:
         super().__init__("store_unavailable", url=url)
         self.url = url
+
+
+class WriteNotReplicatedError(TaskDispatchError):
+    """The master applied the write, but `WAIT` saw fewer replicas acknowledge it than
+    required: a failover before they catch up may lose it (read it back before retrying)."""
+
+    def __init__(self, *, confirmed: int, required: int, timeout_ms: int) -> None:
+        super().__init__(
+            "write_not_replicated", confirmed=confirmed, required=required, timeout_ms=timeout_ms
+        )
+        self.confirmed = confirmed
+        self.required = required

@@ -121,8 +121,17 @@ MESSAGES: dict[str, str] = {
     # Access and availability.
     "unauthorized_missing": "未授权: 缺少 'Authorization: Bearer <token>' 请求头",
     "unauthorized_invalid": "未授权: bearer token 无效",
+    "anonymous_remote": (
+        "拒绝访问: 服务器未配置任何令牌，只接受本机请求。请设置 TASKDISPATCH_API_TOKEN"
+        "（或 TASKDISPATCH_API_TOKENS），或设置 TASKDISPATCH_ALLOW_ANONYMOUS=true 明确允许匿名访问"
+    ),
+    "forbidden_role": "权限不足: 该操作需要 {needed} 角色，令牌 '{name}' 的角色是 {role}",
     "store_unavailable": "Redis（{url}）无法连接，任务存储暂不可用，请稍后重试",
     "store_refuses": "Redis（{url}）暂时拒绝写入（{reason}），请稍后重试",
+    "write_not_replicated": (
+        "写入已被 Redis 主节点执行，但 {timeout_ms} 毫秒内只有 {confirmed} 个副本确认"
+        "（要求 {required} 个）：主从切换后该写入可能丢失。请先查询确认结果，再决定是否重试"
+    ),
     "pool_exhausted": "该 API 进程的并发请求过多（Redis 连接已用尽），请稍后重试",
     "internal_error": "内部服务器错误",
 }

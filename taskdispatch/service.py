@@ -9,6 +9,7 @@ Celery code; dispatching itself is the beat's job, `beat.py`):
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -63,8 +64,11 @@ class TaskDispatcher:
         redis: Redis | None = None,
         clock: Callable[[], int] = now_ms,
         task_types: Collection[str] | None = None,
+        actor: str = "python",
     ) -> None:
         self.settings = settings or get_settings()
+        # Who the changes made through this dispatcher are recorded as (the audit trail).
+        self.actor = actor
         self._owns_redis = redis is None
         self.redis = redis or api_client(self.settings)
         self.keys = Keys(self.settings.key_prefix)
@@ -73,6 +77,13 @@ class TaskDispatcher:
         self.task_types = (
             set(task_types) if task_types is not None else set(load_registry(self.settings).names())
         )
+
+    def acting_as(self, actor: str) -> TaskDispatcher:
+        """This dispatcher, sharing its connections, recording its changes as `actor`."""
+        view = copy.copy(self)
+        view.actor = actor
+        view._owns_redis = False
+        return view
 
     async def __aenter__(self) -> TaskDispatcher:
         return self

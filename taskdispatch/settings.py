@@ -11,14 +11,21 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskdispatch.connections import is_sentinel_url, parse_sentinel_url
+
 __all__ = ["Settings", "get_settings"]
 
 
 class Settings(BaseSettings):
     """Every setting of taskdispatch; environment names are `TASKDISPATCH_<FIELD>`."""
 
+    # Inputs stay out of error messages: a refused URL may carry a password.
     model_config = SettingsConfigDict(
-        env_prefix="TASKDISPATCH_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TASKDISPATCH_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     redis_url: str = "redis://localhost:6379/0"
@@ -26,13 +33,32 @@ class Settings(BaseSettings):
     redis_max_connections: int = 100
     redis_pool_timeout_s: float = 5.0
     broker_url: str | None = None
+    # Redis high availability (docs/scaling.md). A sentinel:// URL asks its Sentinels for
+    # the master of this name; they may have a password of their own (the URL's password is
+    # the master's). With min_replicas > 0 every API write waits (WAIT) until that many
+    # replicas have it, at most wait_timeout_ms, and answers 503 if fewer confirmed it.
+    redis_sentinel_master: str = Field("mymaster", min_length=1)
+    redis_sentinel_password: str | None = None
+    redis_min_replicas: int = Field(0, ge=0)
+    redis_wait_timeout_ms: int = Field(1000, ge=1)
     key_prefix: str = "td:"
     timezone: str = "Asia/Shanghai"
     api_token: str | None = None
+    # Named tokens with roles: JSON, or the path of a JSON file (taskdispatch/access.py).
+    api_tokens: str | None = None
+    # Serve without any token on a non-loopback address (refused unless this is true).
+    allow_anonymous: bool = False
+    # Requests per token (or client address) across all API processes: "<n>/<second|
+    # minute|hour>", e.g. "600/minute"; unset means no limit.
+    rate_limit: str | None = None
+    # Audit entries kept: in the whole trail, and per task.
+    audit_kept: int = 100_000
+    audit_kept_per_task: int = 200
     cors_origins: list[str] = Field(default_factory=list)
 
+    # Loopback unless told: `make run`, `python -m api.main`; containers set 0.0.0.0.
     api_host: str = Field(
-        "0.0.0.0", validation_alias=AliasChoices("API_HOST", "TASKDISPATCH_API_HOST")
+        "127.0.0.1", validation_alias=AliasChoices("API_HOST", "TASKDISPATCH_API_HOST")
     )
     api_port: int = Field(8000, validation_alias=AliasChoices("API_PORT", "TASKDISPATCH_API_PORT"))
     log_level: str = Field(
@@ -63,6 +89,14 @@ class Settings(BaseSettings):
     def _prefix_not_empty(cls, value: str) -> str:
         if not value:
             raise ValueError("TASKDISPATCH_KEY_PREFIX must not be empty (default 'td:').")
+        return value
+
+    @field_validator("redis_url", "broker_url")
+    @classmethod
+    def _sentinel_url_parses(cls, value: str | None) -> str | None:
+        # Refused here, with the reason, rather than by the first client a process builds.
+        if value is not None and is_sentinel_url(value):
+            parse_sentinel_url(value)
         return value
 
     @property

@@ -19,14 +19,18 @@ from celery.app import trace as celery_trace
 from celery.signals import beat_init, task_received, worker_init, worker_process_init, worker_ready
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
-from redis import Redis
 from redis.exceptions import RedisError
 
 from taskdispatch import _broker_patches, lease
 from taskdispatch.beat import ROUND_TASK
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
 from taskdispatch.clock import now_ms
-from taskdispatch.connections import store_client
+from taskdispatch.connections import (
+    broker_client,
+    broker_transport_options,
+    broker_url,
+    store_client,
+)
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.handlers import load_registry
 from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
@@ -107,7 +111,8 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
     s = r.settings
     app = consumer.app
     hostname = consumer.hostname
-    broker = _broker_client(s)
+    # None for a broker that is not Redis: the probe alone then judges.
+    broker = broker_client(s, timeout_s=3)
     last_alive = [0.0]
 
     def record_alive() -> None:
@@ -157,13 +162,6 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
     _watchdog.start()
 
 
-def _broker_client(settings: Settings) -> Redis | None:
-    url = settings.effective_broker_url
-    if not url.startswith(("redis://", "rediss://")):
-        return None  # other brokers: trust the probe alone
-    return Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
-
-
 def create_celery_app(settings: Settings | None = None) -> Celery:
     _broker_patches.apply()
     # Celery's own "received" line, with the round's kwargs (task id, account, task type), so
@@ -171,7 +169,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     # the round's summary, which names them too.
     celery_trace.LOG_RECEIVED = "Task %(name)s[%(id)s] received: %(kwargs)s"
     settings = settings or get_settings()
-    app = Celery("taskdispatch", broker=settings.effective_broker_url)
+    app = Celery("taskdispatch", broker=broker_url(settings))
     app.conf.update(
         task_default_queue=settings.default_queue,
         task_ignore_result=True,
@@ -185,7 +183,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        # With a Sentinel broker, also the master's name and how to reach the Sentinels.
+        broker_transport_options={"visibility_timeout": 3600, **broker_transport_options(settings)},
         timezone=settings.timezone,
         enable_utc=True,
         beat_max_loop_interval=settings.beat_max_sleep_s,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.dependencies import DispatcherDep
+from api.dependencies import ADMIN, DispatcherDep
 from api.models import (
     ActionResponse,
     ConsistencyResponse,
@@ -68,6 +68,7 @@ async def get_status(dispatcher: DispatcherDep) -> DispatcherStatusResponse:
 
 @router.post(
     "/start",
+    dependencies=[ADMIN],
     summary="启动调度器",
     description="打开所有 beat 共同遵守的调度开关；重复调用无副作用。",
 )
@@ -78,6 +79,7 @@ async def start(dispatcher: DispatcherDep) -> ActionResponse:
 
 @router.post(
     "/stop",
+    dependencies=[ADMIN],
     summary="停止调度器",
     description="关闭调度开关：不再派发新的轮次，正在执行的轮次会正常完成。",
 )

@@ -11,7 +11,7 @@ import redis.exceptions
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.dependencies import DispatcherDep, SettingsDep
+from api.dependencies import ServiceDep, SettingsDep
 from api.models import Component, HealthResponse, ReadinessResponse
 from taskdispatch import __version__
 from taskdispatch.settings import Settings
@@ -53,7 +53,7 @@ async def health(settings: SettingsDep) -> HealthResponse:
     response_model=ReadinessResponse,
     responses={503: {"model": ReadinessResponse, "description": "Redis 不可用"}},
 )
-async def ready(settings: SettingsDep, dispatcher: DispatcherDep) -> JSONResponse:
+async def ready(settings: SettingsDep, dispatcher: ServiceDep) -> JSONResponse:
     beats: int | None = None
     workers: int | None = None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.dependencies import DispatcherDep
+from api.dependencies import ADMIN, DispatcherDep
 from api.exceptions import error_responses
 from api.models import (
     ActionResponse,
@@ -35,6 +35,7 @@ async def list_limits(dispatcher: DispatcherDep) -> LimitListResponse:
 
 @router.put(
     "/{name}",
+    dependencies=[ADMIN],
     summary="创建或修改限流规则",
     description=(
         "match 选出受限的任务（tag、sys_type、task_type，给出的条件须全部满足；"
@@ -61,6 +62,7 @@ async def get_limit(name: str, dispatcher: DispatcherDep) -> LimitInfo:
 
 @router.delete(
     "/{name}",
+    dependencies=[ADMIN],
     summary="删除限流规则",
     description="删除后，等待该规则的轮次立即开始。",
     responses=error_responses(404, 422),

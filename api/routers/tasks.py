@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from api.dependencies import DispatcherDep
+from api.dependencies import ADMIN, OPERATOR, DispatcherDep
 from api.exceptions import error_responses
 from api.models import (
     TaskActionResponse,
@@ -37,6 +37,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
 # some of them drop the body or the Authorization header.
 @router.post(
     "/",
+    dependencies=[ADMIN],
     summary="创建任务",
     description=(
         "为一个账户创建周期任务；同一账户只能有一个任务。首次执行时间为创建时间加 interval"
@@ -44,7 +45,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
     ),
     responses=error_responses(400),
 )
-@router.post("", include_in_schema=False)
+@router.post("", include_in_schema=False, dependencies=[ADMIN])
 async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
     task = await dispatcher.create_task(**body.model_dump())
     [reason] = await dispatcher.waiting_reasons([task])
@@ -113,6 +114,7 @@ async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
 
 @router.patch(
     "/{task_id}",
+    dependencies=[ADMIN],
     summary="修改任务",
     description=(
         "只修改请求体中出现的字段；显式 null 表示清除（task_end_time、user_* 参数）。"
@@ -132,6 +134,7 @@ async def update_task(
 
 @router.delete(
     "/{task_id}",
+    dependencies=[ADMIN],
     summary="删除任务",
     description="删除任务及其执行记录；正在执行的轮次结束后不会再被调度。",
     responses=error_responses(404),
@@ -143,6 +146,7 @@ async def delete_task(task_id: str, dispatcher: DispatcherDep) -> TaskActionResp
 
 @router.post(
     "/{task_id}/pause",
+    dependencies=[OPERATOR],
     summary="暂停任务",
     description=(
         "将 pending 或 running 的任务移出调度；正在执行的轮次会完成，但不再排下一轮。"
@@ -164,6 +168,7 @@ async def pause_task(
 
 @router.post(
     "/{task_id}/resume",
+    dependencies=[OPERATOR],
     summary="恢复任务",
     description=(
         "恢复 paused 或 error 的任务：未来的下次执行时间保持不变，否则立即（在时间窗口内）执行。"
@@ -182,6 +187,7 @@ async def resume_task(task_id: str, dispatcher: DispatcherDep) -> TaskResumeResp
 
 @router.post(
     "/{task_id}/reorder",
+    dependencies=[OPERATOR],
     summary="调整任务优先级",
     description=(
         "下次执行时间加上 priority_offset 秒：负数提前（不早于当前时间），正数延后，"
@@ -202,6 +208,7 @@ async def reorder_task(
 
 @router.post(
     "/{task_id}/run",
+    dependencies=[OPERATOR],
     summary="立即执行一轮",
     description=(
         "将 pending 任务的下次执行时间设为现在（在时间窗口内），beat 会在一秒内派发。"

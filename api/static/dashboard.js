@@ -31,7 +31,7 @@
   let tasks = new Map();
   const details = new Map(); // task_id -> {signature, lastRun, upcoming}
   let dispatcherStatus = null;
-  let source = null;
+  let stream = null; // the live event connection: {controller, live}
   let lastEventId = null; // where a new connection resumes, so that nothing is missed
   let refreshing = null;
   let refreshAgain = false;
@@ -150,7 +150,7 @@
 
   function schedulePoll() {
     clearTimeout(pollTimer);
-    const live = source && source.readyState === EventSource.OPEN;
+    const live = Boolean(stream && stream.live);
     pollTimer = setTimeout(async () => {
       await refresh();
       schedulePoll();
@@ -159,28 +159,54 @@
 
   // ---------------------------------------------------------------- live events
 
+  // The stream is read with fetch, not EventSource: fetch sends the token in the
+  // Authorization header (EventSource can only put it in the URL, where access and proxy
+  // logs keep it). A new connection resumes after the last id seen (Last-Event-ID).
   function connectEvents() {
-    if (source) source.close();
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    // EventSource cannot send an Authorization header; the events route accepts ?token=.
-    // It resends the last id by itself when it reconnects; a new EventSource (after a 401
-    // or a give-up) resumes from the last id seen through the query.
-    const query = new URLSearchParams();
-    if (token) query.set("token", token);
-    if (lastEventId) query.set("last_event_id", lastEventId);
-    source = new EventSource(`${API}/events${query.size ? `?${query}` : ""}`);
-    source.onopen = () => setLive(true);
-    source.onerror = () => {
+    if (stream) stream.controller.abort();
+    const current = (stream = { controller: new AbortController(), live: false });
+    readEvents(current).catch(() => {}).finally(() => {
+      if (stream !== current) return; // replaced by a newer connection
+      current.live = false;
       setLive(false);
-      // CLOSED means the browser gave up (e.g. a 401); OPEN/CONNECTING retry by themselves.
-      if (source.readyState === EventSource.CLOSED) setTimeout(connectEvents, POLL_OFFLINE_MS);
-    };
-    const onEvent = (event) => {
-      if (event.lastEventId) lastEventId = event.lastEventId;
-      clearTimeout(eventTimer);
-      eventTimer = setTimeout(refresh, EVENT_DEBOUNCE_MS);
-    };
-    for (const type of EVENT_TYPES) source.addEventListener(type, onEvent);
+      setTimeout(() => { if (stream === current) connectEvents(); }, POLL_OFFLINE_MS);
+    });
+  }
+
+  async function readEvents(current) {
+    const headers = { Accept: "text/event-stream" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+    const response = await fetch(`${API}/events`, { headers, signal: current.controller.signal });
+    if (!response.ok || !response.body) return;
+    current.live = true;
+    setLive(true);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        onFrame(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  }
+
+  function onFrame(frame) {
+    let type = "message";
+    let id = null;
+    for (const line of frame.split("\n")) {
+      if (line.startsWith("event:")) type = line.slice(6).trim();
+      else if (line.startsWith("id:")) id = line.slice(3).trim();
+    }
+    if (id) lastEventId = id;
+    if (!EVENT_TYPES.includes(type)) return; // keep-alive comments and unknown types
+    clearTimeout(eventTimer);
+    eventTimer = setTimeout(refresh, EVENT_DEBOUNCE_MS);
   }
 
   function setLive(live) {
@@ -201,7 +227,10 @@
     form.hidden = false;
     $("loading").hidden = true;
     $("content").hidden = true;
-    if (source) source.close();
+    if (stream) {
+      stream.controller.abort();
+      stream = null;
+    }
     $("token-input").focus();
   }
 

@@ -252,6 +252,8 @@ def build_children(
     access_log: bool = False,
 ) -> list[Child]:
     env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    # The API checks the address it serves on (no token on a public one is refused).
+    env["API_HOST"] = api_host
     level = settings.log_level.lower()
     celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
     return [
@@ -524,8 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv, settings)
     console = Console(sys.stdout, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     logging.basicConfig(level=logging.WARNING, handlers=[ConsoleLogHandler(console)])
-    # Local runs listen on loopback unless API_HOST says otherwise (its default suits containers).
-    api_host = settings.api_host if "api_host" in settings.model_fields_set else "127.0.0.1"
+    # Loopback unless API_HOST says otherwise.
+    api_host = settings.api_host
     stop = StopRequest()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)

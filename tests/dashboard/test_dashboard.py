@@ -48,7 +48,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "tddash:"
-TOKEN = "dash-s3cret"
+TOKEN = "dash-s3cret-token-0123"
 WAIT_S = 15.0
 
 

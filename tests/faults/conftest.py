@@ -1,6 +1,7 @@
 """Fixtures of the fault tests: a private Redis with append-only persistence for restart
-tests. The process fixtures (`stack`, `dispatcher`) and the TCP proxy that cuts
-connections (`proxy`) come from the root conftest."""
+tests, and a Sentinel-managed master with its replica for failover tests. The process
+fixtures (`stack`, `dispatcher`) and the TCP proxy that cuts connections (`proxy`) come from
+the root conftest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
+from tests.support.sentinel import SentinelSet
 
 
 @pytest.fixture
@@ -21,3 +23,13 @@ def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def sentinel_set(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SentinelSet]:
+    """A master, one replica and three Sentinels (down after 1 s); their logs on failure."""
+    with SentinelSet(tmp_path / "sentinel-set") as servers:
+        yield servers
+        failed = getattr(getattr(request.node, "rep_call", None), "failed", True)
+        if failed:
+            print(f"\n===== Redis and Sentinel logs =====\n{servers.tails()}")

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.probes import add_probe_task, now_ms, wait_until
+from tests.support.probes import add_probe_task, now_ms, probe_file_records, wait_until
 from tests.support.stack import Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 
 TTL_S = 3.0
-
-
-def _records(probe_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(starts, ends) written by `probe_file_round`, from every process's file."""
-    lines = [json.loads(x) for f in probe_dir.glob("*.jsonl") for x in f.read_text().splitlines()]
-    return [x for x in lines if x["event"] == "start"], [x for x in lines if x["event"] == "end"]
 
 
 async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
@@ -40,7 +31,9 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
         a.start(workers=1, beats=0, concurrency=1, queues="celery")
         s = stack(workers=0, beats=1, env=env)
         task_id = await add_probe_task(dispatcher, "acct-cut", sleep_s=8.0, task_type="probe_file")
-        first = wait_until(lambda: _records(probe_dir)[0], timeout_s=15, message="A's round")[0]
+        first = wait_until(
+            lambda: probe_file_records(probe_dir)[0], timeout_s=15, message="A's round"
+        )[0]
         assert first["pid"] in {p.pid for p in a.workers[0].group()}
         b = stack(workers=1, beats=0, env=env)
 
@@ -48,7 +41,7 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
         proxy.partition()
         cut_s = time.monotonic()
         rerun = wait_until(
-            lambda: [x for x in _records(probe_dir)[0] if x["pid"] != first["pid"]],
+            lambda: [x for x in probe_file_records(probe_dir)[0] if x["pid"] != first["pid"]],
             timeout_s=4 * TTL_S,
             interval_s=0.05,
             message="the rerun on worker B",
@@ -56,7 +49,7 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
         time.sleep(max(0.0, 2 * TTL_S - (time.monotonic() - cut_s)))
         proxy.heal()
 
-        ends = {x["pid"]: x for x in _records(probe_dir)[1]}
+        ends = {x["pid"]: x for x in probe_file_records(probe_dir)[1]}
         assert first["pid"] in ends, "A's handler never stopped"
         a_end = ends[first["pid"]]["end_ms"]
         assert rerun["start_ms"] > a_end, (first, ends[first["pid"]], rerun)

@@ -127,28 +127,37 @@ def test_dockerfile_is_slim_and_not_root() -> None:
 
 
 def test_compose_config_is_accepted_by_the_compose_client(tmp_path: Path) -> None:
-    """`compose config -q` accepts the file, and refuses it without FLOWER_BASIC_AUTH."""
+    """`compose config -q` accepts the file, and refuses it without FLOWER_BASIC_AUTH or
+    without TASKDISPATCH_API_TOKEN."""
     command = _compose_command()
     if command is None:
         pytest.skip("no working `docker compose` or `docker-compose` on PATH")
     empty_env = tmp_path / "empty.env"
     empty_env.write_text("")
     base = [*command, "--env-file", str(empty_env), "-f", str(ROOT / "docker-compose.yml")]
-    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
-    ok = subprocess.run(
-        [*base, "config", "-q"],
-        env={**env, "FLOWER_BASIC_AUTH": "admin:test"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FLOWER_BASIC_AUTH", "TASKDISPATCH_API_TOKEN")
+    }
+    secrets = {"FLOWER_BASIC_AUTH": "admin:test", "TASKDISPATCH_API_TOKEN": "a-token-of-the-test"}
+
+    def config(**given: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, "config", "-q"],
+            env={**env, **given},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ok = config(**secrets)
     assert ok.returncode == 0, ok.stderr
-    refused = subprocess.run(
-        [*base, "config", "-q"], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert refused.returncode != 0
-    assert "FLOWER_BASIC_AUTH" in refused.stderr
+    for missing in secrets:
+        refused = config(**{k: v for k, v in secrets.items() if k != missing})
+        assert refused.returncode != 0
+        assert missing in refused.stderr
 
 
 def test_compose_config_after_copying_the_env_example_is_accepted(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "s3cret"
+TOKEN = "s3cret-token-of-the-tests"
 
 CreateTask = Callable[..., Awaitable[dict[str, Any]]]
 

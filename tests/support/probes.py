@@ -8,6 +8,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -27,6 +28,7 @@ __all__ = [
     "overlaps",
     "overlaps_by_history",
     "percentile",
+    "probe_file_records",
     "wait_until",
 ]
 
@@ -110,6 +112,12 @@ class View:
 
 def _key(x: ProbeRound) -> tuple[Any, ...]:
     return (x["task_id"], x["start_ms"], x["pid"])
+
+
+def probe_file_records(probe_dir: Path) -> tuple[list[ProbeRound], list[ProbeRound]]:
+    """(starts, ends) that `handlers.probe_file_round` wrote, from every process's file."""
+    lines = [json.loads(x) for f in probe_dir.glob("*.jsonl") for x in f.read_text().splitlines()]
+    return [x for x in lines if x["event"] == "start"], [x for x in lines if x["event"] == "end"]
 
 
 def unfinished(starts: Iterable[ProbeRound], rounds: Iterable[ProbeRound]) -> list[ProbeRound]:

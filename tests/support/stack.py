@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import redis
 
+from taskdispatch.connections import store_client
 from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
 from tests.support.probes import View, now_ms, wait_until
@@ -138,7 +138,8 @@ class Stack:
         self.env = env
         self.settings = settings_of(env)
         self.keys = Keys(self.settings.key_prefix)
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        # Built like the processes' own clients, so that a Sentinel URL follows the master.
+        self.redis = store_client(self.settings.model_copy(update={"redis_url": redis_url}))
         self.view = View(self.redis, self.keys)
         self.log_dir = log_dir
         self.workers: list[Proc] = []
