@@ -65,10 +65,13 @@ _STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
 
 _DESCRIPTIONS = {
     400: "请求错误（账户已有任务、未知任务类型、请求体不是 JSON）",
-    401: "未授权（设置了 TASKDISPATCH_API_TOKEN 时需要 Bearer token）",
+    401: "未授权（配置了令牌时需要 Authorization: Bearer <token>）",
+    403: "权限不足（令牌的角色不够），或未配置令牌时来自其他机器的请求",
     404: "任务或限流规则不存在",
     409: "任务当前状态不允许该操作",
-    413: "请求体超过 1 MiB",
+    413: "请求体超过上限（1 MiB；导入 16 MiB）",
+    415: "Content-Type 不受支持",
+    429: "请求过于频繁（TASKDISPATCH_RATE_LIMIT），Retry-After 指明等待秒数",
     422: "参数校验失败，error 指明字段",
     500: "内部服务器错误",
     503: "Redis 不可用，或写入未得到 TASKDISPATCH_REDIS_MIN_REPLICAS 个副本确认",
@@ -224,18 +227,23 @@ class BodySizeLimit:
     error body every client of this API relies on.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose bodies may be bigger (an import file), with their own limit.
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             # Refused before reading a byte; this runs outside the exception handlers.
-            exc = BodyTooLarge(self.max_bytes)
+            exc = BodyTooLarge(max_bytes)
             await error_response(exc.status_code, exc.detail)(scope, receive, send)
             return
         received = 0
@@ -244,9 +252,9 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > max_bytes:
                 # Raised inside the endpoint's body read, so the HTTPException handler answers.
-                raise BodyTooLarge(self.max_bytes)
+                raise BodyTooLarge(max_bytes)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -22,11 +22,14 @@ from api.exceptions import (
     error_responses,
     install_error_handlers,
 )
+from api.ratelimit import RateLimiter
 from api.routers import (
     accounts,
+    audit,
     dashboard,
     dispatcher,
     events,
+    fleet,
     health,
     limits,
     metrics,
@@ -37,6 +40,8 @@ from taskdispatch import __version__
 from taskdispatch.access import AccessConfigError, TokenBook, anonymous_refusal
 from taskdispatch.checks import run_startup_checks
 from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.keys import Keys
+from taskdispatch.ratelimit import parse_rate_limit
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 
@@ -76,7 +81,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if settings.rate_limit:
+        app.add_middleware(
+            RateLimiter,
+            limit=parse_rate_limit(settings.rate_limit),
+            keys=Keys(settings.key_prefix),
+        )
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=MAX_BODY_BYTES,
+        larger={"/api/v1/tasks/import": fleet.IMPORT_MAX_BYTES},
+    )
     if settings.cors_origins:
         # Bearer tokens, not cookies: credentials stay off, so "*" cannot leak a session.
         app.add_middleware(
@@ -91,7 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         dispatcher.router,
         schedule.router,
+        fleet.router,
         tasks.router,
+        audit.router,
         accounts.router,
         limits.router,
         metrics.router,
@@ -101,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(
             router,
             dependencies=[Depends(get_principal)],
-            responses=error_responses(401, 500, 503),
+            responses=error_responses(401, 403, 429, 500, 503),
         )
     # Public: the page and its assets hold no data; the page asks for the token.
     app.include_router(dashboard.router)

@@ -1,8 +1,9 @@
 """The wire format: request bodies, response bodies and the one Task -> TaskInfo converter.
 
-Request models only check types and shape (strict integers, no unknown fields, text that
-can be stored); what the values mean is validated by the dispatcher, so the Python API
-and the REST API reject the same input with the same messages.
+The request bodies that change tasks live in `taskdispatch.bodies` (bulk actions and
+imports take the same ones) and are re-exported here; the others check types and shape
+only, and what the values mean is validated by the dispatcher, so the Python API and the
+REST API reject the same input with the same messages.
 """
 
 from __future__ import annotations
@@ -10,35 +11,50 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, overload
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
-from taskdispatch.exceptions import InvalidTaskError
+from taskdispatch.audit import AuditEntry
+from taskdispatch.bodies import (
+    StrictBody,
+    TaskCreateRequest,
+    TaskPauseRequest,
+    TaskReorderRequest,
+    TaskUpdateRequest,
+    Text,
+)
 from taskdispatch.history import RunRecord
 from taskdispatch.lifecycle import due_at
+from taskdispatch.messages import text
 from taskdispatch.models import Outcome, Task, TaskStatus
 from taskdispatch.schedule import format_windows, to_local_iso
+from taskdispatch.service import BulkResult
 from taskdispatch.store import LimitView
-from taskdispatch.validation import DEFAULTS, check_json
 
 __all__ = [
     "AccountTasksResponse",
     "ActionResponse",
+    "AuditEntryInfo",
+    "AuditPageResponse",
+    "BulkRequest",
+    "BulkResponse",
     "Component",
     "ConsistencyResponse",
     "DispatcherStatusResponse",
     "ErrorDetail",
     "ErrorResponse",
     "HealthResponse",
+    "ImportResponse",
     "LimitInfo",
     "LimitListResponse",
     "LimitMatch",
     "LimitRequest",
     "LimitSavedResponse",
+    "PrincipalInfo",
     "ReadinessResponse",
     "RunInfo",
     "RunningRound",
     "TaskActionResponse",
+    "TaskAuditResponse",
     "TaskCreateRequest",
     "TaskDetail",
     "TaskInfo",
@@ -53,164 +69,14 @@ __all__ = [
     "TaskSavedResponse",
     "TaskUpdateRequest",
     "WaitingReason",
+    "audit_entry_info",
+    "bulk_response",
     "limit_info",
     "local_time",
     "run_info",
     "task_info",
     "waiting_reason_info",
 ]
-
-
-def _storable_text(value: str) -> str:
-    # JSON can carry lone surrogates ("\ud800"); Redis and the JSON encoder cannot store them.
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise PydanticCustomError(
-            "unicode_text", "must be valid Unicode text (no lone surrogates)"
-        ) from None
-    return value
-
-
-def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
-    # The dispatcher checks again; checking here names the field in pydantic's error path.
-    try:
-        check_json(value, field="kwargs")
-    except InvalidTaskError as exc:
-        raise PydanticCustomError("json_value", str(exc)) from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_storable_text)]
-RunParams = Annotated[dict[str, Any], AfterValidator(_storable_json)]
-
-
-class _Request(BaseModel):
-    # An unknown field is almost always a typo ("intervall"); ignoring it would hide it.
-    model_config = ConfigDict(extra="forbid")
-
-
-class TaskCreateRequest(_Request):
-    """Body of POST /api/v1/tasks/ (document section 4.1, plus timezone, start_at, kwargs)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "sys_type": "mac_intel",
-                    "task_type": "xhs_type",
-                    "xhs_account_id": "account_1",
-                    "xhs_account_name": "账号1",
-                    "user_query": "开始运营",
-                    "user_topic": "科技",
-                    "user_style": "专业",
-                    "user_target_audience": "技术爱好者",
-                    "task_end_time": "2030-12-31",
-                    "interval": 3600,
-                    "valid_time_range": [8, 22],
-                }
-            ]
-        }
-    )
-
-    sys_type: Text = Field(description="Machine type the round runs on, e.g. mac_intel.")
-    task_type: Text = Field(DEFAULTS["task_type"], description="A registered task type.")
-    xhs_account_id: Text = Field(description="Account id; one task per account.")
-    xhs_account_name: Text = Field(description="Account display name.")
-    user_query: Text | None = None
-    user_topic: Text | None = None
-    user_style: Text | None = None
-    user_target_audience: Text | None = None
-    task_end_time: Text | None = Field(
-        None,
-        description="ISO date (through the end of that day) or datetime; null = no end.",
-    )
-    interval: StrictInt | None = Field(DEFAULTS["interval"], description="Seconds between rounds.")
-    valid_time_range: list[StrictInt] | None = Field(
-        DEFAULTS["valid_time_range"],
-        description="[start, end) local hours in which a round may start.",
-    )
-    timezone: Text | None = Field(None, description="IANA zone; default: the server setting.")
-    start_at: Text | None = Field(None, description="ISO datetime of the first run.")
-    kwargs: RunParams | None = Field(None, description="Extra run parameters for the handler.")
-    windows: list[Text] | None = Field(
-        None,
-        description="Local 'HH:MM-HH:MM' ranges in which a round may start (may wrap "
-        "midnight); valid_time_range is the whole-hour shorthand (give one of the two).",
-    )
-    weekdays: list[StrictInt] | None = Field(
-        None, description="ISO weekdays (1 = Monday) on which the windows apply; default all."
-    )
-    blackout_dates: list[Text] | None = Field(
-        None, description="Local dates 'YYYY-MM-DD' or ranges 'A..B' on which no round starts."
-    )
-    jitter_s: StrictInt | None = Field(
-        None, description="Each round starts up to this many seconds after its slot (0..interval)."
-    )
-    max_runs: StrictInt | None = Field(
-        None, description="The task completes after this many rounds ran; null: no limit."
-    )
-    misfire_policy: Literal["run_once", "skip"] | None = Field(
-        None, description="A slot missed by more than misfire_grace_s: run once now, or skip it."
-    )
-    tags: list[Text] | None = Field(
-        None,
-        description="Labels limits match, e.g. ['device:mac-01', 'team:a'] (at most 20).",
-    )
-    misfire_grace_s: StrictInt | None = Field(
-        None, description="How late a slot may still run under misfire_policy 'skip' (default 60)."
-    )
-
-
-class TaskUpdateRequest(_Request):
-    """Body of PATCH /api/v1/tasks/{task_id}; only the fields sent are changed."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"interval": 7200, "valid_time_range": [9, 21]}]}
-    )
-
-    interval: StrictInt | None = None
-    valid_time_range: list[StrictInt] | None = None
-    task_end_time: Text | None = Field(None, description="null removes the end.")
-    timezone: Text | None = None
-    account_name: Text | None = None
-    user_query: Text | None = Field(None, description="null removes the parameter.")
-    user_topic: Text | None = None
-    user_style: Text | None = None
-    user_target_audience: Text | None = None
-    kwargs: RunParams | None = Field(None, description="Merged into the run parameters.")
-    windows: list[Text] | None = None
-    weekdays: list[StrictInt] | None = None
-    blackout_dates: list[Text] | None = Field(None, description="null or [] removes them.")
-    jitter_s: StrictInt | None = None
-    max_runs: StrictInt | None = Field(None, description="null removes the limit.")
-    misfire_policy: Literal["run_once", "skip"] | None = None
-    misfire_grace_s: StrictInt | None = None
-    tags: list[Text] | None = Field(None, description="Replaces the tags; null or [] removes them.")
-
-
-class TaskReorderRequest(_Request):
-    """Body of POST /api/v1/tasks/{task_id}/reorder."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"priority_offset": -1800}]})
-
-    priority_offset: StrictInt = Field(
-        description="Seconds: negative runs earlier (not before now), positive later."
-    )
-
-
-class TaskPauseRequest(_Request):
-    """Optional body of POST /api/v1/tasks/{task_id}/pause; no body pauses until resumed."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"until": "2026-01-08T18:00:00", "note": "账号申诉中"}]}
-    )
-
-    until: Text | None = Field(
-        None,
-        description="ISO datetime (naive = the task's zone) at which the task resumes by itself.",
-    )
-    note: Text | None = Field(None, description="Why it is paused, shown to operators.")
 
 
 # Waiting reasons: one model per code, so each code documents exactly the details it carries.
@@ -414,7 +280,7 @@ class LimitMatch(BaseModel):
     task_type: Text | None = Field(None, description="Tasks of this task_type.")
 
 
-class LimitRequest(_Request):
+class LimitRequest(StrictBody):
     """A limit: among the tasks it matches (all criteria given must hold; none: every
     task), at most max_concurrent rounds at once and/or max_starts starts per per_s."""
 
@@ -699,4 +565,148 @@ def run_info(task: Task, record: RunRecord) -> RunInfo:
         error=record.error,
         worker=record.worker,
         result=record.result,
+    )
+
+
+# ---- Fleet operations: bulk actions, import and export, the audit trail ------------------
+
+
+class BulkSelect(StrictBody):
+    """Which tasks a bulk action takes: the list filters, all given must hold."""
+
+    status: Text | None = None
+    tag: Text | None = None
+    sys_type: Text | None = None
+    task_type: Text | None = None
+    q: Text | None = Field(None, description="Prefix of the account id or name.")
+
+
+class BulkRequest(StrictBody):
+    """Body of POST /api/v1/tasks/bulk."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "action": "pause",
+                    "select": {"tag": "device:mac-01"},
+                    "until": "2026-01-08T18:00:00",
+                    "note": "设备维护",
+                    "request_id": "maint-2026-01-08-mac-01",
+                }
+            ]
+        }
+    )
+
+    action: Literal["pause", "resume", "reorder", "patch", "delete", "run"]
+    select: BulkSelect | None = Field(None, description="The tasks the filters select.")
+    task_ids: list[Text] | None = Field(None, description="Or: these tasks.")
+    request_id: Text | None = Field(
+        None,
+        description="Idempotency key chosen by the client: the same request sent again (a "
+        "retry after a lost reply) returns the first outcome and changes nothing twice.",
+    )
+    dry_run: bool = Field(False, description="Answer what would change; write nothing.")
+    until: Text | None = Field(None, description="pause: resume by itself at this time.")
+    note: Text | None = Field(None, description="pause: why; also kept in the audit trail.")
+    priority_offset: StrictInt | None = Field(None, description="reorder: seconds to move.")
+    patch: TaskUpdateRequest | None = Field(None, description="patch: the fields to change.")
+
+
+class BulkItemInfo(BaseModel):
+    task_id: str
+    account_id: str | None
+    ok: bool
+    status: str | None = Field(
+        description="The task's status after the change ('deleted' for a delete), if ok."
+    )
+    error: str | None = Field(description="Why this task was left unchanged.")
+    code: str | None = Field(description="The error's key, e.g. pause_conflict.")
+    repeated: bool = Field(
+        description="An earlier attempt of the same request_id made this change."
+    )
+
+
+class BulkResponse(ActionResponse):
+    action: str
+    dry_run: bool
+    request_id: str = Field(description="The request's idempotency key (generated if none).")
+    selected: int
+    changed: int = Field(description="Tasks changed (or that would change, in a dry run).")
+    failed: int
+    results: list[BulkItemInfo] = Field(description="One per selected task, in list order.")
+
+
+class ImportRowError(BaseModel):
+    line: int = Field(description="The line the row starts on, counted from 1.")
+    error: str
+
+
+class ImportResponse(ActionResponse):
+    created: int
+    updated: int
+    errors: list[ImportRowError] = Field(description="Every refused row, in line order.")
+
+
+class AuditChange(BaseModel):
+    before: Any = None
+    after: Any = None
+
+
+class AuditEntryInfo(BaseModel):
+    id: str | None = Field(description="The entry's id in the trail (the paging cursor).")
+    at: str = Field(description="When the change was made (server time zone).")
+    actor: str = Field(description="The name of the token that made it.")
+    action: str
+    task_id: str | None
+    account_id: str | None
+    limit: str | None = Field(description="The limit a limit change is about.")
+    changes: dict[str, AuditChange] = Field(description="Each changed field, before and after.")
+    note: str | None
+    request: str | None = Field(description="The bulk request it belongs to.")
+
+
+class AuditPageResponse(BaseModel):
+    entries: list[AuditEntryInfo] = Field(description="Newest first.")
+    next_before: str | None = Field(
+        description="Pass as `before` for the next (older) page; null when there is none."
+    )
+
+
+class TaskAuditResponse(BaseModel):
+    task_id: str
+    entries: list[AuditEntryInfo] = Field(description="Newest first, capped per task.")
+
+
+class PrincipalInfo(BaseModel):
+    name: str = Field(description="The token's name (the actor in the audit trail).")
+    role: Literal["viewer", "operator", "admin"]
+
+
+def audit_entry_info(entry: AuditEntry, *, tz: ZoneInfo) -> AuditEntryInfo:
+    return AuditEntryInfo(
+        id=entry.id,
+        at=str(to_local_iso(entry.at_ms, tz)),
+        actor=entry.actor,
+        action=entry.action,
+        task_id=entry.task_id,
+        account_id=entry.account_id,
+        limit=entry.limit,
+        changes={name: AuditChange(**change) for name, change in entry.changes.items()},
+        note=entry.note,
+        request=entry.request,
+    )
+
+
+def bulk_response(result: BulkResult) -> BulkResponse:
+    key = "bulk_dry_run" if result.dry_run else "bulk_done"
+    return BulkResponse(
+        message=text(key, changed=result.changed, failed=result.failed),
+        action=result.action,
+        dry_run=result.dry_run,
+        request_id=result.request_id,
+        selected=len(result.items),
+        changed=result.changed,
+        failed=result.failed,
+        results=[BulkItemInfo(**vars(item)) for item in result.items],
     )

@@ -39,6 +39,7 @@ __all__ = [
     "anonymous_refusal",
 ]
 
+
 class Role(IntEnum):
     VIEWER = 1
     OPERATOR = 2

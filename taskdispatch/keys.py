@@ -129,6 +129,23 @@ class Keys:
         """Sorted set: task_id of each round waiting for the limit, scored by its slot ms."""
         return f"{self.prefix}limit_waiters:{name}"
 
+    def audit(self) -> str:
+        """Stream: the audit trail of every change (who, what, before -> after), capped."""
+        return f"{self.prefix}audit"
+
+    def task_audit(self, task_id: str) -> str:
+        """List: the audit entries (JSON) of one task, newest first, capped; deleted with it."""
+        return f"{self.prefix}audit:{task_id}"
+
+    def bulk(self, request_id: str, task_id: str) -> str:
+        """String: what bulk request `request_id` did to task `task_id` (its status after),
+        so that a repeated request changes nothing twice (expires after a day)."""
+        return f"{self.prefix}bulk:{request_id}:{task_id}"
+
+    def rate(self, client: str) -> str:
+        """Hash: the token bucket of one API client (a token's digest or an address)."""
+        return f"{self.prefix}rate:{client}"
+
     def wake(self) -> str:
         """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
         return f"{self.prefix}wake"

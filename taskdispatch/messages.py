@@ -24,6 +24,9 @@ MESSAGES: dict[str, str] = {
     "dispatcher_stopped": "调度器已停止",
     "limit_saved": "限流规则已保存",
     "limit_deleted": "限流规则已删除",
+    "bulk_done": "批量操作完成：{changed} 个任务成功，{failed} 个失败",
+    "bulk_dry_run": "预演完成：{changed} 个任务将被修改，{failed} 个会失败（未做任何修改）",
+    "import_done": "导入完成：创建 {created} 个，更新 {updated} 个，{failed} 行出错",
     # Tasks and accounts.
     "task_not_found": "任务不存在: {task_id}",
     "account_exists": "账户ID '{account_id}' 已存在任务 '{task_id}'，同一账户不能创建多个任务",
@@ -110,7 +113,7 @@ MESSAGES: dict[str, str] = {
     "sort_unknown": "sort '{value}' 未知；可选值: created（创建时间）、next（下次执行时间）",
     "offset_range": "offset 必须在 0..1000000000 之间，收到 {value}",
     "count_range": "count 必须在 1..100 之间，收到 {value}",
-    "stream_id": "last_event_id: '{value}' 不是有效的事件 id",
+    "stream_id": "{field}: '{value}' 不是有效的 id（形如 1767225600000-0）",
     # Requests the API cannot read.
     "body_not_json": "请求体不是有效的 JSON",
     "body_content_type": "请求体必须是 JSON，并带有 'Content-Type: application/json'",
@@ -118,6 +121,29 @@ MESSAGES: dict[str, str] = {
     "invalid_field": "{field} 的值无效（原因见 details）",
     "route_not_found": "接口不存在: {path}",
     "method_not_allowed": "接口 {path} 不支持该请求方法",
+    # Fleet operations: bulk actions, import and export.
+    "bulk_action": "action '{value}' 无效；可选: {actions}",
+    "bulk_selection": "请给出 select（筛选条件）或 task_ids（任务 ID 列表）之一",
+    "bulk_too_many": "一次批量操作最多 {max} 个任务；请缩小 select 的范围或分批提交",
+    "bulk_needs": "action '{action}' 需要字段 {field}",
+    "request_id": (
+        "request_id '{value}' 无效：1..64 个字符，字母或数字开头，只含字母、数字和 _ . : -"
+    ),
+    "import_content_type": (
+        "Content-Type 须为 application/x-ndjson（每行一个 JSON 对象）或 text/csv，收到 {value}"
+    ),
+    "import_encoding": "导入文件须为 UTF-8 文本",
+    "import_too_many": "一次最多导入 {max} 行；请拆分文件",
+    "import_on_conflict": "on_conflict 须为 error 或 update，收到 {value}",
+    "import_unknown_columns": "CSV 表头含未知列: {columns}",
+    "import_not_json": "不是有效的 JSON: {reason}",
+    "import_not_object": "每行须为一个 JSON 对象（创建任务的请求体）",
+    "import_cell_count": "该行有 {given} 个字段，表头有 {expected} 列",
+    "import_cell_json": "{field}: '{value}' 不是有效的 JSON 值（数字、列表、对象写成 JSON）",
+    "import_field": "字段 {field} 无效: {reason}",
+    "import_identity": "账户已有任务，但 sys_type 或 task_type 不同；导入不能修改它们",
+    # Rate limiting.
+    "rate_limited": "请求过于频繁：每{per}最多 {count} 次，请 {retry_after} 秒后重试",
     # Access and availability.
     "unauthorized_missing": "未授权: 缺少 'Authorization: Bearer <token>' 请求头",
     "unauthorized_invalid": "未授权: bearer token 无效",

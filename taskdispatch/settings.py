@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskdispatch.connections import is_sentinel_url, parse_sentinel_url
+from taskdispatch.ratelimit import parse_rate_limit
 
 __all__ = ["Settings", "get_settings"]
 
@@ -90,6 +91,13 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("TASKDISPATCH_KEY_PREFIX must not be empty (default 'td:').")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value:
+            parse_rate_limit(value)
+        return value or None
 
     @field_validator("redis_url", "broker_url")
     @classmethod

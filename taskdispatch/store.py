@@ -7,6 +7,7 @@ costs O(log N + page) and a count O(1).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from taskdispatch.audit import AuditEntry, AuditQuery, Stamp, queue_audit
 from taskdispatch.events import queue_event
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
@@ -33,22 +35,55 @@ from taskdispatch.keys import (
 from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.reasons import World
-from taskdispatch.transaction import Change, Read, atransact
+from taskdispatch.transaction import Change, Marker, Read, atransact
 from taskdispatch.write import queue_wake
 
 __all__ = ["LimitView", "Snapshot", "TaskStore"]
 
 Mutation = Callable[[Task], Task | None]
+Extra = Callable[[Any], None]
 
 # A filtered listing by next run sorts its matches in memory up to this many; past it, it
 # walks the next-run index instead.
 _SORT_IN_MEMORY = 5000
 
 
+# A bulk request remembers what it did to each task this long, so that a repeat (a client
+# retrying after a lost reply) changes nothing twice.
+BULK_MEMORY_S = 24 * 3600
+
+
 class TaskStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        audit_kept: int = 100_000,
+        audit_kept_per_task: int = 200,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.audit_kept = audit_kept
+        self.audit_kept_per_task = audit_kept_per_task
+
+    def queue_audit(self, pipe: Any, entry: AuditEntry, *, task_list: bool = True) -> None:
+        queue_audit(
+            pipe,
+            self.keys,
+            entry,
+            kept=self.audit_kept,
+            kept_per_task=self.audit_kept_per_task,
+            task_list=task_list,
+        )
+
+    def _audited(self, stamp: Stamp | None, old: Task | None, new: Task | None) -> Extra | None:
+        """The audit entry of a task's change, for the change's own MULTI (a delete goes to
+        the trail only: the task's own list is deleted with it)."""
+        if stamp is None:
+            return None
+        entry = stamp.task_entry(old, new)
+        return lambda pipe: self.queue_audit(pipe, entry, task_list=new is not None)
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
@@ -66,34 +101,124 @@ class TaskStore:
         value = await self.redis.get(self.keys.account(account_id))
         return _text(value) if value is not None else None
 
-    async def create(self, task: Task) -> None:
+    async def create(self, task: Task, *, stamp: Stamp | None = None) -> None:
         """Store a new task; raises AccountTaskExistsError if its account already has one."""
 
         def plan(read: Read) -> Change:
             if read.account_task_id is not None:
                 raise AccountTaskExistsError(task.account_id, read.account_task_id)
-            return Change(task)
+            return Change(task, self._audited(stamp, None, task))
 
         await atransact(self.redis, self.keys, task.task_id, plan, account_id=task.account_id)
 
-    async def mutate(self, task_id: str, change: Mutation) -> tuple[Task, Task | None]:
+    async def mutate(
+        self, task_id: str, change: Mutation, *, stamp: Stamp | None = None
+    ) -> tuple[Task, Task | None]:
         """Apply `change` to the current record atomically; returns (old, new).
 
         `change` may run several times (when another writer wins the race), so it must be
-        a pure function of the task it is given. Returning None deletes the task.
+        a pure function of the task it is given. Returning None deletes the task. With a
+        `stamp`, the change's audit entry is written in the same transaction.
         """
 
         def plan(read: Read) -> Change:
             if read.task is None:
                 raise TaskNotFoundError(task_id)
-            return Change(change(read.task))
+            new = change(read.task)
+            return Change(new, self._audited(stamp, read.task, new))
 
         result = await atransact(self.redis, self.keys, task_id, plan)
         assert result.old is not None
         return result.old, result.new
 
+    async def mutate_once(
+        self,
+        task_id: str,
+        change: Mutation,
+        *,
+        stamp: Stamp,
+        request_id: str,
+        outcome: Callable[[Task | None], str],
+    ) -> tuple[str, bool]:
+        """`mutate` as one step of bulk request `request_id`: the step's `outcome(new)` is
+        recorded in the same MULTI, so a repeat of the request returns it instead of
+        changing the task again. Returns (outcome, whether this call made the change)."""
+        marker = Marker(self.keys.bulk(request_id, task_id))
+        earlier: list[str] = []
+
+        def plan(read: Read) -> Change | None:
+            earlier[:] = [read.marker] if read.marker is not None else []
+            if read.marker is not None:
+                return None
+            if read.task is None:
+                raise TaskNotFoundError(task_id)
+            new = change(read.task)
+            done = outcome(new)
+            audit = self._audited(stamp, read.task, new)
+
+            def extra(pipe: Any) -> None:
+                pipe.set(marker.key, done, ex=BULK_MEMORY_S)
+                if audit is not None:
+                    audit(pipe)
+
+            return Change(new, extra)
+
+        result = await atransact(self.redis, self.keys, task_id, plan, marker=marker)
+        if not result.wrote and earlier:
+            return earlier[0], False
+        return outcome(result.new), True
+
+    async def audit_page(self, query: AuditQuery) -> tuple[list[AuditEntry], str | None]:
+        """Entries of the trail, newest first, matching `query`, and the cursor of the next
+        page (None when the trail is exhausted). Looks at most `_AUDIT_SCAN` entries per
+        call, so a rare filter may return fewer than `limit` with a cursor to go on."""
+        high = (
+            f"({query.before}"
+            if query.before
+            else ("+" if query.until_ms is None else str(query.until_ms))
+        )
+        low = "-" if query.since_ms is None else str(query.since_ms)
+        found: list[AuditEntry] = []
+        scanned = 0
+        while scanned < _AUDIT_SCAN:
+            batch = await self.redis.xrevrange(self.keys.audit(), high, low, count=_AUDIT_BATCH)
+            if not batch:
+                return found, None
+            for entry_id, fields in batch:
+                scanned += 1
+                entry = AuditEntry.from_json(
+                    _text((fields or {}).get("e", "{}")), entry_id=_text(entry_id)
+                )
+                if query.matches(entry):
+                    found.append(entry)
+                    if len(found) == query.limit:
+                        return found, entry.id
+            last = _text(batch[-1][0])
+            high = f"({last}"
+            if len(batch) < _AUDIT_BATCH:
+                return found, None
+        return found, high[1:]
+
+    async def task_audit(self, task_id: str, *, limit: int) -> list[AuditEntry]:
+        """The task's own entries, newest first."""
+        raw = await self.redis.lrange(self.keys.task_audit(task_id), 0, limit - 1)
+        return [AuditEntry.from_json(_text(item)) for item in raw]
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write an entry that belongs to no task change (a bulk request's summary)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.queue_audit(pipe, entry)
+            await pipe.execute()
+
     async def page(self, query: TaskQuery) -> tuple[int, list[Task]]:
-        """One page of the tasks `query` selects, in its order, and how many it selects.
+        """One page of the tasks `query` selects, in its order, and how many it selects
+        (costs: `page_ids`)."""
+        total, ids = await self.page_ids(query)
+        return total, await self.get_many(ids)
+
+    async def page_ids(self, query: TaskQuery) -> tuple[int, list[str]]:
+        """The ids of one page of the tasks `query` selects, in its order, and how many it
+        selects.
 
         Costs, N = stored tasks: no filter, a status, one of tag / sys_type / task_type, or
         one of them with a status: O(log N + page) in creation order (one index each). By
@@ -123,13 +248,13 @@ class TaskStore:
                 pipe.zcard(index)
                 pipe.zrange(index, query.offset, query.offset + query.limit - 1)
                 total, ids = await pipe.execute()
-            return int(total), await self.get_many([_text(i) for i in ids])
+            return int(total), [_text(i) for i in ids]
         return await self._next_page(index, query)
 
     def _index(self, query: TaskQuery, dim: str, value: str) -> str:
         return self.keys.index(dim, value, query.status)
 
-    async def _next_page(self, index: str, query: TaskQuery) -> tuple[int, list[Task]]:
+    async def _next_page(self, index: str, query: TaskQuery) -> tuple[int, list[str]]:
         """By next run, among the members of `index` (every task when it is `tasks`)."""
         if index == self.keys.all_tasks():
             index = self.keys.next_runs()
@@ -152,7 +277,7 @@ class TaskStore:
             else:
                 scores = await self.redis.zmscore(index, batch)
                 found += [i for i, sc in zip(batch, scores, strict=True) if sc is not None]
-        return await self._with_next(query), await self.get_many(found[query.offset : wanted])
+        return await self._with_next(query), found[query.offset : wanted]
 
     async def _with_next(self, query: TaskQuery) -> int:
         """How many tasks `query` selects that have a next run, in O(1): all of them but the
@@ -184,7 +309,7 @@ class TaskStore:
         ids = (_text(m).rsplit(SEARCH_SEPARATOR, 1)[1] for m in raw)
         return list(dict.fromkeys(ids))
 
-    async def _filtered(self, ids: list[str], query: TaskQuery) -> tuple[int, list[Task]]:
+    async def _filtered(self, ids: list[str], query: TaskQuery) -> tuple[int, list[str]]:
         """The page of `ids` that match every filter of `query`, in its order: O(len(ids))."""
         if not ids:
             return 0, []
@@ -204,7 +329,7 @@ class TaskStore:
         ]
         kept.sort()
         page = [task_id for _, task_id in kept[query.offset : query.offset + query.limit]]
-        return len(kept), await self.get_many(page)
+        return len(kept), page
 
     async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
         """Everything the status endpoint shows, in one round trip plus the running tasks."""
@@ -277,7 +402,9 @@ class TaskStore:
         raw = await self.redis.hgetall(self.keys.limits())
         return {_text(k): Limit.from_json(_text(k), _text(v)) for k, v in raw.items()}
 
-    async def put_limit(self, name: str, build: Callable[[Limit | None], Limit]) -> Limit:
+    async def put_limit(
+        self, name: str, build: Callable[[Limit | None], Limit], *, stamp: Stamp | None = None
+    ) -> Limit:
         """Create or replace limit `name` with `build(the current one or None)`; bumps the
         definitions' version and wakes the waiters the change may let start, atomically."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -297,12 +424,16 @@ class TaskStore:
                         pipe, self.keys, limit, deleted=False, now_ms=limit.updated_ms
                     )
                     queue_event(pipe, self.keys, "limit.saved", name=name)
+                    if stamp is not None:
+                        before = None if current is None else json.loads(_text(current))
+                        after = json.loads(limit.to_json())
+                        self.queue_audit(pipe, _limit_entry(stamp, name, before, after))
                     await pipe.execute()
                     return limit
                 except WatchError:
                     continue
 
-    async def delete_limit(self, name: str, *, now_ms: int) -> None:
+    async def delete_limit(self, name: str, *, now_ms: int, stamp: Stamp | None = None) -> None:
         """Delete limit `name`; its waiters are woken at once (nothing holds them back now)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -322,6 +453,9 @@ class TaskStore:
                         self.keys.limit_waiters(name),
                     )
                     queue_event(pipe, self.keys, "limit.deleted", name=name)
+                    if stamp is not None:
+                        before = json.loads(_text(current))
+                        self.queue_audit(pipe, _limit_entry(stamp, name, before, None))
                     await pipe.execute()
                     return
                 except WatchError:
@@ -369,13 +503,15 @@ class TaskStore:
             queue_wake(pipe, self.keys)
             await pipe.execute()
 
-    async def set_enabled(self, enabled: bool) -> None:
+    async def set_enabled(self, enabled: bool, *, stamp: Stamp | None = None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self.keys.dispatcher(), ENABLED_FIELD, DISPATCHER_ON if enabled else DISPATCHER_OFF
             )
             kind = "dispatcher.started" if enabled else "dispatcher.stopped"
             queue_event(pipe, self.keys, kind)
+            if stamp is not None:
+                self.queue_audit(pipe, stamp.entry(changed={"enabled": {"after": enabled}}))
             await pipe.execute()
 
 
@@ -400,6 +536,28 @@ class Snapshot:
     due_backlog: int
     oldest_due_ms: int | None
     running: list[Task]
+
+
+def _limit_entry(
+    stamp: Stamp, name: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> AuditEntry:
+    """A limit's change: each definition field that differs (timestamps left out)."""
+    fields = [
+        f
+        for f in dict.fromkeys([*(before or {}), *(after or {})])
+        if f not in ("created_ms", "updated_ms")
+    ]
+    changed = {
+        f: {"before": (before or {}).get(f), "after": (after or {}).get(f)}
+        for f in fields
+        if (before or {}).get(f) != (after or {}).get(f)
+    }
+    return stamp.entry(limit=name, changed=changed)
+
+
+# How many trail entries one page may look at, and in what batches.
+_AUDIT_SCAN = 10_000
+_AUDIT_BATCH = 500
 
 
 def _text(value: Any) -> str:

@@ -29,15 +29,26 @@ from taskdispatch.keys import Keys
 from taskdispatch.models import Task
 from taskdispatch.write import queue_task_write, written_by
 
-__all__ = ["Change", "Read", "Result", "atransact", "transact"]
+__all__ = ["Change", "Marker", "Read", "Result", "atransact", "transact"]
 
 
 @dataclass(frozen=True)
 class Read:
-    """What a plan sees: the task (None if absent), and for a create the account binding."""
+    """What a plan sees: the task (None if absent), for a create the account binding, and
+    the value of the marker key the caller asked to watch (None if absent)."""
 
     task: Task | None
     account_task_id: str | None = None
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A string key watched with the task and shown to the plan: a bulk request records
+    its outcome on one task there, in the same MULTI, so that a repeat finds it. One key
+    per task, so that the transactions of one request do not invalidate each other."""
+
+    key: str
 
 
 @dataclass(frozen=True)
@@ -89,10 +100,16 @@ def transact(
 
 
 async def atransact(
-    redis: AsyncRedis, keys: Keys, task_id: str, plan: Plan, *, account_id: str | None = None
+    redis: AsyncRedis,
+    keys: Keys,
+    task_id: str,
+    plan: Plan,
+    *,
+    account_id: str | None = None,
+    marker: Marker | None = None,
 ) -> Result:
-    """`transact` for redis-py's asyncio client."""
-    tx = _Tx(keys, task_id, account_id)
+    """`transact` for redis-py's asyncio client; `marker` is watched and read too."""
+    tx = _Tx(keys, task_id, account_id, marker)
     async with redis.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -103,7 +120,8 @@ async def atransact(
                 if done is not None:
                     await pipe.unwatch()
                     return done
-                read = tx.read(raw, bound)
+                mark = await pipe.get(marker.key) if marker else None
+                read = tx.read(raw, bound, mark)
                 change = plan(read)
                 if change is None:
                     await pipe.unwatch()
@@ -119,11 +137,17 @@ async def atransact(
 class _Tx:
     """The part of a transaction both flavours share: keys, the tag, the lost-reply check."""
 
-    def __init__(self, keys: Keys, task_id: str, account_id: str | None) -> None:
+    def __init__(
+        self, keys: Keys, task_id: str, account_id: str | None, marker: Marker | None = None
+    ) -> None:
         self.keys = keys
         self.task_key = keys.task(task_id)
         self.account_key = keys.account(account_id) if account_id is not None else None
-        self.watched = [self.task_key, *([self.account_key] if self.account_key else [])]
+        self.watched = [
+            self.task_key,
+            *([self.account_key] if self.account_key else []),
+            *([marker.key] if marker else []),
+        ]
         self.write_id = uuid.uuid4().hex
         self.attempt: Result | None = None
 
@@ -137,10 +161,11 @@ class _Tx:
         return self.attempt if raw and written_by(raw, self.write_id) else None
 
     @staticmethod
-    def read(raw: Mapping[Any, Any], bound: Any) -> Read:
+    def read(raw: Mapping[Any, Any], bound: Any, mark: Any = None) -> Read:
         return Read(
             task=Task.from_hash(raw) if raw else None,
             account_task_id=bound.decode() if isinstance(bound, bytes) else bound,
+            marker=mark.decode() if isinstance(mark, bytes) else mark,
         )
 
     def queue(self, pipe: Any, read: Read, change: Change) -> Result:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ __all__ = [
     "HORIZON_MS",
     "LIMITS",
     "RUN_PARAM_FIELDS",
+    "STREAM_ID",
     "blackout",
     "check_horizon",
     "check_identifier",
@@ -36,7 +38,10 @@ __all__ = [
     "max_runs",
     "misfire_grace",
     "misfire_policy",
+    "page_limit",
+    "request_id",
     "run_params",
+    "stream_id",
     "tags",
     "task_query",
     "timezone",
@@ -245,8 +250,7 @@ def task_query(
         raise InvalidTaskError("q_length", field="q", max=LIMITS["id_chars"])
     if sort not in ("created", "next"):
         raise InvalidTaskError("sort_unknown", field="sort", value=sort)
-    if not 1 <= limit <= 1000:
-        raise InvalidTaskError("limit_range", field="limit", value=limit)
+    page_limit(limit)
     # Bounded above too: Redis ranks are signed 64-bit, so a huge offset fails ZRANGE.
     if not 0 <= offset <= 1_000_000_000:
         raise InvalidTaskError("offset_range", field="offset", value=offset)
@@ -260,6 +264,31 @@ def task_query(
         offset=offset,
         limit=limit,
     )
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+# A Redis stream entry id: "<ms>" or "<ms>-<seq>".
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+
+
+def request_id(value: str) -> str:
+    """A client's id of a bulk request (its idempotency key): short, plain characters."""
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidTaskError("request_id", field="request_id", value=value)
+    return value
+
+
+def stream_id(value: str, *, field: str) -> str:
+    """A cursor that names an entry of a Redis stream (the events, the audit trail)."""
+    if not STREAM_ID.fullmatch(value):
+        raise InvalidTaskError("stream_id", field=field, value=value)
+    return value
+
+
+def page_limit(value: int) -> int:
+    if not 1 <= value <= 1000:
+        raise InvalidTaskError("limit_range", field="limit", value=value)
+    return value
 
 
 def instant(value: str, tz: ZoneInfo, *, field: str) -> int:

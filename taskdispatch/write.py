@@ -55,7 +55,7 @@ def queue_task_write(
     if new is None:
         if old is None:
             return
-        pipe.delete(keys.task(old.task_id), keys.runs(old.task_id))
+        pipe.delete(keys.task(old.task_id), keys.runs(old.task_id), keys.task_audit(old.task_id))
         pipe.delete(keys.account(old.account_id))
         queue_index_writes(pipe, keys, old, None)
         pipe.zrem(keys.due(), old.task_id)

@@ -17,7 +17,6 @@ in access and proxy logs); browsers read the stream with fetch, which can send i
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
 from taskdispatch.events import MAX_EVENTS
 from taskdispatch.messages import text
+from taskdispatch.validation import STREAM_ID
 
 __all__ = ["BLOCK_MS", "CLIENT_NAME", "RETRY_MS", "router"]
 
@@ -44,8 +44,6 @@ BATCH = 100
 # EventSource's reconnect delay (ms), sent once at the start of the stream.
 RETRY_MS = 3_000
 CLIENT_NAME = "taskdispatch-events"
-
-_STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 
 def _stream_id(value: str) -> tuple[int, int]:
@@ -88,8 +86,8 @@ async def resume_cursor(
     if resume_after is None:
         newest = _entries(await dispatcher.redis.xrevrange(key, count=1))
         return Cursor(newest[0][0] if newest else "0-0", trimmed=False)
-    if not _STREAM_ID.fullmatch(resume_after):
-        raise HTTPException(422, text("stream_id", value=resume_after))
+    if not STREAM_ID.fullmatch(resume_after):
+        raise HTTPException(422, text("stream_id", field="last_event_id", value=resume_after))
     oldest = _entries(await dispatcher.redis.xrange(key, count=1))
     trimmed = bool(oldest) and _stream_id(resume_after) < _stream_id(oldest[0][0])
     return Cursor(resume_after, trimmed)

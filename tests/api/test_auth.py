@@ -44,7 +44,16 @@ def test_protected_operations_cover_every_router(secured_app: FastAPI) -> None:
     operations = protected_operations(secured_app)
     assert len(operations) >= 14
     resources = {url.split("/")[3] if url.startswith("/api/v1/") else url for _, url in operations}
-    assert resources == {"dispatcher", "tasks", "accounts", "limits", "events", "/metrics"}
+    assert resources == {
+        "dispatcher",
+        "tasks",
+        "accounts",
+        "limits",
+        "events",
+        "audit",
+        "me",
+        "/metrics",
+    }
 
 
 @pytest.mark.parametrize(

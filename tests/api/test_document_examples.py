@@ -75,7 +75,7 @@ async def test_section_8_1_documentation_pages_respond(client: httpx.AsyncClient
 
 async def test_section_7_1_openapi_info_and_tags(client: httpx.AsyncClient) -> None:
     """Title, description and version as in section 7.1; the four tags of the document,
-    and the one of the limits this server adds."""
+    and those of what this server adds (limits, bulk operations, audit, the caller's role)."""
     schema = (await client.get("/openapi.json")).json()
     assert schema["info"] == {
         "title": "任务调度器 API",
@@ -83,7 +83,16 @@ async def test_section_7_1_openapi_info_and_tags(client: httpx.AsyncClient) -> N
         "version": "1.0.0",
     }
     tags = {tag for path in schema["paths"].values() for op in path.values() for tag in op["tags"]}
-    assert tags == {"健康检查", "调度器管理", "任务管理", "账户管理", "限流规则"}
+    assert tags == {
+        "健康检查",
+        "调度器管理",
+        "任务管理",
+        "账户管理",
+        "限流规则",
+        "批量操作",
+        "审计",
+        "认证",
+    }
 
 
 async def test_section_8_2_every_operation_has_summary_and_description(

@@ -45,6 +45,12 @@ NEEDED = {
     ("GET", "/api/v1/limits/{name}"): "viewer",
     ("DELETE", "/api/v1/limits/{name}"): "admin",
     ("GET", "/metrics"): "viewer",
+    ("POST", "/api/v1/tasks/bulk"): "operator",
+    ("POST", "/api/v1/tasks/import"): "admin",
+    ("GET", "/api/v1/tasks/export"): "viewer",
+    ("GET", "/api/v1/audit"): "viewer",
+    ("GET", "/api/v1/tasks/{task_id}/audit"): "viewer",
+    ("GET", "/api/v1/me"): "viewer",
     ("GET", "/api/v1/events"): "viewer",
 }
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/health/ready")}
@@ -91,6 +97,11 @@ def _request(method: str, path: str, ids: dict[str, str]) -> dict[str, Any]:
         body = {"priority_offset": 60}
     elif method == "PUT":
         body = {"max_concurrent": 2}
+    elif (method, path) == ("POST", "/api/v1/tasks/bulk"):
+        body = {"action": "pause", "task_ids": [ids["task_id"]]}
+    elif (method, path) == ("POST", "/api/v1/tasks/import"):
+        line = json.dumps(create_body("account_imported"))
+        return {"method": method, "url": url, "content": line, "ct": "application/x-ndjson"}
     return {"method": method, "url": url, "json": body}
 
 
@@ -112,6 +123,8 @@ async def test_route_with_role_is_refused_only_below_the_role_it_needs(
     if path == "/api/v1/events":
         # A stream never ends: an unparsable resume point answers 422 once auth has passed.
         request["url"] += "?last_event_id=not-an-id"
+    if "ct" in request:
+        headers["Content-Type"] = request.pop("ct")
     response = await client.request(**request, headers=headers)
     status = response.status_code
     body = response.json() if status == 403 else None
@@ -122,6 +135,31 @@ async def test_route_with_role_is_refused_only_below_the_role_it_needs(
         )
     else:
         assert status not in (401, 403), (status, response.text)
+
+
+@pytest.mark.parametrize(
+    ("action", "needed"),
+    [("pause", "operator"), ("run", "operator"), ("patch", "admin"), ("delete", "admin")],
+)
+async def test_bulk_action_needs_the_role_of_its_single_task_operation(
+    client: httpx.AsyncClient, action: str, needed: str
+) -> None:
+    """An operator may bulk pause or run, not bulk patch or delete (admin only)."""
+    admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
+    created = await client.post("/api/v1/tasks/", json=create_body("account_b"), headers=admin)
+    body: dict[str, Any] = {"action": action, "task_ids": [created.json()["task_id"]]}
+    if action == "patch":
+        body["patch"] = {"interval": 120}
+    operator = {"Authorization": f"Bearer {TOKENS['operator']}"}
+    response = await client.post("/api/v1/tasks/bulk", json=body, headers=operator)
+    assert response.status_code == (200 if needed == "operator" else 403), response.text
+
+
+async def test_me_names_the_token_and_its_role(client: httpx.AsyncClient) -> None:
+    """GET /me tells the dashboard who it is, so it offers only what the role may do."""
+    headers = {"Authorization": f"Bearer {TOKENS['operator']}"}
+    response = await client.get("/api/v1/me", headers=headers)
+    assert response.json() == {"name": "operator", "role": "operator"}
 
 
 async def test_unknown_token_is_401_even_with_roles(client: httpx.AsyncClient) -> None:

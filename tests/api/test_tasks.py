@@ -77,6 +77,27 @@ async def test_create_valid_body_returns_document_shape(client: httpx.AsyncClien
     assert set(info) == TASK_INFO_FIELDS
 
 
+async def test_create_with_windows_alone_uses_them(client: httpx.AsyncClient) -> None:
+    """A body giving only `windows` is not taken as giving the shorthand's default too."""
+    body = create_body("account_w")
+    del body["valid_time_range"]
+    response = await client.post("/api/v1/tasks/", json={**body, "windows": ["09:00-11:30"]})
+    assert response.status_code == 200, response.text
+    info = response.json()["task_info"]
+    assert (info["windows"], info["valid_time_range"]) == (["09:00-11:30"], None)
+
+
+async def test_create_without_window_fields_gets_the_default_range(
+    client: httpx.AsyncClient,
+) -> None:
+    """Neither windows nor valid_time_range: the document's default [8, 22]."""
+    body = create_body("account_d")
+    del body["valid_time_range"]
+    response = await client.post("/api/v1/tasks/", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["task_info"]["valid_time_range"] == [8, 22]
+
+
 async def test_create_first_run_is_one_interval_after_creation(create_task: CreateTask) -> None:
     """With an always-open window the first run is created_at + interval."""
     info = await create_task(interval=1800)
