@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, overload
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from taskdispatch.audit import AuditEntry
 from taskdispatch.bodies import (
@@ -147,7 +147,6 @@ WaitingReason = Annotated[
     | PlainReason,
     Field(discriminator="code"),
 ]
-_WAITING_REASON: TypeAdapter[WaitingReason] = TypeAdapter(WaitingReason)
 
 
 class TaskInfo(BaseModel):
@@ -477,7 +476,25 @@ def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingRea
         fields["waiting_s"] = fields.pop("waiting_ms") / 1000
     if "next_start_ms" in fields:
         fields["next_start"] = local_time(task, fields.pop("next_start_ms"))
-    return _WAITING_REASON.validate_python(fields)
+    # Built from our own rules' answer, so not validated again (a read's hot path).
+    model: type[_Reason] = _REASON_MODELS[fields["code"]]
+    return model.model_construct(**fields)  # type: ignore[return-value]
+
+
+_REASON_MODELS: dict[str, type[_Reason]] = {
+    "paused": PausedReason,
+    "error": ErrorReason,
+    "no_worker_for_queue": NoWorkerReason,
+    "backlog": BacklogReason,
+    "outside_window": OutsideWindowReason,
+    "weekday": CalendarDayReason,
+    "blackout": CalendarDayReason,
+    "limit_full": LimitFullReason,
+    "rate_limited": RateLimitedReason,
+    "dispatcher_stopped": PlainReason,
+    "account_locked": PlainReason,
+    "completed": PlainReason,
+}
 
 
 @overload
@@ -491,47 +508,53 @@ def task_info(
 def task_info(
     task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
 ) -> TaskInfo:
-    """The API view of a task; `reason` is `reasons.waiting_reason`'s answer (None = none)."""
-    info = TaskInfo(
-        task_id=task.task_id,
-        account_id=task.account_id,
-        account_name=task.account_name,
-        task_type=task.task_type,
-        status=task.status,
-        interval=task.interval_s,
-        valid_time_range=None if task.hour_window is None else list(task.hour_window),
-        task_end_time=task.end_text,
-        last_execution_time=local_time(task, task.last_ms),
-        next_execution_time=local_time(task, task.next_ms),
-        created_at=local_time(task, task.created_ms),
-        updated_at=local_time(task, task.updated_ms),
-        round_num=task.round_num,
-        sys_type=task.sys_type,
-        timezone=task.timezone,
-        failures=task.failures,
-        last_error=task.last_error,
-        started_at=local_time(task, task.started_ms),
-        worker=task.worker,
-        paused_until=local_time(task, task.paused_until_ms),
-        pause_note=task.pause_note,
-        waiting_reason=waiting_reason_info(task, reason),
-        windows=format_windows(task.windows),
-        weekdays=sorted(task.weekdays),
-        blackout_dates=[
+    """The API view of a task; `reason` is `reasons.waiting_reason`'s answer (None = none).
+
+    Every value comes from a stored, validated task, so the model is constructed without
+    validating again: this runs once per task of every read."""
+    tz = ZoneInfo(task.timezone)
+    fields: dict[str, Any] = {
+        "task_id": task.task_id,
+        "account_id": task.account_id,
+        "account_name": task.account_name,
+        "task_type": task.task_type,
+        "status": task.status,
+        "interval": task.interval_s,
+        "valid_time_range": None if task.hour_window is None else list(task.hour_window),
+        "task_end_time": task.end_text,
+        "last_execution_time": to_local_iso(task.last_ms, tz),
+        "next_execution_time": to_local_iso(task.next_ms, tz),
+        "created_at": to_local_iso(task.created_ms, tz),
+        "updated_at": to_local_iso(task.updated_ms, tz),
+        "round_num": task.round_num,
+        "sys_type": task.sys_type,
+        "timezone": task.timezone,
+        "failures": task.failures,
+        "last_error": task.last_error,
+        "started_at": to_local_iso(task.started_ms, tz),
+        "worker": task.worker,
+        "paused_until": to_local_iso(task.paused_until_ms, tz),
+        "pause_note": task.pause_note,
+        "waiting_reason": waiting_reason_info(task, reason),
+        "windows": format_windows(task.windows),
+        "weekdays": sorted(task.weekdays),
+        "blackout_dates": [
             first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
             for first, last in task.blackout
         ],
-        jitter_s=task.jitter_s,
-        max_runs=task.max_runs,
-        remaining_runs=None if task.max_runs is None else max(0, task.max_runs - task.runs_done),
-        misfire_policy=task.misfire_policy,
-        misfire_grace_s=task.misfire_grace_s,
-        tags=list(task.tags),
-        next_start=local_time(task, due_at(task)) if task.next_ms is not None else None,
-    )
-    if not detail:
-        return info
-    return TaskDetail.model_validate({**info.model_dump(), "kwargs": task.kwargs})
+        "jitter_s": task.jitter_s,
+        "max_runs": task.max_runs,
+        "remaining_runs": (
+            None if task.max_runs is None else max(0, task.max_runs - task.runs_done)
+        ),
+        "misfire_policy": task.misfire_policy,
+        "misfire_grace_s": task.misfire_grace_s,
+        "tags": list(task.tags),
+        "next_start": to_local_iso(due_at(task), tz) if task.next_ms is not None else None,
+    }
+    if detail:
+        return TaskDetail.model_construct(**fields, kwargs=task.kwargs)
+    return TaskInfo.model_construct(**fields)
 
 
 def limit_info(view: LimitView, *, tz: ZoneInfo) -> LimitInfo:

@@ -1,15 +1,22 @@
 """The task record and its Redis hash encoding.
 
-A task is stored as one flat hash of strings; `None` is stored as the empty string so
-that every write can set the whole record with one HSET and no HDEL. Each field has one
-codec below (text <-> value), so the encoding of a field lives in one place.
+A task is stored as one flat hash of strings. Each field has one codec below (text <->
+value), so the encoding of a field lives in one place. The hash is kept in Redis's compact
+encoding (a listpack, about the bytes it holds) under Redis's default configuration:
+
+- a field that is None or holds its default is left out (`to_hash`); a write removes the
+  fields the old record had and the new one has not (`stale_fields`, `write.py`);
+- Redis turns a whole hash into a hashtable, about four times bigger, as soon as one value
+  is longer than `hash-max-listpack-value` (64 bytes by default); so a longer value of a
+  field no script reads (the run parameters, a name, an error) is stored in pieces of at
+  most 64 bytes: `kwargs`, `kwargs~1`, `kwargs~2`, ... (`from_hash` joins them).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date
 from enum import StrEnum
 from typing import Any, Literal
@@ -17,7 +24,16 @@ from typing import Any, Literal
 from taskdispatch import schedule
 from taskdispatch.schedule import ALL_WEEKDAYS, Calendar, DateRange, MinuteRange, Window
 
-__all__ = ["MISFIRE_POLICIES", "MisfirePolicy", "Outcome", "Task", "TaskStatus"]
+__all__ = [
+    "MISFIRE_POLICIES",
+    "PIECE_BYTES",
+    "PIECE_MARK",
+    "MisfirePolicy",
+    "Outcome",
+    "Task",
+    "TaskStatus",
+    "stale_fields",
+]
 
 # What happened to a slot: it ran (ok or failed), was skipped, or its round was lost.
 Outcome = Literal["ok", "failed", "skipped", "lost"]
@@ -111,11 +127,20 @@ class Task:
         return (start // 60, (end // 60) % 24 if end > 1440 else end // 60)
 
     def to_hash(self) -> dict[str, str]:
+        """The hash fields of this record: None and defaults left out, long values of
+        `_PIECEWISE` fields in pieces."""
         # Field by field, not dataclasses.asdict: asdict deep-copies kwargs on every write.
-        out = {}
-        for name in _FIELD_NAMES:
+        out: dict[str, str] = {}
+        for name, encode, default in _ENCODERS:
             value = getattr(self, name)
-            out[name] = "" if value is None else _CODECS.get(name, _TEXT)[0](value)
+            if value is None or value == default:
+                continue
+            text = encode(value)
+            if name in _PIECEWISE and len(text.encode()) > PIECE_BYTES:
+                for n, piece in enumerate(_pieces(text)):
+                    out[name if n == 0 else f"{name}{PIECE_MARK}{n}"] = piece
+            else:
+                out[name] = text
         return out
 
     @classmethod
@@ -124,23 +149,77 @@ class Task:
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
         }
+        for name in _PIECEWISE:
+            if f"{name}{PIECE_MARK}1" in data:
+                data[name] = "".join(_joined(data, name))
         if "windows" not in data and "window" in data:
             # Written before windows existed: the whole-hour valid_time_range.
             start, end = data["window"].split(",")
             data["windows"] = _windows_text(schedule.hour_window((int(start), int(end))))
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            text = data.get(f.name, "")
+        for name, decode, defaulted in _DECODERS:
+            text = data.get(name, "")
             if text:
-                values[f.name] = _CODECS.get(f.name, _TEXT)[1](text)
-            elif f.name in _DEFAULTED:
-                continue  # the dataclass default (0, all weekdays, ...)
-            else:
-                values[f.name] = None
+                values[name] = decode(text)
+            elif not defaulted:
+                values[name] = None
+            # else: the dataclass default (0, all weekdays, ...)
         return cls(**values)
 
 
 Codec = tuple[Callable[[Any], str], Callable[[str], Any]]
+
+# Redis's default hash-max-listpack-value: no stored value may be longer for the hash to stay
+# compact. A piece of a longer value is `<field>~<n>`, n from 1.
+PIECE_BYTES = 64
+PIECE_MARK = "~"
+# The fields stored in pieces when long: those no Lua script reads (a script reading a field
+# would see only its first piece). The others are short by validation, except an account id
+# or sys_type over 64 bytes, which only makes that one hash bigger.
+_PIECEWISE = frozenset(
+    {
+        "account_name",
+        "kwargs",
+        "last_error",
+        "pause_note",
+        "worker",
+        "end_text",
+        "windows",
+        "tags",
+        "blackout",
+        "holds",
+    }
+)
+
+
+def _pieces(text: str) -> list[str]:
+    """`text` cut into pieces of at most PIECE_BYTES UTF-8 bytes, never inside a character."""
+    out: list[str] = []
+    piece: list[str] = []
+    size = 0
+    for char in text:
+        width = len(char.encode())
+        if size + width > PIECE_BYTES:
+            out.append("".join(piece))
+            piece, size = [], 0
+        piece.append(char)
+        size += width
+    out.append("".join(piece))
+    return out
+
+
+def _joined(data: Mapping[str, str], name: str) -> Iterator[str]:
+    yield data.get(name, "")
+    n = 1
+    while (piece := data.get(f"{name}{PIECE_MARK}{n}")) is not None:
+        yield piece
+        n += 1
+
+
+def stale_fields(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """The fields of hash `old` (a `to_hash`) that writing `new` must delete: left out of
+    `new` (None or default now) or pieces it no longer needs."""
+    return [name for name in old if name not in new]
 
 
 def _windows_text(windows: tuple[MinuteRange, ...]) -> str:
@@ -218,3 +297,17 @@ _DEFAULTED = frozenset(
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))
+# Per field, in order: its name, its decoder, whether empty text means its default.
+_DECODERS = tuple((name, _CODECS.get(name, _TEXT)[1], name in _DEFAULTED) for name in _FIELD_NAMES)
+# Per field: its name, its encoder, and the value left out of the hash (its default when an
+# absent field reads as the default, else None).
+_ENCODERS = tuple(
+    (
+        f.name,
+        _CODECS.get(f.name, _TEXT)[0],
+        (f.default_factory() if f.default_factory is not MISSING else f.default)
+        if f.name in _DEFAULTED
+        else None,
+    )
+    for f in fields(Task)
+)

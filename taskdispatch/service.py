@@ -36,7 +36,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.limits import check_name, limit_from_body
 from taskdispatch.liveness import ALIVE_MS
 from taskdispatch.models import Task, TaskStatus
-from taskdispatch.reasons import waiting_reason
+from taskdispatch.reasons import World, waiting_reason
 from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.stats import RoundStats, read_round_stats
@@ -279,8 +279,39 @@ class TaskDispatcher:
         if not tasks:
             return []
         now = self.clock()
-        world = await self.store.world(tasks, now_ms=now, alive_since_ms=now - ALIVE_MS)
-        return [waiting_reason(t, world, queue=queue_for(t.sys_type, self.settings)) for t in tasks]
+        _, world = await self.store.read(
+            [t.task_id for t in tasks], now_ms=now, alive_since_ms=now - ALIVE_MS
+        )
+        return [self._reason(t, world) for t in tasks]
+
+    def _reason(self, task: Task, world: World) -> dict[str, Any] | None:
+        return waiting_reason(task, world, queue=queue_for(task.sys_type, self.settings))
+
+    async def read(self, task_ids: list[str]) -> list[tuple[Task, dict[str, Any] | None]]:
+        """The tasks that exist among `task_ids`, in order, each with why it waits: one
+        Redis round trip for all."""
+        if not task_ids:
+            return []
+        now = self.clock()
+        tasks, world = await self.store.read(task_ids, now_ms=now, alive_since_ms=now - ALIVE_MS)
+        return [(t, self._reason(t, world)) for t in tasks]
+
+    async def read_one(self, task_id: str) -> tuple[Task, dict[str, Any] | None]:
+        """`get_task` and its waiting reason, in one round trip."""
+        found = await self.read([task_id])
+        if not found:
+            raise TaskNotFoundError(task_id)
+        return found[0]
+
+    async def read_page(self, **query: Any) -> tuple[int, list[tuple[Task, dict[str, Any] | None]]]:
+        """`list_tasks` with each task's waiting reason: two round trips (the page's ids,
+        then the tasks with their facts)."""
+        account_id = query.pop("account_id", None)
+        if account_id is not None:
+            total, tasks = await self.list_tasks(account_id=account_id, **query)
+            return total, list(zip(tasks, await self.waiting_reasons(tasks), strict=True))
+        total, ids = await self.store.page_ids(validation.task_query(**query))
+        return total, await self.read(ids)
 
     async def put_limit(self, name: str, **body: Any) -> LimitView:
         """Create or replace the limit `name` (fields of the PUT body); it applies from the

@@ -66,6 +66,7 @@ class TaskStore:
         self.keys = keys
         self.audit_kept = audit_kept
         self.audit_kept_per_task = audit_kept_per_task
+        self._read = redis.register_script(_READ)
 
     def queue_audit(self, pipe: Any, entry: AuditEntry, *, task_list: bool = True) -> None:
         queue_audit(
@@ -362,41 +363,61 @@ class TaskStore:
             beats, workers = await pipe.execute()
         return int(beats), int(workers)
 
-    async def world(self, tasks: list[Task], *, now_ms: int, alive_since_ms: int) -> World:
-        """The facts `reasons.waiting_reason` needs for these tasks, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.dispatcher(), ENABLED_FIELD)
-            pipe.zrangebyscore(self.keys.workers(), alive_since_ms, "+inf")
-            pipe.hgetall(self.keys.worker_queues())
-            for task in tasks:
-                pipe.exists(self.keys.lock(task.account_id))
-            waited = sorted({t.wait_limit for t in tasks if t.wait_limit is not None})
-            for name in waited:
-                pipe.zcount(self.keys.limit_places(name), f"({now_ms}", "+inf")
-                pipe.hget(self.keys.limits(), name)
-            enabled, live, queues_of, *rest = await pipe.execute()
-        locked, per_limit = rest[: len(tasks)], rest[len(tasks) :]
+    async def read(
+        self, task_ids: list[str], *, now_ms: int, alive_since_ms: int
+    ) -> tuple[list[Task], World]:
+        """These tasks (those that exist, in order) and the facts their waiting reasons need
+        (`reasons.World`), in one round trip: one script call, which follows each task to
+        its account's lease and the limit it waits for, so nothing has to be read first."""
+        reply = await self._read(
+            keys=[
+                self.keys.dispatcher(),
+                self.keys.workers(),
+                self.keys.worker_queues(),
+                self.keys.limits(),
+                *(self.keys.task(task_id) for task_id in task_ids),
+            ],
+            args=[
+                ENABLED_FIELD,
+                alive_since_ms,
+                self.keys.lock(""),
+                self.keys.limit_places(""),
+                now_ms,
+                "account_id",
+                "wait_limit",
+            ],
+        )
+        enabled, live, queues_flat, hashes, locked, per_limit = reply
+        tasks: list[Task] = []
+        locked_accounts: set[str] = set()
+        for flat, held in zip(hashes, locked, strict=True):
+            if not flat:
+                continue
+            task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+            tasks.append(task)
+            if int(held):
+                locked_accounts.add(task.account_id)
         limit_use: dict[str, tuple[int, int | None]] = {}
-        for i, name in enumerate(waited):
-            in_use, definition = per_limit[2 * i : 2 * i + 2]
+        for i in range(0, len(per_limit), 3):
+            name, in_use, definition = per_limit[i : i + 3]
             if definition is not None:
-                limit = Limit.from_json(name, _text(definition))
-                limit_use[name] = (int(in_use), limit.max_concurrent)
+                limit = Limit.from_json(_text(name), _text(definition))
+                limit_use[limit.name] = (int(in_use), limit.max_concurrent)
+        queues_of = dict(zip(queues_flat[::2], queues_flat[1::2], strict=True))
         live_queues = {
             queue
             for worker in live
             for queue in _text(queues_of.get(worker, "")).split(",")
             if queue
         }
-        return World(
+        world = World(
             now_ms=now_ms,
             dispatcher_enabled=dispatcher_enabled(enabled),
             live_queues=frozenset(live_queues),
-            locked_accounts=frozenset(
-                t.account_id for t, held in zip(tasks, locked, strict=True) if held
-            ),
+            locked_accounts=frozenset(locked_accounts),
             limit_use=limit_use,
         )
+        return tasks, world
 
     async def limits(self) -> dict[str, Limit]:
         raw = await self.redis.hgetall(self.keys.limits())
@@ -554,6 +575,36 @@ def _limit_entry(
     }
     return stamp.entry(limit=name, changed=changed)
 
+
+# Reads tasks with the facts their waiting reasons need (`TaskStore.read`).
+# KEYS[1] dispatcher hash, KEYS[2] workers zset (hostname -> heartbeat ms), KEYS[3] worker
+# queues hash, KEYS[4] limits hash, KEYS[5..] the task hashes.
+# ARGV[1] the dispatcher flag's field, ARGV[2] heartbeats since this ms are alive, ARGV[3]
+# lease key prefix, ARGV[4] limit places key prefix, ARGV[5] now ms, ARGV[6] the task field
+# naming its account, ARGV[7] the task field naming the limit it waits for.
+# Returns {flag or nil, {live worker, ...}, {worker, queues, ...}, {each task's HGETALL},
+# {1 when its account's lease is held, else 0, per task}, {limit, places in use, its
+# definition or nil, ...} for each limit a task waits for}.
+_READ = """
+local hashes, locked, limits, seen = {}, {}, {}, {}
+for i = 5, #KEYS do
+  local h = redis.call('HGETALL', KEYS[i])
+  hashes[#hashes + 1] = h
+  local account, waits = nil, nil
+  for j = 1, #h, 2 do
+    if h[j] == ARGV[6] then account = h[j + 1] elseif h[j] == ARGV[7] then waits = h[j + 1] end
+  end
+  locked[#locked + 1] = account and redis.call('EXISTS', ARGV[3] .. account) or 0
+  if waits and waits ~= '' and not seen[waits] then
+    seen[waits] = true
+    limits[#limits + 1] = waits
+    limits[#limits + 1] = redis.call('ZCOUNT', ARGV[4] .. waits, '(' .. ARGV[5], '+inf')
+    limits[#limits + 1] = redis.call('HGET', KEYS[4], waits)
+  end
+end
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf'),
+        redis.call('HGETALL', KEYS[3]), hashes, locked, limits}
+"""
 
 # How many trail entries one page may look at, and in what batches.
 _AUDIT_SCAN = 10_000

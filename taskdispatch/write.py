@@ -23,7 +23,7 @@ from taskdispatch.indexes import queue_index_writes
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import due_at, is_scheduled
 from taskdispatch.limits import queue_leave
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import Task, TaskStatus, stale_fields
 
 __all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
 
@@ -67,9 +67,12 @@ def queue_task_write(
         return
 
     mapping = new.to_hash()
+    stale = stale_fields(old.to_hash(), mapping) if old is not None else []
     if write_id is not None:
         mapping[WRITE_ID_FIELD] = write_id
     pipe.hset(keys.task(new.task_id), mapping=mapping)
+    if stale:
+        pipe.hdel(keys.task(new.task_id), *stale)
     if old is None:
         pipe.set(keys.account(new.account_id), new.task_id)
     queue_index_writes(pipe, keys, old, new)

@@ -82,7 +82,7 @@ async def list_tasks(
     limit: Annotated[int, Query(description="每页数量，1..1000")] = 100,
     offset: Annotated[int, Query(description="跳过的任务数，>= 0")] = 0,
 ) -> TaskListResponse:
-    total, tasks = await dispatcher.list_tasks(
+    total, page = await dispatcher.read_page(
         account_id=account_id,
         status=status,
         tag=tag,
@@ -93,11 +93,7 @@ async def list_tasks(
         limit=limit,
         offset=offset,
     )
-    reasons = await dispatcher.waiting_reasons(tasks)
-    return TaskListResponse(
-        total=total,
-        tasks=[task_info(t, reason=r) for t, r in zip(tasks, reasons, strict=True)],
-    )
+    return TaskListResponse(total=total, tasks=[task_info(t, reason=r) for t, r in page])
 
 
 @router.get(
@@ -107,8 +103,7 @@ async def list_tasks(
     responses=error_responses(404),
 )
 async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
-    task = await dispatcher.get_task(task_id)
-    [reason] = await dispatcher.waiting_reasons([task])
+    task, reason = await dispatcher.read_one(task_id)
     return task_info(task, detail=True, reason=reason)
 
 

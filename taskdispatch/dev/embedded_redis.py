@@ -106,9 +106,6 @@ class EmbeddedRedis:
             *("--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--protected-mode", "yes"),
             *("--maxmemory-policy", "noeviction", "--logfile", str(self.log_file)),
-            # Task hashes carry a JSON value over the default 64-byte limit; a larger limit
-            # keeps them in the compact listpack encoding (docs/benchmarks.md, section 5).
-            *("--hash-max-listpack-value", "1024"),
             *persistence,
             *(("--requirepass", self.password) if self.password else ()),
         ]

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis
 
 from taskdispatch.models import TaskStatus
 from taskdispatch.service import TaskDispatcher
@@ -604,3 +605,44 @@ async def test_runs_of_unknown_task_answers_404(client: httpx.AsyncClient) -> No
     response = await client.get("/api/v1/tasks/nope/runs")
     assert response.status_code == 404
     assert response.json()["error"] == "任务不存在: nope"
+
+
+# --------------------------------------------------------------------------- storage
+
+
+async def test_stored_document_example_stays_compact_under_redis_defaults(
+    create_task: CreateTask, redis_url: str
+) -> None:
+    """The document's example (its run parameters over 64 bytes of JSON) is stored as a
+    listpack with Redis's default hash-max-listpack-value, and no field holds an empty value."""
+    info = await create_task(
+        "account_1",
+        user_query="开始运营",
+        user_topic="科技",
+        user_style="专业",
+        user_target_audience="技术爱好者",
+        task_end_time="2099-12-31",
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        key = f"tdtest:task:{info['task_id']}"
+        assert client.config_get("hash-max-listpack-value")["hash-max-listpack-value"] == "64"
+        assert client.object("encoding", key) == "listpack"
+        assert "" not in client.hvals(key)
+    finally:
+        client.close()
+
+
+async def test_patch_clearing_a_field_removes_it_from_the_hash(
+    client: httpx.AsyncClient, create_task: CreateTask, redis_url: str
+) -> None:
+    """task_end_time set then cleared: the stored hash no longer has the field."""
+    info = await create_task("account_1", task_end_time="2099-12-31")
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        key = f"tdtest:task:{info['task_id']}"
+        assert raw.hexists(key, "end_ms")
+        await client.patch(f"/api/v1/tasks/{info['task_id']}", json={"task_end_time": None})
+        assert not raw.hexists(key, "end_ms") and not raw.hexists(key, "end_text")
+    finally:
+        raw.close()

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import TaskStatus
 from taskdispatch.service import TaskDispatcher
 from tests.support.api import CreateTask
 
@@ -240,23 +241,43 @@ async def test_reason_in_list_and_account_reads_matches_detail(
     assert account["tasks"][0]["waiting_reason"] == {"code": "account_locked"}
 
 
-async def test_reason_list_page_reads_world_once(
+async def test_reason_list_page_costs_two_round_trips_whatever_its_size(
     client: httpx.AsyncClient,
-    dispatcher: TaskDispatcher,
     create_task: CreateTask,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A page of 100 tasks costs one world read (one extra round trip), not one per task."""
+    """A page of 100 tasks with their reasons: the page's ids, then one read of the tasks
+    with every fact their reasons need; not a round trip per task."""
     for i in range(100):
         await create_task(f"account_{i}")
-    calls: list[int] = []
-    world = dispatcher.store.world
+    sent: list[int] = []
+    send = AbstractConnection.send_packed_command
 
-    async def counting_world(tasks: list[Task], **kwargs: Any) -> Any:
-        calls.append(len(tasks))
-        return await world(tasks, **kwargs)
+    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        sent.append(1)
+        await send(self, *args, **kwargs)
 
-    monkeypatch.setattr(dispatcher.store, "world", counting_world)
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
     page = (await client.get("/api/v1/tasks/?limit=100")).json()
     assert len(page["tasks"]) == 100
-    assert calls == [100]
+    assert len(sent) == 2
+
+
+async def test_reason_single_task_read_costs_one_round_trip(
+    client: httpx.AsyncClient,
+    create_task: CreateTask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GET /tasks/{id}: the task and its waiting reason's facts in one round trip."""
+    task_id = (await create_task())["task_id"]
+    await client.get(f"/api/v1/tasks/{task_id}")  # the read script is loaded once
+    sent: list[int] = []
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        sent.append(1)
+        await send(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    assert (await client.get(f"/api/v1/tasks/{task_id}")).status_code == 200
+    assert len(sent) == 1

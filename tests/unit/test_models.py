@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import PIECE_BYTES, PIECE_MARK, Task, TaskStatus, stale_fields
 from taskdispatch.schedule import hour_window
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
@@ -76,10 +76,23 @@ def test_task_hash_round_trip_returns_equal_task(task: Task) -> None:
     assert Task.from_hash(task.to_hash()) == task
 
 
-def test_task_to_hash_writes_every_field_as_string() -> None:
-    """to_hash has one string value per dataclass field, so one HSET sets the whole record."""
+def test_task_to_hash_writes_every_set_field_as_a_string() -> None:
+    """Every field that holds something other than its default is a string field (long
+    ones as pieces), so one HSET sets the record."""
     raw = FULL.to_hash()
-    assert set(raw) == {f.name for f in fields(Task)}
+    defaults = make_task()
+    changed = {f.name for f in fields(Task) if getattr(FULL, f.name) != getattr(defaults, f.name)}
+    assert {name.partition(PIECE_MARK)[0] for name in raw} == changed | {
+        "task_id",
+        "account_id",
+        "account_name",
+        "task_type",
+        "sys_type",
+        "interval_s",
+        "timezone",
+        "created_ms",
+        "updated_ms",
+    }
     assert all(isinstance(v, str) for v in raw.values())
 
 
@@ -98,11 +111,48 @@ def test_task_to_hash_writes_every_field_as_string() -> None:
         "pause_note",
     ],
 )
-def test_task_to_hash_none_is_stored_as_empty_string(name: str) -> None:
-    """An unset optional field is stored as '' (no HDEL needed) and read back as None."""
+def test_task_to_hash_none_is_left_out_and_read_back_as_none(name: str) -> None:
+    """An unset optional field is not stored at all, and an absent field reads as None."""
     raw = make_task().to_hash()
-    assert raw[name] == ""
+    assert name not in raw
     assert getattr(Task.from_hash(raw), name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("round_num", 0),
+        ("fence", 0),
+        ("jitter_s", 0),
+        ("misfire_policy", "run_once"),
+        ("misfire_grace_s", 60),
+        ("tags", ()),
+    ],
+)
+def test_task_to_hash_default_is_left_out_and_read_back_as_default(name: str, value: Any) -> None:
+    """A field at its default is not stored; an absent one reads as that default."""
+    raw = make_task(**{name: value}).to_hash()
+    assert name not in raw
+    assert getattr(Task.from_hash(raw), name) == value
+
+
+def test_task_to_hash_long_value_is_stored_in_pieces_of_64_bytes_at_most() -> None:
+    """kwargs of 300 bytes: every stored value stays within Redis's default listpack limit,
+    pieces never split a character, and the record reads back equal."""
+    task = make_task(kwargs={"user_query": "开始运营" * 20, "n": 1}, last_error="错" * 100)
+    raw = task.to_hash()
+    assert max(len(v.encode()) for v in raw.values()) <= PIECE_BYTES
+    assert f"kwargs{PIECE_MARK}1" in raw and f"last_error{PIECE_MARK}2" in raw
+    assert Task.from_hash(raw) == task
+
+
+def test_stale_fields_names_what_the_new_record_no_longer_has() -> None:
+    """A cleared field and the pieces a shorter value no longer needs are to be deleted."""
+    old = make_task(last_error="x" * 200, pause_note="note").to_hash()
+    new = make_task(last_error="short").to_hash()
+    assert sorted(stale_fields(old, new)) == sorted(
+        ["pause_note", *(n for n in old if n.startswith(f"last_error{PIECE_MARK}"))]
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,8 +217,7 @@ def test_task_from_hash_accepts_bytes() -> None:
 )
 def test_task_from_hash_missing_field_gets_default(name: str, expected: object) -> None:
     """A field absent from the hash (record written by an older version) gets its default."""
-    raw = FULL.to_hash()
-    del raw[name]
+    raw = {k: v for k, v in FULL.to_hash().items() if k.partition(PIECE_MARK)[0] != name}
     assert getattr(Task.from_hash(raw), name) == expected
 
 
