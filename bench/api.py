@@ -28,7 +28,7 @@ from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.keys import Keys
 
-__all__ = ["run"]
+__all__ = ["api_server", "load_once", "run"]
 
 BASE = "/api/v1/tasks"
 GET_IDS = 200
@@ -105,7 +105,7 @@ def _parse_wrk(text: str) -> dict[str, Any]:
     }
 
 
-def _load_once(
+def load_once(
     url: str, spec: dict[str, Any], profile: Profile, workdir: Path, duration_s: float
 ) -> dict[str, Any]:
     wrk = shutil.which("wrk")
@@ -124,10 +124,10 @@ def _load_once(
     return run_probe("bench.loadgen", args | {"duration_s": duration_s}, timeout_s=duration_s + 60)
 
 
-def _server(redis_url: str, port: int, workdir: Path) -> Child:
+def api_server(redis_url: str, port: int, workdir: Path, **env: str) -> Child:
     args = ["-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    return Child(f"uvicorn-{port}", args, bench_env(redis_url), workdir)
+    return Child(f"uvicorn-{port}", args, bench_env(redis_url, **env), workdir)
 
 
 def _ready(base_url: str) -> bool:
@@ -151,7 +151,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
         flush(client)
         load_tasks(url, keys, 0, n, now_ms=time.time_ns() // 1_000_000)
         port = free_port()
-        server = _server(url, port, work)
+        server = api_server(url, port, work)
         base_url = f"http://127.0.0.1:{port}"
         point: dict[str, Any] = {"stored": n, "endpoints": {}}
         try:
@@ -159,11 +159,11 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
                 raise ProbeError(f"the API did not start:\n{server.log_tail()}")
             for name, spec in _endpoints(n).items():
                 log(f"api: {name} with {n:,} stored")
-                _load_once(base_url, spec, profile, work, 1.0)  # warm-up
+                load_once(base_url, spec, profile, work, 1.0)  # warm-up
                 runs = []
                 for _ in range(profile.api_repeats):
                     cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-                    result = _load_once(base_url, spec, profile, work, profile.api_duration_s)
+                    result = load_once(base_url, spec, profile, work, profile.api_duration_s)
                     cores = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
                     runs.append(result | {"server_cores": cores})
                 point["endpoints"][name] = {

@@ -39,6 +39,21 @@ class Profile:
     # 6. limits: rounds per timed run, runs per case.
     limits_rounds: int = 200
     limits_repeats: int = 5
+    # 7. capacity: task counts run at one interval (s) by one worker (pool size) and one beat,
+    # warm-up, measured windows and their length, the idle window; tasks stored for the
+    # storage and read costs.
+    capacity_tasks: tuple[int, ...] = (100, 300)
+    capacity_interval_s: int = 2
+    capacity_concurrency: int = 4
+    capacity_warmup_s: float = 8.0
+    capacity_windows: int = 3
+    capacity_window_s: float = 8.0
+    capacity_idle_s: float = 6.0
+    capacity_stored: int = 100_000
+    # 8. worker floor: tasks per phase, phases of each kind, pool size.
+    worker_n: int = 2_000
+    worker_repeats: int = 3
+    worker_concurrency: int = 2
 
 
 PROFILES = {
@@ -83,6 +98,12 @@ PROFILES = {
         api_connections=8,
         memory_n=10_000,
         memory_repeats=2,
+        capacity_tasks=(100,),
+        capacity_warmup_s=5.0,
+        capacity_windows=2,
+        capacity_window_s=4.0,
+        capacity_idle_s=3.0,
+        capacity_stored=10_000,
     ),
     # The smallest size of everything cheap, for tests/bench/test_bench_quick.py.
     "test": Profile(
@@ -107,5 +128,12 @@ PROFILES = {
         memory_repeats=2,
         limits_rounds=20,
         limits_repeats=2,
+        capacity_tasks=(20,),
+        capacity_concurrency=2,
+        capacity_warmup_s=3.0,
+        capacity_windows=1,
+        capacity_window_s=2.0,
+        capacity_idle_s=2.0,
+        capacity_stored=1_000,
     ),
 }

@@ -29,7 +29,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
-__all__ = ["run"]
+__all__ = ["create_tasks", "run", "run_records"]
 
 # Enough history per task for the whole run of a 1-second task (the default keeps 50).
 RUNS_KEPT = 1_000
@@ -38,7 +38,7 @@ WORKER = ["-m", "celery", "-A", "celery_app", "worker", "-P", "prefork", "--logl
 BEAT = ["-m", "celery", "-A", "celery_app", "beat", "--loglevel", "WARNING"]
 
 
-async def _create(url: str, intervals: list[int], phases: list[float]) -> list[str]:
+async def create_tasks(url: str, intervals: list[int], phases: list[float]) -> list[str]:
     """Create the tasks; task i's first run is `phases[i]` seconds after the creation loop
     starts (+2 s), so slots are spread as for tasks created over time, not in one burst."""
     start_s = time.time() + 2
@@ -59,7 +59,7 @@ async def _create(url: str, intervals: list[int], phases: list[float]) -> list[s
         return ids
 
 
-def _records(client: redis.Redis, keys: Keys, ids: list[str]) -> list[RunRecord]:
+def run_records(client: redis.Redis, keys: Keys, ids: list[str]) -> list[RunRecord]:
     records: list[RunRecord] = []
     for start in range(0, len(ids), 500):
         with client.pipeline(transaction=False) as pipe:
@@ -105,7 +105,7 @@ def _one(
             log_dir,
         )
         log(f"lag: {n:,} tasks, creating them while worker and beat run")
-        ids = asyncio.run(_create(url, intervals, phases))
+        ids = asyncio.run(create_tasks(url, intervals, phases))
         time.sleep(profile.lag_warmup_s)
         windows = []
         for _ in range(profile.lag_windows):
@@ -133,7 +133,7 @@ def _one(
         if beat is not None:
             beat.stop()
         worker.stop(timeout_s=10)
-    records = _records(client, keys, ids)
+    records = run_records(client, keys, ids)
     flush(client)
     return _summarise(n, intervals, records, windows)
 

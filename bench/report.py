@@ -472,6 +472,100 @@ def _limits(m: dict[str, Any]) -> list[str]:
     return out
 
 
+def _capacity(c: dict[str, Any]) -> list[str]:
+    st, f, busiest = c["stored"], c["fleet"], c["points"][-1]
+    out = [
+        "## 7. Capacity of one Redis",
+        "",
+        f"One beat and one prefork worker (`-c {c['concurrency']}`) ran N tasks every "
+        f"{c['interval_s']} s (`noop` handler), the task store on the bench Redis and the "
+        "Celery broker on a second one, both with `appendonly yes`; "
+        f"{c['windows']} windows of {c['window_s']:.0f} s per N. CPU is the Redis main "
+        "thread's (`INFO cpu`: commands, socket I/O, replies, the AOF's writes), minus what "
+        "the same processes cost with nothing due (idle window); commands are those run "
+        "inside scripts and transactions too. bench/capacity.py describes the method.",
+        "",
+        "| N | rounds/s asked | finished | store Redis CPU / round | broker Redis CPU / round "
+        "| store commands / round | broker commands / round | worker CPU / round | "
+        "beat CPU / round |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in c["points"]:
+        cpu, procs = p["redis_cpu_ms"], p["proc_cpu_ms"]
+        out.append(
+            f"| {p['tasks']} | {p['demand_per_s']:.0f} | {_num(p['rounds_per_s'], '.0f', '/s')} | "
+            f"{_num(cpu['store'], '.3f', ' ms')} | {_num(cpu['broker'], '.3f', ' ms')} | "
+            f"{_num(p['commands']['store'], '.1f')} | {_num(p['commands']['broker'], '.1f')} | "
+            f"{_num(procs['worker'], '.2f', ' ms')} | {_num(procs['beat'], '.2f', ' ms')} |"
+        )
+    out += [
+        "",
+        "Idle cost of one worker and one beat: "
+        + ", ".join(f"{n} Redis {v * 1000:.1f} ms/s" for n, v in busiest["idle_cpu_per_s"].items())
+        + f". Commands per round at N = {busiest['tasks']}:",
+        "",
+    ]
+    for server, commands in busiest["by_command"].items():
+        top = sorted(commands.items(), key=lambda kv: -kv[1])[:14]
+        out.append(f"- {server}: " + ", ".join(f"`{name}` {n:.2f}" for name, n in top))
+    out += [
+        "",
+        f"**Stored tasks** ({st['stored']:,}): {st['memory_bytes_per_task']:.0f} B per task "
+        f"({f['memory_mib_per_100k']:.0f} MiB per 100k); an AOF rewrite took "
+        f"{st['aof_rewrite_s']:.2f} s (fork {st['fork_ms']:.1f} ms). Stored tasks that are "
+        "not due cost no CPU: the claim reads only due members (section 1).",
+        "",
+        "| API read, one uvicorn process | req/s | Redis CPU per request | reads one core serves |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, read in st["reads"].items():
+        out.append(
+            f"| {name} | {_num(read['rps'])} | {_num(read['redis_cpu_us'], '.0f', ' µs')} | "
+            f"{f['reads_per_core'][name]:,.0f}/s |"
+        )
+    per_1k, ceiling = f["core_per_1k_rounds"], f["ceiling_rounds_per_s"]
+    out += [
+        "",
+        f"**Derived** (from N = {busiest['tasks']}). 1,000 rounds/s take "
+        f"{per_1k['store']:.2f} core of the store's Redis and {per_1k['broker']:.2f} of the "
+        f"broker's ({per_1k['one_server']:.2f} when both are one server). One core is full at "
+        f"{ceiling['one_server']:,.0f} rounds/s on one server, {ceiling['store']:,.0f} for a "
+        f"store alone; at {f['headroom']:.0%} of a core, "
+        f"{f['at_headroom_rounds_per_s']['one_server']:,.0f} rounds/s. The worker and beat "
+        "CPU that drives the single-server ceiling with a "
+        f"`noop` handler is {f['worker_cores_at_ceiling']['one_server']:,.0f} cores "
+        f"({f['worker_cores_per_1k_rounds']:.1f} per 1,000 rounds/s). docs/scaling.md turns "
+        "these into a capacity plan.",
+        "",
+    ]
+    return out
+
+
+def _durability(d: dict[str, Any]) -> list[str]:
+    raw = d["raw_us"]
+    out = [
+        "## 8. Cost of MIN_REPLICAS (WAIT for a replica)",
+        "",
+        "The bench Redis with one replica on the same machine; two uvicorn processes, "
+        "`TASKDISPATCH_REDIS_MIN_REPLICAS` 0 and 1, loaded in interleaved runs with "
+        f"{d['connections']} connections; ratios within each round. Raw: one connection, "
+        f"`HSET` {raw['write']:.0f} µs alone, {raw['write + WAIT 1']:.0f} µs with `WAIT 1`.",
+        "",
+        "| write | MIN_REPLICAS | req/s | p50 | p99 | req/s × of 0 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in d["endpoints"].items():
+        for m in (0, 1):
+            x = e[f"min_replicas_{m}"]
+            ratio = _num(e["rps_ratio"], ".2f") if m == 1 else ""
+            out.append(
+                f"| {name} | {m} | {_num(x['rps'])} | {_num(x['p50_ms'], '.1f', ' ms')} | "
+                f"{_num(x['p99_ms'], '.1f', ' ms')} | {ratio} |"
+            )
+    out.append("")
+    return out
+
+
 def render(results: dict[str, Any], images: dict[str, str]) -> str:
     profile = results["profile"]
     out = [
@@ -498,7 +592,13 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
         out += ["## lag", "", why, ""]
     else:
         out += _lag(results["lag"], images.get("lag"), results["machine"]["logical_cores"])
-    for key, fn2 in (("api", _api), ("memory", _memory), ("limits", _limits)):
+    for key, fn2 in (
+        ("api", _api),
+        ("memory", _memory),
+        ("limits", _limits),
+        ("capacity", _capacity),
+        ("durability", _durability),
+    ):
         section = results.get(key)
         if (why := _failed(section)) is not None:
             out += [f"## {key}", "", why, ""]

@@ -23,10 +23,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from redis.asyncio import Redis
 
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
+from taskdispatch.connections import stream_client
 from taskdispatch.events import MAX_EVENTS
 from taskdispatch.messages import text
 from taskdispatch.validation import STREAM_ID
@@ -115,14 +115,10 @@ async def events(
     cursor: Annotated[Cursor, Depends(resume_cursor)],
 ) -> AsyncIterator[ServerSentEvent]:
     key, after = dispatcher.keys.events(), cursor.after
-    redis = Redis.from_url(
-        dispatcher.settings.redis_url,
-        decode_responses=True,
-        single_connection_client=True,
-        # Named, so CLIENT LIST shows what holds these connections.
-        client_name=CLIENT_NAME,
-        socket_connect_timeout=5,
-        socket_timeout=BLOCK_MS / 1000 + 10,
+    # Its own named connection (CLIENT LIST shows what holds it), to the master a Sentinel
+    # URL names, found again after a failover.
+    redis = stream_client(
+        dispatcher.settings, client_name=CLIENT_NAME, timeout_s=BLOCK_MS / 1000 + 10
     )
     try:
         yield ServerSentEvent(retry=RETRY_MS)

@@ -1,7 +1,9 @@
-"""Startup checks against real Redis servers: reachability, eviction policy, persistence."""
+"""Startup checks against real Redis servers: reachability, eviction policy, persistence,
+and through real Sentinels: the Sentinels' reachability, the master's name, its policy."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -21,6 +23,7 @@ from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings, get_settings
+from tests.support.sentinel import MASTER_NAME, SentinelSet
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +185,191 @@ def test_checks_main_exit_codes_follow_the_checks(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert ":***@" in err
+
+
+MASTER_PASSWORD = "m4ster-pw"
+SENTINEL_PASSWORD = "s3ntinel-pw"
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A master, one replica and three Sentinels, shared by the module (tests restore
+    whatever they change)."""
+    with SentinelSet(tmp_path_factory.mktemp("sentinel-set")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def guarded_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """The same with a password on the data nodes and another on the Sentinels."""
+    directory = tmp_path_factory.mktemp("guarded-sentinel-set")
+    with SentinelSet(
+        directory, password=MASTER_PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    ) as servers:
+        yield servers
+
+
+def _logged(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+def _closed_sentinel() -> str:
+    return f"sentinel://127.0.0.1:{free_port()}"
+
+
+def test_checks_sentinel_set_reachable_passes_silently(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every Sentinel answers and names a persistent, noeviction master: no warning."""
+    with caplog.at_level(logging.WARNING):
+        run_startup_checks(Settings(redis_url=sentinels.url), process="worker")
+    assert _logged(caplog, logging.WARNING) == []
+    assert _logged(caplog, logging.ERROR) == []
+
+
+def test_checks_one_sentinel_down_warns_and_passes(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Sentinel that does not answer is named in a warning; the others suffice."""
+    dead = _closed_sentinel()
+    with caplog.at_level(logging.WARNING):
+        run_startup_checks(Settings(redis_url=f"{sentinels.url};{dead}"), process="beat")
+    (warning,) = _logged(caplog, logging.WARNING)
+    assert warning.startswith("beat: Sentinel 127.0.0.1:")
+    assert dead.removeprefix("sentinel://") in warning
+    assert "does not answer" in warning and "quorum" in warning
+
+
+def test_checks_sentinel_killed_warns_until_it_is_back(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One Sentinel of the set stopped: a warning naming it; started again: silence."""
+    sentinel, master_port = sentinels.sentinels[-1], sentinels.master().port
+    sentinel.kill()
+    try:
+        with caplog.at_level(logging.WARNING):
+            run_startup_checks(Settings(redis_url=sentinels.url), process="api")
+        (warning,) = _logged(caplog, logging.WARNING)
+        assert f"Sentinel 127.0.0.1:{sentinel.port} of" in warning
+    finally:
+        sentinel.start(
+            master_port=master_port,
+            quorum=len(sentinels.sentinels) // 2 + 1,
+            down_after_ms=sentinels.down_after_ms,
+            failover_timeout_ms=sentinels.failover_timeout_ms,
+            master_password=None,
+        )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_startup_checks(Settings(redis_url=sentinels.url), process="api")
+    assert _logged(caplog, logging.WARNING) == []
+
+
+def test_checks_no_sentinel_answers_refused_with_masked_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No Sentinel answering refuses to start (StoreUnavailableError), password masked."""
+    url = f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{free_port()};{_closed_sentinel()}"
+    with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailableError) as caught:
+        run_startup_checks(Settings(redis_url=url), process="worker")
+    assert "sentinel://:***@127.0.0.1:" in str(caught.value)
+    assert len(_logged(caplog, logging.WARNING)) == 2
+    assert any("none of the Sentinels" in m for m in _logged(caplog, logging.ERROR))
+    assert all(MASTER_PASSWORD not in m for m in [str(caught.value), caplog.text])
+
+
+def test_checks_unknown_master_name_refused_naming_the_setting(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown master name refuses to start, the error naming the setting."""
+    settings = Settings(redis_url=sentinels.url, redis_sentinel_master="no-such-master")
+    with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailableError):
+        run_startup_checks(settings, process="worker")
+    (error,) = _logged(caplog, logging.ERROR)
+    assert "know no master named 'no-such-master'" in error
+    assert "TASKDISPATCH_REDIS_SENTINEL_MASTER" in error
+
+
+def test_checks_master_eviction_policy_refused_and_replica_not_consulted(
+    sentinels: SentinelSet,
+) -> None:
+    """The master's eviction policy is checked (refused), not the replica's."""
+    master = sentinels.master()
+    (replica,) = [node for node in sentinels.nodes if node is not master]
+    settings = Settings(redis_url=sentinels.url)
+    for node, refused in ((replica, False), (master, True)):
+        with contextlib.closing(node.client()) as client:
+            client.config_set("maxmemory-policy", "allkeys-lru")
+            try:
+                if refused:
+                    with pytest.raises(EvictionPolicyError) as caught:
+                        run_startup_checks(settings, process="beat")
+                    assert caught.value.url == sentinels.url
+                    assert "allkeys-lru" in str(caught.value)
+                else:
+                    run_startup_checks(settings, process="beat")
+            finally:
+                client.config_set("maxmemory-policy", "noeviction")
+
+
+def test_checks_master_without_persistence_warns(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The master's persistence is checked through the Sentinels too."""
+    with contextlib.closing(sentinels.master().client()) as client:
+        client.config_set("appendonly", "no")
+        try:
+            with caplog.at_level(logging.WARNING):
+                run_startup_checks(Settings(redis_url=sentinels.url), process="worker")
+        finally:
+            client.config_set("appendonly", "yes")
+    assert any("persists nothing" in m for m in _logged(caplog, logging.WARNING))
+
+
+def test_checks_fewer_replicas_than_min_replicas_warns(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MIN_REPLICAS above the replicas connected: a warning that API writes answer 503."""
+    settings = Settings(redis_url=sentinels.url, redis_min_replicas=2)
+    with caplog.at_level(logging.WARNING):
+        run_startup_checks(settings, process="api")
+    (warning,) = _logged(caplog, logging.WARNING)
+    assert "1 connected replica(s)" in warning and "MIN_REPLICAS is 2" in warning
+
+
+def test_checks_sentinel_and_master_passwords_pass_and_a_wrong_one_is_refused(
+    guarded_sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both passwords right pass; a wrong Sentinel password refuses, no password shown."""
+    url = guarded_sentinels.url
+    assert f":{MASTER_PASSWORD}@" in url
+    with caplog.at_level(logging.WARNING):
+        run_startup_checks(
+            Settings(redis_url=url, redis_sentinel_password=SENTINEL_PASSWORD), process="api"
+        )
+    assert _logged(caplog, logging.WARNING) == []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailableError) as caught:
+        run_startup_checks(
+            Settings(redis_url=url, redis_sentinel_password="wrong-pw"), process="api"
+        )
+    assert len(_logged(caplog, logging.WARNING)) == len(guarded_sentinels.sentinels)
+    shown = [str(caught.value), caplog.text]
+    assert all(p not in m for p in (MASTER_PASSWORD, SENTINEL_PASSWORD, "wrong-pw") for m in shown)
+
+
+def test_checks_main_sentinel_url_exit_codes(
+    sentinels: SentinelSet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`taskdispatch check` with a Sentinel URL: 0 on the set, 1 for an unknown master."""
+    monkeypatch.setenv("TASKDISPATCH_REDIS_URL", sentinels.url)
+    monkeypatch.setenv("TASKDISPATCH_REDIS_SENTINEL_MASTER", MASTER_NAME)
+    get_settings.cache_clear()
+    try:
+        assert main([]) == 0
+        assert "passed the startup checks" in capsys.readouterr().out
+        monkeypatch.setenv("TASKDISPATCH_REDIS_SENTINEL_MASTER", "other")
+        get_settings.cache_clear()
+        assert main([]) == 1
+    finally:
+        get_settings.cache_clear()
