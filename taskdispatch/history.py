@@ -7,7 +7,7 @@ change they describe, so history and state never disagree.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from taskdispatch.events import queue_event
@@ -36,7 +36,8 @@ class RunRecord:
     planned_ms: int | None = None
 
     def to_json(self) -> str:
-        data = asdict(self)
+        # Field by field, not asdict: asdict deep-copies the result on every round.
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         encoded = json.dumps(data["result"], ensure_ascii=False, default=str)
         if len(encoded.encode()) > MAX_RESULT_BYTES:
             data["result"] = {"truncated": True, "bytes": len(encoded.encode())}
@@ -46,6 +47,8 @@ class RunRecord:
     def from_json(cls, text: str) -> RunRecord:
         return cls(**json.loads(text))
 
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 
 _EVENT_OF_OUTCOME = {
     "ok": "round.finished",

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import signal
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 from redis import Redis
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 __all__ = ["EXIT_AT", "FENCE_AT", "AccountLease", "HandlerGuard", "LeaseLost"]
@@ -66,6 +69,16 @@ return redis.call('DEL', KEYS[1])
 
 # Set by the worker in prefork pool processes, where exiting only replaces one process.
 in_pool_process = False
+
+_SCRIPTS: weakref.WeakKeyDictionary[Redis, tuple[Script, Script]] = weakref.WeakKeyDictionary()
+
+
+def _scripts(redis: Redis) -> tuple[Script, Script]:
+    """The renew and release scripts on this client, registered once per client."""
+    found = _SCRIPTS.get(redis)
+    if found is None:
+        found = _SCRIPTS[redis] = (redis.register_script(_RENEW), redis.register_script(_RELEASE))
+    return found
 
 
 class LeaseLost(BaseException):
@@ -142,6 +155,51 @@ class HandlerGuard:
             raise LeaseLost(self.reason or "the round's lease was lost")
 
 
+class _Renewer:
+    """One thread per process that renews every lease held in the process.
+
+    Starting a thread per round (and joining it at the end) was a fifth of a short round's
+    cost; leases instead register here, and the thread wakes at the earliest moment one of
+    them must act (renew, retry, fence, or exit). A forked process (a prefork pool child)
+    starts its own thread the first time it takes a lease.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._leases: set[AccountLease] = set()
+        self._pid: int | None = None
+
+    def add(self, lease: AccountLease) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                # After a fork the parent's thread is not ours, and neither are its leases.
+                self._pid = os.getpid()
+                self._leases = set()
+                threading.Thread(target=self._run, name="lease-renewer", daemon=True).start()
+            self._leases.add(lease)
+            self._cond.notify()
+
+    def remove(self, lease: AccountLease) -> None:
+        with self._cond:
+            self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.next_action_s <= now]
+                if not due:
+                    upcoming = min((lease.next_action_s for lease in self._leases), default=None)
+                    self._cond.wait(None if upcoming is None else upcoming - now)
+                    continue
+            for lease in due:
+                if not lease.act():
+                    self.remove(lease)
+
+
+_renewer = _Renewer()
+
+
 class AccountLease:
     """Context manager: `with AccountLease(...) as lease: if lease.acquire(): ...`.
 
@@ -174,10 +232,15 @@ class AccountLease:
         self.lost = threading.Event()
         self.lost_reason: str | None = None
         self._confirmed_s = 0.0  # monotonic time the last confirmed SET/renewal was sent
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        # When the renewer should next call `act`, and what for.
+        self.next_action_s = math.inf
+        self._fenced = False
+        self._on_lost: Callable[[str], None] | None = None
+        # Held while `act` runs: stopping waits for a renewal in flight.
+        self._acting = threading.Lock()
+        self._stopped = False
+        self._renew = _scripts(redis)[0]
+        self._release = _scripts(redis)[1]
 
     def acquire(self) -> bool:
         """Take the lease alone (`SET NX PX`)."""
@@ -195,24 +258,25 @@ class AccountLease:
 
     def start_renewing(self, on_lost: Callable[[str], None]) -> None:
         """Renew until released; call `on_lost(reason)` once if the lease cannot be kept."""
-        self._thread = threading.Thread(
-            target=self._renew_loop, args=(on_lost,), name=f"lease-{self.task_id}", daemon=True
-        )
-        self._thread.start()
+        self._on_lost = on_lost
+        self.next_action_s = self._confirmed_s + self.ttl_ms / 1000 / 3
+        _renewer.add(self)
 
-    def _renew_loop(self, on_lost: Callable[[str], None]) -> None:
-        ttl_s = self.ttl_ms / 1000
-        every_s, retry_s = ttl_s / 3, max(0.05, ttl_s / 20)
-        next_s = self._confirmed_s + every_s
-        while True:
-            fence_s = self._confirmed_s + ttl_s * FENCE_AT
-            if self._stop.wait(max(0.0, min(next_s, fence_s) - time.monotonic())):
-                return
+    def act(self) -> bool:
+        """One step of the renewer for this lease (in its thread); False once it is done."""
+        with self._acting:
+            if self._stopped:
+                return False
+            ttl_s = self.ttl_ms / 1000
+            if self._fenced:
+                # The handler had until EXIT_AT to stop; past it, only leaving is safe.
+                self._exit_unstopped()
+                return False
             sent = time.monotonic()
+            fence_s = self._confirmed_s + ttl_s * FENCE_AT
             if sent >= fence_s:
                 waited = sent - self._confirmed_s
-                self._fence(on_lost, f"its lease could not be renewed for {waited:.1f} s")
-                return
+                return self._fence(f"its lease could not be renewed for {waited:.1f} s")
             try:
                 expiry = self.clock_ms() + self.ttl_ms
                 args: list[str | int] = [self.token, self.ttl_ms, self.task_id, expiry]
@@ -221,24 +285,26 @@ class AccountLease:
                 )
             except RedisError as exc:
                 log.warning("renewing lease %s failed: %s", self.lock_key, exc)
-                next_s = time.monotonic() + retry_s
-                continue
+                self.next_action_s = min(time.monotonic() + max(0.05, ttl_s / 20), fence_s)
+                return True
             if not renewed:
-                self._fence(on_lost, "its lease expired and was no longer its own")
-                return
+                return self._fence("its lease expired and was no longer its own")
             self._confirmed_s = sent
-            next_s = sent + every_s
+            self.next_action_s = sent + ttl_s / 3
+            return True
 
-    def _fence(self, on_lost: Callable[[str], None], why: str) -> None:
+    def _fence(self, why: str) -> bool:
         reason = f"round stopped by its worker: {why} (Redis unreachable or too slow)"
         log.error("lease %s: %s", self.lock_key, reason)
         self.lost_reason = reason
         self.lost.set()
-        on_lost(reason)
-        # The handler had until EXIT_AT to stop; past it, only leaving the process is safe.
-        exit_s = self._confirmed_s + self.ttl_ms / 1000 * EXIT_AT
-        if self._stop.wait(max(0.0, exit_s - time.monotonic())):
-            return
+        assert self._on_lost is not None
+        self._on_lost(reason)
+        self._fenced = True
+        self.next_action_s = self._confirmed_s + self.ttl_ms / 1000 * EXIT_AT
+        return True
+
+    def _exit_unstopped(self) -> None:
         if in_pool_process:
             log.critical("the handler of %s ignored LeaseLost; pool process exits", self.task_id)
             os._exit(EXIT_FENCED)
@@ -249,10 +315,11 @@ class AccountLease:
         )
 
     def stop_renewing(self) -> None:
-        """No more renewals (the round's handler returned); the lease stays held."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        """No more renewals (the round's handler returned); the lease stays held. Waits for
+        a renewal in flight, so none lands after this returns."""
+        _renewer.remove(self)
+        with self._acting:
+            self._stopped = True
 
     def queue_release(self, pipe: Any) -> None:
         """Queue the compare-and-delete into a transaction of the caller's (the round's final

@@ -232,7 +232,7 @@ local function wake(wkey, name, n, at)
         redis.call('ZREM', wkey, batch[j])
         i = i - 1
       elseif parked and (n < 0 or woken < n) then
-        redis.call('HSET', P .. batch[j], 'parked', '')
+        redis.call('HDEL', P .. batch[j], 'parked')
         redis.call('ZADD', DUE, at, batch[j])
         woken = woken + 1
       end
@@ -333,9 +333,13 @@ if first then
   end
   local due = tonumber(ARGV[7])
   if only_rated and latest_start < due then due = latest_start end
-  redis.call('HSET', KEYS[3], 'wait_limit', first[2], 'wait_code', first[1],
-             'wait_next_ms', first[5] >= 0 and first[5] or '', 'parked', '1', 'claims', 0,
-             'waits', waits)
+  redis.call('HSET', KEYS[3], 'wait_limit', first[2], 'wait_code', first[1], 'parked', '1',
+             'claims', 0, 'waits', waits)
+  if first[5] >= 0 then
+    redis.call('HSET', KEYS[3], 'wait_next_ms', first[5])
+  else
+    redis.call('HDEL', KEYS[3], 'wait_next_ms')
+  end
   redis.call('ZADD', DUE, due, id)
   return first
 end
@@ -361,8 +365,9 @@ for i = 1, n do
   -- Room left: the next waiter need not wait for a release (at the next free start, if rated).
   if cap < 0 or redis.call('ZCARD', pkey) < cap then wake(wkey, name, 1, next_start) end
 end
-redis.call('HSET', KEYS[3], 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '', 'parked', '',
-           'waits', '')
+-- HDEL, not HSET '': a task that waited for nothing is not written (a transaction WATCHing
+-- it stays valid), and an empty field is not stored.
+redis.call('HDEL', KEYS[3], 'wait_limit', 'wait_code', 'wait_next_ms', 'parked', 'waits')
 return {'ok'}
 """
 )
@@ -421,9 +426,14 @@ if ARGV[6] == '1' then
     local f = redis.call('HMGET', P .. id, 'status', 'waits', 'wait_limit')
     if f[1] == W and listed(f[2], ARGV[4]) then
       local waits = without(f[2], ARGV[4])
-      redis.call('HSET', P .. id, 'parked', '', 'waits', waits)
+      redis.call('HDEL', P .. id, 'parked')
+      if waits == '' then
+        redis.call('HDEL', P .. id, 'waits')
+      else
+        redis.call('HSET', P .. id, 'waits', waits)
+      end
       if waits == '' or f[3] == ARGV[4] then
-        redis.call('HSET', P .. id, 'wait_limit', '', 'wait_code', '', 'wait_next_ms', '')
+        redis.call('HDEL', P .. id, 'wait_limit', 'wait_code', 'wait_next_ms')
       end
       redis.call('ZADD', DUE, now, id)
       woken = woken + 1

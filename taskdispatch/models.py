@@ -194,17 +194,16 @@ _PIECEWISE = frozenset(
 
 def _pieces(text: str) -> list[str]:
     """`text` cut into pieces of at most PIECE_BYTES UTF-8 bytes, never inside a character."""
+    data = text.encode()
     out: list[str] = []
-    piece: list[str] = []
-    size = 0
-    for char in text:
-        width = len(char.encode())
-        if size + width > PIECE_BYTES:
-            out.append("".join(piece))
-            piece, size = [], 0
-        piece.append(char)
-        size += width
-    out.append("".join(piece))
+    start = 0
+    while start < len(data):
+        end = min(start + PIECE_BYTES, len(data))
+        # Back off continuation bytes (10xxxxxx): the cut lands before a character starts.
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1
+        out.append(data[start:end].decode())
+        start = end
     return out
 
 

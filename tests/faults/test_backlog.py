@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from taskdispatch.beat import claim_tick
 from taskdispatch.keys import Keys
+from taskdispatch.models import Task
 from taskdispatch.rounds import RoundMessage
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
@@ -58,17 +59,18 @@ async def test_message_of_older_claim_for_another_slot_is_dropped(redis_url: str
         await d.reorder_task(task_id, 60)  # the paused task's slot moves a minute on
         await d.resume_task(task_id)
     assert runner.run(old) == {"outcome": "dropped", "reason": "stale message"}
-    assert int(client.hget(KEYS.task(task_id), "round_num")) == 0
+    assert Task.from_hash(client.hgetall(KEYS.task(task_id))).round_num == 0
 
 
 async def test_message_of_older_claim_for_a_future_slot_is_dropped(redis_url: str):
     """An old message never runs a slot before it is due."""
     task_id = await _task(redis_url, "acct-future")
     runner, client = runner_for(redis_url, lambda ctx: "ran")
-    raw = client.hgetall(KEYS.task(task_id))
-    future = int(raw["next_ms"]) + 3_600_000
-    client.hset(KEYS.task(task_id), mapping={"next_ms": future, "fence": int(raw["fence"]) + 1})
-    old = RoundMessage(task_id=task_id, fence=int(raw["fence"]), slot_ms=future)
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    assert task.next_ms is not None
+    future = task.next_ms + 3_600_000
+    client.hset(KEYS.task(task_id), mapping={"next_ms": future, "fence": task.fence + 1})
+    old = RoundMessage(task_id=task_id, fence=task.fence, slot_ms=future)
     assert runner.run(old) == {"outcome": "dropped", "reason": "stale message"}
 
 

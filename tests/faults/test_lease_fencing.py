@@ -15,6 +15,7 @@ import redis
 from taskdispatch.consistency import check_consistency
 from taskdispatch.keys import Keys
 from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
+from taskdispatch.models import Task
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.probes import add_probe_task
@@ -71,9 +72,9 @@ async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis
     [record] = [r for r in _runs(direct, task_id) if r["outcome"] == "lost"]
     assert record["reason"] == "lease_unrenewable"
     assert "could not be renewed" in record["error"]
-    task = direct.hgetall(KEYS.task(task_id))
-    assert task["status"] == "pending" and task["run_id"] == ""
-    assert int(task["fence"]) > msg.fence
+    task = Task.from_hash(direct.hgetall(KEYS.task(task_id)))
+    assert task.status == "pending" and task.run_id is None
+    assert task.fence > msg.fence
     assert not direct.exists(KEYS.lock("acct-fenced")), "the lease was not released"
     async with TaskDispatcher(Settings(redis_url=redis_url, key_prefix="td:")) as d:
         assert await check_consistency(d.redis, d.keys) == []

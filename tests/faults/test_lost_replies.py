@@ -19,6 +19,7 @@ from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.exceptions import TaskNotFoundError
 from taskdispatch.handlers import RunContext
 from taskdispatch.keys import Keys
+from taskdispatch.models import Task
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.probes import add_probe_task
@@ -66,8 +67,8 @@ async def test_round_final_write_reply_lost_records_outcome_exactly_once(
 
     assert proxy.exec_replies_lost == 1
     assert summary["outcome"] == "ok"
-    raw = client.hgetall(KEYS.task(task_id))
-    assert (int(raw["round_num"]), raw["status"], raw["run_id"]) == (1, "pending", "")
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     assert client.zrange(KEYS.running(), 0, -1) == []
     assert not client.exists(KEYS.lock("acct-lost-finish"))
@@ -88,8 +89,8 @@ async def test_round_start_reply_lost_still_runs_the_round_once(
     assert proxy.exec_replies_lost == 1
     assert summary["outcome"] == "ok", summary
     assert calls == [1]
-    raw = client.hgetall(KEYS.task(task_id))
-    assert (int(raw["round_num"]), raw["status"], raw["run_id"]) == (1, "pending", "")
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     assert client.zrange(KEYS.running(), 0, -1) == []
     await _assert_clean(redis_url)
@@ -114,8 +115,8 @@ async def test_round_final_write_while_redis_unreachable_lands_once_it_returns(
     assert back.is_set(), "the round ended before Redis was reachable again"
     assert summary["outcome"] == "ok"
     assert time.monotonic() - started < 10
-    raw = client.hgetall(KEYS.task(task_id))
-    assert (int(raw["round_num"]), raw["status"], raw["run_id"]) == (1, "pending", "")
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     await _assert_clean(redis_url)
 
@@ -142,8 +143,8 @@ async def test_round_final_write_across_redis_restart_lands_once(
 
     assert restarted.is_set()
     assert summary["outcome"] == "ok"
-    raw = client.hgetall(KEYS.task(task_id))
-    assert (int(raw["round_num"]), raw["status"], raw["run_id"]) == (1, "pending", "")
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(aof_redis.url, task_id) == ["ok"]
     await _assert_clean(aof_redis.url)
 

@@ -10,6 +10,7 @@ import redis
 
 from taskdispatch.handlers import HandlerRegistry, RunContext
 from taskdispatch.keys import Keys
+from taskdispatch.models import Task
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
 
@@ -28,5 +29,7 @@ def runner_for(
 
 def message_for(client: redis.Redis, task_id: str) -> RoundMessage:
     """The message a beat would publish for the task's current slot (without claiming it)."""
-    raw = client.hgetall(Keys("td:").task(task_id))
-    return RoundMessage(task_id=task_id, fence=int(raw["fence"]), slot_ms=int(raw["next_ms"]))
+    task = Task.from_hash(client.hgetall(Keys("td:").task(task_id)))
+    if task.next_ms is None:
+        raise ValueError(f"task {task_id} has no next slot")
+    return RoundMessage(task_id=task_id, fence=task.fence, slot_ms=task.next_ms)
