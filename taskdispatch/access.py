@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,6 +29,11 @@ from typing import Any
 
 from taskdispatch.checks import PLACEHOLDER_MARK
 from taskdispatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Named tokens shorter than this are refused (a guessable token guards nothing).
+_MIN_TOKEN_CHARS = 16
 
 __all__ = [
     "ANONYMOUS",
@@ -90,7 +96,8 @@ class TokenBook:
     def from_settings(cls, settings: Settings) -> TokenBook:
         by_digest: dict[str, Principal] = {}
         if settings.api_token:
-            _refuse_placeholder(settings.api_token, "TASKDISPATCH_API_TOKEN")
+            # The single token predates the length rule: a short one keeps working, warned.
+            _refuse_placeholder(settings.api_token, "TASKDISPATCH_API_TOKEN", strict=False)
             by_digest[_sha256(settings.api_token)] = Principal("admin", Role.ADMIN)
         if settings.api_tokens:
             for name, entry in _load(settings.api_tokens).items():
@@ -112,15 +119,23 @@ def _sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _refuse_placeholder(token: str, where: str) -> None:
+def _refuse_placeholder(token: str, where: str, *, strict: bool = True) -> None:
     if PLACEHOLDER_MARK in token:
         raise AccessConfigError(
             f"{where} still holds the example value of .env.example ({PLACEHOLDER_MARK!r} in it); "
             "set a token of your own (e.g. `python -c 'import secrets; "
             "print(secrets.token_urlsafe(32))'`)"
         )
-    if len(token) < 16:
-        raise AccessConfigError(f"{where}: a token must be at least 16 characters long")
+    if len(token) < _MIN_TOKEN_CHARS:
+        if strict:
+            raise AccessConfigError(
+                f"{where}: a token must be at least {_MIN_TOKEN_CHARS} characters long"
+            )
+        log.warning(
+            "%s is shorter than %d characters: easy to guess; set a longer one",
+            where,
+            _MIN_TOKEN_CHARS,
+        )
 
 
 def _load(value: str) -> dict[str, dict[str, Any]]:

@@ -67,6 +67,12 @@ def test_token_book_single_api_token_is_an_admin_named_admin() -> None:
     assert book.identify(ADMIN_TOKEN) == Principal("admin", Role.ADMIN)
 
 
+def test_token_book_short_single_api_token_still_works() -> None:
+    """The single token predates the length rule: a short one is accepted (and warned of)."""
+    book = TokenBook.from_settings(_settings(api_token="short-token"))
+    assert book.identify("short-token") == Principal("admin", Role.ADMIN)
+
+
 def test_token_book_without_any_token_is_not_configured() -> None:
     """No token at all: the API serves the anonymous admin (where it may)."""
     assert not TokenBook.from_settings(_settings()).configured
