@@ -19,13 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api, capacity, dispatch, durability, lag, limits, machine, memory, tick
+from bench import api, capacity, dispatch, durability, lag, limits, machine, memory, tick, worker
 from bench.config import PROFILES
 from bench.probe import ROOT
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.settings import get_settings
 
-SECTIONS = ("tick", "dispatch", "lag", "api", "memory", "limits", "capacity", "durability")
+SECTIONS = (
+    "tick",
+    "dispatch",
+    "worker",
+    "lag",
+    "api",
+    "memory",
+    "limits",
+    "capacity",
+    "durability",
+)
 
 
 def _log(message: str) -> None:
@@ -73,6 +83,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "limits": lambda: limits.run(server.url, profile, _log),
             "capacity": lambda: capacity.run(server.url, profile, work, _log),
             "durability": lambda: durability.run(server.url, profile, work, _log),
+            "worker": lambda: worker.run(server.url, profile, work, _log),
         }
         for name in SECTIONS:
             if name not in only:

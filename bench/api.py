@@ -1,9 +1,13 @@
 """4. The REST API under load: one uvicorn worker, load from a separate process.
 
 GET /api/v1/tasks/{id}, GET /api/v1/tasks/?status=pending&limit=100 and POST /api/v1/tasks/
-with 1k and 100k tasks stored. The load comes from `wrk` when installed (a C client that
-leaves the CPU to the server) or else from bench/loadgen.py (asyncio httpx), each in its own
-process, a fixed number of connections, closed loop. The report names the generator.
+with 1k and 100k tasks stored, each beside the framework's floor (`bench/floor.py`: one
+HGETALL into a Pydantic model, and 100 pipelined HGETALLs into a list of models, served by
+the same uvicorn with the same flags), and GET /tasks/{id} once more with rate limiting on.
+Per write, the Redis commands it cost (`INFO commandstats`, audit entry included). The load
+comes from `wrk` when installed (a C client that leaves the CPU to the server) or else from
+bench/loadgen.py (asyncio httpx), each in its own process, a fixed number of connections,
+closed loop. The report names the generator.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from bench.config import Profile
 from bench.load import load_tasks, task_id_of
 from bench.probe import ProbeError, run_probe
 from bench.procs import Child, bench_env, wait_until
-from bench.redisstats import connect, flush
+from bench.redisstats import commandstats, connect, delta, flush
 from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.keys import Keys
@@ -41,12 +45,30 @@ CREATE_BODY = (
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def _endpoints(n: int) -> dict[str, dict[str, Any]]:
+GET_ONE = "GET /tasks/{id}"
+LIST_PAGE = "GET /tasks/?status=pending&limit=100"
+CREATE = "POST /tasks/"
+FLOOR_ONE = "floor: one HGETALL + model"
+FLOOR_PAGE = "floor: 100 pipelined HGETALLs + models"
+LIMITED_ONE = "GET /tasks/{id}, rate limiting on"
+# Each endpoint and the floor it is compared with (same run, same size).
+FLOORS = {GET_ONE: FLOOR_ONE, LIST_PAGE: FLOOR_PAGE, LIMITED_ONE: GET_ONE}
+# A limit high enough never to refuse: what is measured is its bucket's cost per request.
+RATE_LIMIT = "100000000/second"
+
+
+def _endpoints(n: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Endpoint -> (the server it runs on, its requests)."""
     ids = [task_id_of(i) for i in range(0, n, max(1, n // GET_IDS))][:GET_IDS]
+    # The floor page reads the same 100 tasks the real page shows (the first pending ones).
+    page = ",".join(task_id_of(i) for i in range(min(n, 100)))
     return {
-        "GET /tasks/{id}": {"method": "GET", "paths": [f"{BASE}/{i}" for i in ids]},
-        "GET /tasks/?status=pending&limit=100": {"method": "GET", "paths": [LIST_PATH]},
-        "POST /tasks/": {"method": "POST", "paths": [f"{BASE}/"], "body": CREATE_BODY},
+        GET_ONE: ("api", {"method": "GET", "paths": [f"{BASE}/{i}" for i in ids]}),
+        FLOOR_ONE: ("floor", {"method": "GET", "paths": [f"/floor/tasks/{i}" for i in ids]}),
+        LIST_PAGE: ("api", {"method": "GET", "paths": [LIST_PATH]}),
+        FLOOR_PAGE: ("floor", {"method": "GET", "paths": [f"/floor/tasks/?ids={page}"]}),
+        LIMITED_ONE: ("limited", {"method": "GET", "paths": [f"{BASE}/{i}" for i in ids]}),
+        CREATE: ("api", {"method": "POST", "paths": [f"{BASE}/"], "body": CREATE_BODY}),
     }
 
 
@@ -124,15 +146,19 @@ def load_once(
     return run_probe("bench.loadgen", args | {"duration_s": duration_s}, timeout_s=duration_s + 60)
 
 
-def api_server(redis_url: str, port: int, workdir: Path, **env: str) -> Child:
-    args = ["-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+def api_server(
+    redis_url: str, port: int, workdir: Path, *, app: str = "api.main:create_app", **env: str
+) -> Child:
+    """uvicorn as `make run` and compose run the API: one worker, access log off."""
+    args = ["-m", "uvicorn", app, *(["--factory"] if app.endswith("create_app") else [])]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    args += ["--no-access-log"]
     return Child(f"uvicorn-{port}", args, bench_env(redis_url, **env), workdir)
 
 
 def _ready(base_url: str) -> bool:
     try:
-        return httpx.get(f"{base_url}{LIST_PATH.replace('100', '1')}", timeout=2).status_code == 200
+        return httpx.get(f"{base_url}/openapi.json", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -145,37 +171,59 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
         "generator": "wrk" if shutil.which("wrk") else "httpx (bench/loadgen.py)",
         "connections": profile.api_connections,
         "duration_s": profile.api_duration_s,
+        "rate_limit": RATE_LIMIT,
         "sizes": [],
     }
     for n in profile.api_sizes:
         flush(client)
         load_tasks(url, keys, 0, n, now_ms=time.time_ns() // 1_000_000)
-        port = free_port()
-        server = api_server(url, port, work)
-        base_url = f"http://127.0.0.1:{port}"
+        servers = {
+            "api": api_server(url, free_port(), work),
+            "floor": api_server(url, free_port(), work, app="bench.floor:app"),
+            "limited": api_server(url, free_port(), work, TASKDISPATCH_RATE_LIMIT=RATE_LIMIT),
+        }
+        bases = {name: f"http://127.0.0.1:{_port(s)}" for name, s in servers.items()}
         point: dict[str, Any] = {"stored": n, "endpoints": {}}
         try:
-            if not wait_until(lambda url=base_url: _ready(url), 30):
-                raise ProbeError(f"the API did not start:\n{server.log_tail()}")
-            for name, spec in _endpoints(n).items():
+            for name, base in bases.items():
+                if not wait_until(lambda b=base: _ready(b), 30):
+                    raise ProbeError(f"{name} did not start:\n{servers[name].log_tail()}")
+            for name, (server_name, spec) in _endpoints(n).items():
                 log(f"api: {name} with {n:,} stored")
+                server, base_url = servers[server_name], bases[server_name]
                 load_once(base_url, spec, profile, work, 1.0)  # warm-up
                 runs = []
+                before = commandstats(client)
                 for _ in range(profile.api_repeats):
                     cpu0, t0 = server.cpu_seconds(), time.perf_counter()
                     result = load_once(base_url, spec, profile, work, profile.api_duration_s)
                     cores = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
                     runs.append(result | {"server_cores": cores})
+                ran = delta(before, commandstats(client))
+                requests = sum(r["requests"] for r in runs)
                 point["endpoints"][name] = {
                     "server_cores": Stat.of([r["server_cores"] for r in runs]).to_json(),
                     "rps": Stat.of([r["rps"] for r in runs]).to_json(),
                     "p50_ms": Stat.of([r["p50_ms"] for r in runs]).to_json(),
                     "p99_ms": Stat.of([r["p99_ms"] for r in runs]).to_json(),
                     "errors": sum(r["errors"] for r in runs),
-                    "requests": sum(r["requests"] for r in runs),
+                    "requests": requests,
+                    "redis_commands": sum(c for c, _ in ran.values()) / max(requests, 1),
                 }
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
+        ratios = {}
+        for name, floor in FLOORS.items():
+            mine, base = point["endpoints"][name]["rps"], point["endpoints"][floor]["rps"]
+            ratios[name] = mine["median"] / base["median"]
+        point["ratios"] = ratios
         out["sizes"].append(point)
     flush(client)
     return out
+
+
+def _port(child: Child) -> int:
+    args = child.proc.args
+    assert isinstance(args, list)
+    return int(args[args.index("--port") + 1])

@@ -50,10 +50,9 @@ class Profile:
     capacity_window_s: float = 8.0
     capacity_idle_s: float = 6.0
     capacity_stored: int = 100_000
-    # 8. worker floor: tasks per phase, phases of each kind, pool size.
+    # 9. worker floor: tasks per phase, phases of each kind (the pool is lag_concurrency).
     worker_n: int = 2_000
     worker_repeats: int = 3
-    worker_concurrency: int = 2
 
 
 PROFILES = {
@@ -104,6 +103,8 @@ PROFILES = {
         capacity_window_s=4.0,
         capacity_idle_s=3.0,
         capacity_stored=10_000,
+        worker_n=500,
+        worker_repeats=2,
     ),
     # The smallest size of everything cheap, for tests/bench/test_bench_quick.py.
     "test": Profile(
@@ -135,5 +136,7 @@ PROFILES = {
         capacity_window_s=2.0,
         capacity_idle_s=2.0,
         capacity_stored=1_000,
+        worker_n=50,
+        worker_repeats=1,
     ),
 }

@@ -1,9 +1,10 @@
-"""5. Redis memory per stored task: INFO used_memory delta over N tasks, no history.
+"""5. Redis memory per stored task: INFO used_memory delta over N tasks, no history, with
+Redis's default configuration (`hash-max-listpack-value 64`).
 
-The tasks are written as the store writes them (hash, account binding, listing, status
-and due indexes, and the event-stream entry, capped). Also measured, for what bounds it:
-the task hash's encoding and size (`OBJECT ENCODING`, `MEMORY USAGE`), the same load with
-`hash-max-listpack-value` raised so the hash can stay a listpack, and RedBeat's entries.
+The tasks are written as the store writes them (hash, account binding, every index, the
+event-stream entry, capped). Also measured, for what bounds it: the task hash's encoding
+and size (`OBJECT ENCODING`, `MEMORY USAGE`), the account binding, and each index's share
+(`MEMORY USAGE` of the whole sorted set over its members), and RedBeat's entries.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from taskdispatch.keys import Keys
 __all__ = ["run"]
 
 REDIS_DEFAULT_LISTPACK_VALUE = 64
-LISTPACK_VALUE = 1024
 
 
 def _per_item(client: redis.Redis, load: Callable[[], None], n: int) -> float:
@@ -34,6 +34,17 @@ def _per_item(client: redis.Redis, load: Callable[[], None], n: int) -> float:
     load()
     after = int(client.info("memory")["used_memory"])
     return (after - before) / n
+
+
+def _indexes(client: redis.Redis, keys: Keys, n: int) -> list[dict[str, Any]]:
+    """Each sorted set the tasks are in: its members and its bytes per stored task."""
+    out = []
+    for raw in client.scan_iter(match=f"{keys.prefix}*", count=1000, _type="zset"):
+        key = raw.decode()
+        members = int(client.zcard(key))
+        size = int(client.memory_usage(key, samples=0) or 0)
+        out.append({"key": key, "members": members, "bytes_per_task": size / n})
+    return sorted(out, key=lambda x: x["key"])
 
 
 def run(url: str, profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
@@ -48,27 +59,22 @@ def run(url: str, profile: Profile, log: Callable[[str], None]) -> dict[str, Any
     log(f"memory: {n:,} tasks")
     sample = keys.task(task_id_of(0))
     old = client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
-    out: dict[str, Any] = {"n": n, "raised_limit": LISTPACK_VALUE}
+    out: dict[str, Any] = {"n": n, "listpack_value_limit": REDIS_DEFAULT_LISTPACK_VALUE}
     try:
-        # Redis's own default first (64), then the limit compose and the embedded Redis set.
         client.config_set("hash-max-listpack-value", REDIS_DEFAULT_LISTPACK_VALUE)
-        default = [_per_item(client, load, n) for _ in range(profile.memory_repeats)]
+        per_task = [_per_item(client, load, n) for _ in range(profile.memory_repeats)]
         out.update(
             {
-                "bytes_per_task": Stat.of(default).to_json(),
+                "bytes_per_task": Stat.of(per_task).to_json(),
                 "hash_encoding": client.object("encoding", sample).decode(),
                 "hash_bytes": client.memory_usage(sample),
                 "hash_fields": client.hlen(sample),
                 "longest_value": max(len(v) for v in client.hvals(sample)),
                 "account_key_bytes": client.memory_usage(keys.account("bench-account-0000000")),
-                "listpack_value_limit": REDIS_DEFAULT_LISTPACK_VALUE,
+                "events_bytes_per_task": (client.memory_usage(keys.events()) or 0) / n,
+                "indexes": _indexes(client, keys, n),
             }
         )
-        client.config_set("hash-max-listpack-value", LISTPACK_VALUE)
-        raised = [_per_item(client, load, n) for _ in range(profile.memory_repeats)]
-        out["bytes_per_task_listpack"] = Stat.of(raised).to_json()
-        out["hash_bytes_listpack"] = client.memory_usage(sample)
-        out["hash_encoding_listpack"] = client.object("encoding", sample).decode()
     finally:
         client.config_set("hash-max-listpack-value", old)
     if apps.have_redbeat():

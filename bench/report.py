@@ -108,14 +108,51 @@ def _headline(r: dict[str, Any]) -> list[str]:
                 x["median"] >= 2,
             )
         )
+    w = r.get("worker")
+    if w and not _failed(w):
+        x = w["ratio"]
+        rows.append(
+            (
+                "worker rounds/s / plain Celery no-op tasks/s (same worker)",
+                "≥ 0.5×",
+                _num(x, ".2f", "×"),
+                x["median"] >= 0.5,
+            )
+        )
     lag = r.get("lag")
     if lag and not _failed(lag) and lag["points"]:
+        capacity = _capacity_per_s(r)
+        if capacity:
+            light = [p for p in lag["points"] if p["demand_per_s"] <= 0.8 * capacity]
+            worst = max((p["p99_s"]["median"] for p in light), default=None)
+            rows.append(
+                (
+                    f"scheduling lag p99 at every load ≤ 80% of capacity ({capacity:,.0f}/s)",
+                    "≤ 0.5 s",
+                    "no such load measured" if worst is None else f"{worst:.2f} s (worst)",
+                    None if worst is None else worst <= 0.5,
+                )
+            )
         last = lag["points"][-1]
         p99 = last["p99_s"]["median"]
         rows.append(
             (f"scheduling lag p99, {last['tasks']:,} tasks", "≤ 0.5 s", f"{p99:.2f} s", p99 <= 0.5)
         )
     api = r.get("api")
+    if api and not _failed(api) and api["sizes"] and "ratios" in api["sizes"][0]:
+        for name, target in (
+            ("GET /tasks/{id}", 0.8),
+            ("GET /tasks/?status=pending&limit=100", 0.5),
+        ):
+            worst = min(size["ratios"][name] for size in api["sizes"])
+            rows.append(
+                (
+                    f"`{name}` req/s / its framework floor (worst size)",
+                    f"≥ {target}×",
+                    f"{worst:.2f}×",
+                    worst >= target,
+                )
+            )
     if api and not _failed(api) and len(api["sizes"]) >= 2:
         name = "GET /tasks/?status=pending&limit=100"
         a, b = api["sizes"][0], api["sizes"][-1]
@@ -292,7 +329,48 @@ def _dispatch(d: dict[str, Any], img: str | None) -> list[str]:
     return out
 
 
-def _lag(lag: dict[str, Any], img: str | None, machine_cores: int | None = None) -> list[str]:
+def _capacity_per_s(results: dict[str, Any]) -> float | None:
+    """Rounds/s the worker of the lag section completes flat out (section 9), if measured."""
+    w = results.get("worker")
+    return None if not w or _failed(w) else float(w["rounds_per_s"]["median"])
+
+
+def _worker(w: dict[str, Any]) -> list[str]:
+    return [
+        "## 9. The worker's floor: a round against a plain Celery task",
+        "",
+        f"One `celery worker -P prefork -c {w['concurrency']}` (the app's own settings: "
+        "events on, early acks, a message fetched only when a process is free), in "
+        f"alternating phases: {w['n']:,} plain no-op tasks published at once (`bench.noop`), "
+        f"then {w['n']:,} tasks of the `noop` handler made due at once (one beat claims and "
+        "publishes them). Each phase is timed until the worker's own counters "
+        "(`celery inspect stats`) show all done. Median of the phases (min–max).",
+        "",
+        "| what | per second |",
+        "|---|---:|",
+        f"| plain Celery no-op tasks | {_num(w['plain_per_s'])} |",
+        f"| taskdispatch rounds (noop handler) | {_num(w['rounds_per_s'])} |",
+        f"| ratio | {_num(w['ratio'], '.2f', '×')} |",
+        "",
+        "**What a round adds.** A round is a whole transaction of the scheduler, not a "
+        "function call: it reads its task, takes the account's lease and any limit places "
+        "(one script), marks the task running (one transaction), has its lease renewed by "
+        "the process's renewer thread, and records its outcome, history, event, counters "
+        "and next slot while releasing the lease (one transaction): about eight round trips "
+        "on a synchronous client, beside Celery's own per-message path that the plain task "
+        "also pays. The rounds/s here is the capacity the lag loads of section 3 are "
+        "compared with.",
+        "",
+    ]
+
+
+def _lag(
+    lag: dict[str, Any],
+    img: str | None,
+    machine_cores: int | None = None,
+    *,
+    capacity: float | None = None,
+) -> list[str]:
     out = [
         "## 3. Scheduling lag end to end",
         "",
@@ -328,6 +406,14 @@ def _lag(lag: dict[str, Any], img: str | None, machine_cores: int | None = None)
         f"p99 ≤ 0.5 s holds up to {max(ok):,} tasks" if ok else "p99 ≤ 0.5 s held at no count",
     ]
     out[-1] += f"; it breaks at {min(bad):,}." if bad else " (the largest count tried)."
+    if capacity:
+        share = ", ".join(
+            f"{p['tasks']:,} tasks ask {p['demand_per_s'] / capacity:.0%}" for p in lag["points"]
+        )
+        out[-1] += (
+            f" The same worker completes {capacity:,.0f} rounds/s flat out (section 9): "
+            f"{share} of that."
+        )
     out += [
         "",
         "**What bounds it.** While the worker keeps up (completed ≈ demand, little queued), "
@@ -363,30 +449,48 @@ def _api(api: dict[str, Any]) -> list[str]:
     out = [
         "## 4. API",
         "",
-        f"One uvicorn worker (`uvicorn api.main:create_app --factory`, uvloop/httptools); load "
-        f"from a separate process: **{api['generator']}**, {api['connections']} connections, "
-        f"closed loop, {api['duration_s']:g} s per run after a 1 s warm-up (median of the runs, "
-        "min–max). Tasks stored by the bulk loader; POST creates new accounts. Server CPU = "
-        "uvicorn's CPU time over wall time.",
+        f"One uvicorn worker (`uvicorn api.main:create_app --factory`, uvloop/httptools, access "
+        f"log off as `make run` and compose run it); load from a separate process: "
+        f"**{api['generator']}**, {api['connections']} connections, closed loop, "
+        f"{api['duration_s']:g} s per run after a 1 s warm-up (median of the runs, min–max). "
+        "Beside it, in the same run, the framework's floor (`bench/floor.py`, same uvicorn and "
+        "flags): one `HGETALL` into a Pydantic model, and the page's 100 tasks read by 100 "
+        "pipelined `HGETALL`s into a list of models; and the API once more with "
+        f"`TASKDISPATCH_RATE_LIMIT={api['rate_limit']}` (never refusing: its bucket's cost). "
+        "Tasks stored by the bulk loader; POST creates new accounts. Server CPU = uvicorn's "
+        "CPU time over wall time; Redis commands = `INFO commandstats` per request (inside "
+        "Lua included).",
         "",
-        "| stored | endpoint | req/s | p50 | p99 | errors | server CPU |",
-        "|---:|---|---|---|---|---:|---:|",
+        "| stored | endpoint | req/s | × its floor | p50 | p99 | errors | server CPU "
+        "| Redis commands |",
+        "|---:|---|---|---:|---|---|---:|---:|---:|",
     ]
     for size in api["sizes"]:
+        ratios = size.get("ratios", {})
         for name, e in size["endpoints"].items():
+            ratio = f"{ratios[name]:.2f}" if name in ratios else ""
             out.append(
-                f"| {size['stored']:,} | `{name}` | {_num(e['rps'])} | "
+                f"| {size['stored']:,} | `{name}` | {_num(e['rps'])} | {ratio} | "
                 f"{_num(e['p50_ms'], '.1f', ' ms')} | {_num(e['p99_ms'], '.1f', ' ms')} | "
-                f"{e['errors']} of {e['requests']:,} | {e['server_cores']['median']:.2f} |"
+                f"{e['errors']} of {e['requests']:,} | {e['server_cores']['median']:.2f} | "
+                f"{e.get('redis_commands', 0):.1f} |"
             )
     out += [
         "",
+        "× its floor: `GET /tasks/{id}` against one HGETALL + model, the list page against "
+        "100 pipelined HGETALLs + models, and rate limiting on against the same GET without.",
+        "",
         "**What bounds it.** The single uvicorn process's CPU (server CPU ≈ 1 core in every "
-        "run). A list page reads the status index (O(log N + page)) and then the 100 task "
-        "hashes in one pipeline, so it costs the same at any stored count; a pyinstrument "
-        "profile of list requests, taken while building this bench (not in this run), put "
-        "most of their time in redis-py's asyncio pipeline, i.e. the pure-Python parsing of "
-        "the 100 hash replies, then the response models.",
+        "run), and in it mostly redis-py's asyncio client: a read is one round trip (one "
+        "script returns the task and every fact its waiting reason needs: the dispatcher "
+        "flag, live workers and their queues, the account's lease, the use of the limit it "
+        "waits for), a list page two (the page's ids, then the tasks with their facts). What "
+        "the floor does not do, and a read must: resolve the caller's token and role (FastAPI "
+        "dependencies), decode the hash into a task, compute its waiting reason (its calendar "
+        "in its time zone), and answer its 40 fields with times in the task's zone; the models "
+        "are built without validating twice. A write costs its commands: the hash and its "
+        "index entries, the due score and wake token, the live event and the audit entry "
+        "(`XADD`, `LPUSH`, `LTRIM`) in one transaction.",
         "",
     ]
     return out
@@ -397,40 +501,42 @@ def _memory(m: dict[str, Any]) -> list[str]:
         "## 5. Redis memory per task",
         "",
         f"`INFO memory` used_memory delta over {m['n']:,} tasks written as the store writes "
-        "them (hash, account binding, listing, status and due indexes, the capped event "
-        "stream), no run history; median of the runs (min–max).",
+        "them (hash, account binding, every index, the capped event stream), no run history, "
+        f"with Redis's default configuration (`hash-max-listpack-value "
+        f"{m['listpack_value_limit']}`); median of the runs (min–max).",
         "",
         "| what | bytes per task |",
         "|---|---:|",
-        f"| taskdispatch, Redis's default `hash-max-listpack-value {m['listpack_value_limit']}` | "
-        f"{_num(m['bytes_per_task'])} |",
+        f"| taskdispatch, all included | {_num(m['bytes_per_task'])} |",
+        f"| the task hash (`MEMORY USAGE`, `{m['hash_encoding']}`, {m['hash_fields']} fields) | "
+        f"{m['hash_bytes']:,} |",
+        f"| the account binding (a string key) | {m['account_key_bytes']:,} |",
     ]
-    if "bytes_per_task_listpack" in m:
+    for index in m.get("indexes", []):
         out.append(
-            f"| taskdispatch, `hash-max-listpack-value {m['raised_limit']}` "
-            f"(compose, `make run`) | {_num(m['bytes_per_task_listpack'])} |"
+            f"| index `{index['key']}` ({index['members']:,} members) | "
+            f"{index['bytes_per_task']:,.0f} |"
         )
+    out.append(f"| its share of the capped event stream | {m['events_bytes_per_task']:,.0f} |")
     if m.get("redbeat_bytes_per_entry"):
         out.append(
             "| RedBeat bare entry (definition + meta + schedule) | "
             f"{_num(m['redbeat_bytes_per_entry'])} |"
         )
+    indexes = sum(i["bytes_per_task"] for i in m.get("indexes", []))
     out += [
         "",
-        f"**What bounds it.** The task hash: {m['hash_fields']} fields. Under Redis's default "
-        f"limit its longest value ({m['longest_value']} bytes, the JSON run parameters) is over "
-        f"`hash-max-listpack-value` ({m['listpack_value_limit']}), so Redis keeps it as "
-        f"`{m['hash_encoding']}` (a dict entry and two SDS strings per field): "
-        f"`MEMORY USAGE` {m['hash_bytes']:,} B. With the limit raised to {m['raised_limit']} "
-        "(what docker-compose.yml and the embedded Redis of `make run` configure) it stays "
-        f"`{m.get('hash_encoding_listpack', '?')}`: {m.get('hash_bytes_listpack', '?')} B. The "
-        f"account binding (one string key per account) is {m['account_key_bytes']} B; the rest "
-        "is the task's entries in three sorted sets (listing, status, due) and its share of "
-        "the capped event stream.",
-        "",
-        "**What would meet 1 KiB.** Not done in this run, so not measured: keep the account "
-        "bindings in one hash instead of a key per account, store only non-empty fields "
-        "under short names, and drop the listing index in favour of the status indexes.",
+        f"**What bounds it.** The task hash is a `{m['hash_encoding']}` of {m['hash_bytes']:,} B "
+        "under Redis's defaults: fields at their default or unset are not stored, and a value "
+        "longer than 64 bytes of a field no script reads (the run parameters, names, errors) "
+        "is stored in 64-byte pieces, so one long value no longer turns the whole hash into a "
+        f"hashtable (the longest value stored is {m['longest_value']} bytes). The indexes are "
+        f"the rest: {indexes:,.0f} B per task in sorted sets, about 145 B per member (a "
+        "skiplist node, a dict entry and the 36-byte task id), and a task is a member of "
+        "every index that serves a listing in O(log N + page): all tasks, its status, each "
+        "filter dimension with and without its status (sys_type, task_type, each tag), the "
+        "next-run order, the search index (id and name) and the due index. 1 KiB per task "
+        "would need fewer of them, i.e. slower filters (docs/redis-keys.md lists each).",
         "",
     ]
     return out
@@ -442,14 +548,15 @@ def _ms(stat: dict[str, Any]) -> dict[str, Any]:
 
 def _limits(m: dict[str, Any]) -> list[str]:
     out = [
-        "## 6. Cost of limits per round",
+        "## 6. Cost of features per round: limits, calendars, tags",
         "",
         f"One round run in-process (`RoundRunner.run`, a handler that returns at once), "
         f"{m['rounds']} rounds per run, {m['repeats']} runs per case; commands are what Redis "
         "ran (`INFO commandstats`, those inside Lua included), round trips what the runner "
-        "sent. Ratios and differences are against the round without a limit, in this run.",
+        "sent. Ratios and differences are against the plain round, in this run. The calendar's "
+        "windows cover every hour (so every round runs): its cost is placing each slot in it.",
         "",
-        "| limits covering the task | time per round | × no limit | Redis commands | "
+        "| the task | time per round | × plain | Redis commands | "
         "of which scripts | extra commands | round trips | extra round trips |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -466,7 +573,10 @@ def _limits(m: dict[str, Any]) -> list[str]:
         "places (one script, so no round trip is added); each concurrency limit adds the "
         "commands of its checks inside that script, one `ZADD` in each renewal and a release "
         "script in the round's final transaction; a rate limit adds its sliding-window "
-        '`ZADD`/`ZREMRANGEBYSCORE`/`ZCARD`. docs/semantics.md ("Limits") explains them.',
+        '`ZADD`/`ZREMRANGEBYSCORE`/`ZCARD`. docs/semantics.md ("Limits") explains them. A '
+        "calendar adds no Redis command: placing a slot in windows, weekdays and blackout "
+        "dates, and drawing its jitter, are pure Python in the worker. Tags cost nothing per "
+        "round: their index entries change only when the tags or the status do.",
         "",
     ]
     return out
@@ -591,13 +701,19 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
     if (why := _failed(results.get("lag"))) is not None:
         out += ["## lag", "", why, ""]
     else:
-        out += _lag(results["lag"], images.get("lag"), results["machine"]["logical_cores"])
+        out += _lag(
+            results["lag"],
+            images.get("lag"),
+            results["machine"]["logical_cores"],
+            capacity=_capacity_per_s(results),
+        )
     for key, fn2 in (
         ("api", _api),
         ("memory", _memory),
         ("limits", _limits),
         ("capacity", _capacity),
         ("durability", _durability),
+        ("worker", _worker),
     ):
         section = results.get(key)
         if (why := _failed(section)) is not None:

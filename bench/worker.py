@@ -1,11 +1,13 @@
-"""8. The worker's floor: rounds of the `noop` handler against plain Celery no-op tasks.
+"""9. The worker's floor: rounds of the `noop` handler against plain Celery no-op tasks.
 
 One `celery worker` (prefork, the app's own settings: prefetch, events, acks) runs, in
 alternating phases, N plain no-op tasks (`bench.noop`, registered beside the app's tasks by
 `bench.worker_app`) and N rounds (N tasks due at once, claimed by one beat). Each phase is
 timed from the moment its work is available to the moment the worker's own counters
 (`celery inspect stats`) show all N done, so the ratio compares the same worker, pool,
-concurrency and prefetch doing Celery's minimum and doing a whole round.
+concurrency and prefetch doing Celery's minimum and doing a whole round. The pool is the
+lag section's (`lag_concurrency`), so its rounds/s is the capacity the lag loads are
+measured against.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
     env = bench_env(url, TASKDISPATCH_ALLOW_EVICTION="true", TASKDISPATCH_RUNS_KEPT="2")
     work = Path(workdir)
     app = create_celery_app(Settings(redis_url=url))
-    concurrency = str(profile.worker_concurrency)
+    concurrency = str(profile.lag_concurrency)
     worker = Child("worker-floor", [*WORKER, "-c", concurrency, "-l", "WARNING"], env, work)
     beat = Child("beat-floor", BEAT, env, work)
     plain: list[float] = []
@@ -92,7 +94,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
     ratio = [a / b for a, b in zip(rounds, plain, strict=True)]
     return {
         "n": n,
-        "concurrency": profile.worker_concurrency,
+        "concurrency": profile.lag_concurrency,
         "plain_per_s": Stat.of(plain).to_json(),
         "rounds_per_s": Stat.of(rounds).to_json(),
         "ratio": Stat.of(ratio).to_json(),
