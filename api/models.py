@@ -8,9 +8,11 @@ REST API reject the same input with the same messages.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, overload
 from zoneinfo import ZoneInfo
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from taskdispatch.audit import AuditEntry
@@ -71,11 +73,13 @@ __all__ = [
     "WaitingReason",
     "audit_entry_info",
     "bulk_response",
+    "json_answer",
     "limit_info",
     "local_time",
     "run_info",
+    "task_fields",
     "task_info",
-    "waiting_reason_info",
+    "waiting_reason_fields",
 ]
 
 
@@ -459,8 +463,9 @@ def local_time(task: Task, t_ms: int | None) -> str | None:
     return to_local_iso(t_ms, ZoneInfo(task.timezone))
 
 
-def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingReason | None:
-    """`reasons.waiting_reason`'s answer for humans: instants as ISO in the task's zone."""
+def waiting_reason_fields(task: Task, reason: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`reasons.waiting_reason`'s answer for humans (the fields of its WaitingReason model):
+    instants as ISO in the task's zone."""
     if reason is None:
         return None
     fields = dict(reason)
@@ -476,49 +481,24 @@ def waiting_reason_info(task: Task, reason: dict[str, Any] | None) -> WaitingRea
         fields["waiting_s"] = fields.pop("waiting_ms") / 1000
     if "next_start_ms" in fields:
         fields["next_start"] = local_time(task, fields.pop("next_start_ms"))
-    # Built from our own rules' answer, so not validated again (a read's hot path).
-    model: type[_Reason] = _REASON_MODELS[fields["code"]]
-    return model.model_construct(**fields)  # type: ignore[return-value]
+    return fields
 
 
-_REASON_MODELS: dict[str, type[_Reason]] = {
-    "paused": PausedReason,
-    "error": ErrorReason,
-    "no_worker_for_queue": NoWorkerReason,
-    "backlog": BacklogReason,
-    "outside_window": OutsideWindowReason,
-    "weekday": CalendarDayReason,
-    "blackout": CalendarDayReason,
-    "limit_full": LimitFullReason,
-    "rate_limited": RateLimitedReason,
-    "dispatcher_stopped": PlainReason,
-    "account_locked": PlainReason,
-    "completed": PlainReason,
-}
-
-
-@overload
-def task_info(
-    task: Task, *, detail: Literal[False] = False, reason: dict[str, Any] | None = None
-) -> TaskInfo: ...
-@overload
-def task_info(
-    task: Task, *, detail: Literal[True], reason: dict[str, Any] | None = None
-) -> TaskDetail: ...
-def task_info(
+def task_fields(
     task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
-) -> TaskInfo:
-    """The API view of a task; `reason` is `reasons.waiting_reason`'s answer (None = none).
+) -> dict[str, Any]:
+    """The API view of a task as JSON values: the fields of TaskInfo (TaskDetail with
+    `detail`); `reason` is `reasons.waiting_reason`'s answer (None = none).
 
-    Every value comes from a stored, validated task, so the model is constructed without
-    validating again: this runs once per task of every read."""
+    The hot reads answer these as they are (`json_answer`), with no model in between:
+    every value comes from a stored, validated task, and a page holds a hundred of them."""
     tz = ZoneInfo(task.timezone)
     fields: dict[str, Any] = {
         "task_id": task.task_id,
         "account_id": task.account_id,
         "account_name": task.account_name,
         "task_type": task.task_type,
-        "status": task.status,
+        "status": task.status.value,
         "interval": task.interval_s,
         "valid_time_range": None if task.hour_window is None else list(task.hour_window),
         "task_end_time": task.end_text,
@@ -535,7 +515,7 @@ def task_info(
         "worker": task.worker,
         "paused_until": to_local_iso(task.paused_until_ms, tz),
         "pause_note": task.pause_note,
-        "waiting_reason": waiting_reason_info(task, reason),
+        "waiting_reason": waiting_reason_fields(task, reason),
         "windows": format_windows(task.windows),
         "weekdays": sorted(task.weekdays),
         "blackout_dates": [
@@ -553,8 +533,35 @@ def task_info(
         "next_start": to_local_iso(due_at(task), tz) if task.next_ms is not None else None,
     }
     if detail:
-        return TaskDetail.model_construct(**fields, kwargs=task.kwargs)
-    return TaskInfo.model_construct(**fields)
+        fields["kwargs"] = task.kwargs
+    return fields
+
+
+@overload
+def task_info(
+    task: Task, *, detail: Literal[False] = False, reason: dict[str, Any] | None = None
+) -> TaskInfo: ...
+@overload
+def task_info(
+    task: Task, *, detail: Literal[True], reason: dict[str, Any] | None = None
+) -> TaskDetail: ...
+def task_info(
+    task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
+) -> TaskInfo:
+    """The API view of a task as a model (for answers that embed one)."""
+    return (TaskDetail if detail else TaskInfo).model_validate(
+        task_fields(task, detail=detail, reason=reason)
+    )
+
+
+def json_answer(content: Any) -> Response:
+    """A read's answer from JSON values, serialized once: FastAPI neither validates nor
+    converts a Response the route returns (the route still declares its model for the
+    schema)."""
+    return Response(
+        json.dumps(content, ensure_ascii=False, separators=(",", ":")),
+        media_type="application/json",
+    )
 
 
 def limit_info(view: LimitView, *, tz: ZoneInfo) -> LimitInfo:

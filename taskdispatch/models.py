@@ -145,25 +145,25 @@ class Task:
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Task:
+        # Called for every task of every read: only the fields present are decoded (an
+        # absent one keeps its default, None included), strings go through untouched.
         data = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            (k if type(k) is str else k.decode()): (v if type(v) is str else v.decode())
             for k, v in raw.items()
         }
-        for name in _PIECEWISE:
-            if f"{name}{PIECE_MARK}1" in data:
-                data[name] = "".join(_joined(data, name))
+        if PIECE_MARK in "".join(data):
+            for name in _PIECEWISE:
+                if f"{name}{PIECE_MARK}1" in data:
+                    data[name] = "".join(_joined(data, name))
         if "windows" not in data and "window" in data:
             # Written before windows existed: the whole-hour valid_time_range.
             start, end = data["window"].split(",")
             data["windows"] = _windows_text(schedule.hour_window((int(start), int(end))))
-        values: dict[str, Any] = {}
-        for name, decode, defaulted in _DECODERS:
-            text = data.get(name, "")
-            if text:
+        values = dict(_ABSENT)
+        for name, text in data.items():
+            decode = _DECODER_OF.get(name)
+            if decode is not None and text:
                 values[name] = decode(text)
-            elif not defaulted:
-                values[name] = None
-            # else: the dataclass default (0, all weekdays, ...)
         return cls(**values)
 
 
@@ -296,8 +296,13 @@ _DEFAULTED = frozenset(
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))
-# Per field, in order: its name, its decoder, whether empty text means its default.
-_DECODERS = tuple((name, _CODECS.get(name, _TEXT)[1], name in _DEFAULTED) for name in _FIELD_NAMES)
+# Each field's decoder; the value of every field without a default when it is absent.
+_DECODER_OF = {name: _CODECS.get(name, _TEXT)[1] for name in _FIELD_NAMES}
+_ABSENT: dict[str, Any] = {
+    f.name: None
+    for f in fields(Task)
+    if f.name not in _DEFAULTED and f.default is MISSING and f.default_factory is MISSING
+}
 # Per field: its name, its encoder, and the value left out of the hash (its default when an
 # absent field reads as the default, else None).
 _ENCODERS = tuple(

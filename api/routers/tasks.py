@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from api.dependencies import ADMIN, OPERATOR, DispatcherDep
 from api.exceptions import error_responses
@@ -22,8 +22,10 @@ from api.models import (
     TaskRunsResponse,
     TaskSavedResponse,
     TaskUpdateRequest,
+    json_answer,
     local_time,
     run_info,
+    task_fields,
     task_info,
 )
 from taskdispatch.messages import text
@@ -63,9 +65,10 @@ async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> Tas
         "执行时间（只含有下次执行的任务）；"
         "total 为所有匹配的任务数。limit 取 1..1000，offset >= 0。"
     ),
+    response_model=TaskListResponse,
     responses=error_responses(422),
 )
-@router.get("", include_in_schema=False)
+@router.get("", include_in_schema=False, response_model=TaskListResponse)
 async def list_tasks(
     dispatcher: DispatcherDep,
     account_id: Annotated[str | None, Query(description="只列出该账户的任务")] = None,
@@ -81,7 +84,7 @@ async def list_tasks(
     ] = "created",
     limit: Annotated[int, Query(description="每页数量，1..1000")] = 100,
     offset: Annotated[int, Query(description="跳过的任务数，>= 0")] = 0,
-) -> TaskListResponse:
+) -> Response:
     total, page = await dispatcher.read_page(
         account_id=account_id,
         status=status,
@@ -93,18 +96,19 @@ async def list_tasks(
         limit=limit,
         offset=offset,
     )
-    return TaskListResponse(total=total, tasks=[task_info(t, reason=r) for t, r in page])
+    return json_answer({"total": total, "tasks": [task_fields(t, reason=r) for t, r in page]})
 
 
 @router.get(
     "/{task_id}",
     summary="获取任务详情",
     description="任务的全部字段，包括运行参数 kwargs。",
+    response_model=TaskDetail,
     responses=error_responses(404),
 )
-async def get_task(task_id: str, dispatcher: DispatcherDep) -> TaskDetail:
+async def get_task(task_id: str, dispatcher: DispatcherDep) -> Response:
     task, reason = await dispatcher.read_one(task_id)
-    return task_info(task, detail=True, reason=reason)
+    return json_answer(task_fields(task, detail=True, reason=reason))
 
 
 @router.patch(
