@@ -23,4 +23,4 @@ RUN useradd --create-home --uid 10001 --user-group taskdispatch
 USER taskdispatch
 
 EXPOSE 8000 5555
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "5"]

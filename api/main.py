@@ -129,10 +129,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 app = create_app()
 
 
+# A live event stream never ends by itself: without a bound, a stop would wait for every
+# open dashboard to leave. Past it uvicorn cancels what is still open.
+GRACEFUL_SHUTDOWN_S = 5
+
+
 def main() -> None:
     settings: Settings = app.state.settings
     uvicorn.run(
-        app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower()
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 

@@ -1,5 +1,8 @@
-// The operators' dashboard: accounts, their next runs and why they wait, and a 24-hour
-// timeline. Reads the REST API, refreshes on server-sent events, and polls as a fallback.
+// The operators' dashboard for a fleet: one page of accounts at a time (paged, filtered and
+// sorted by the server), their latest and upcoming runs, bulk actions over a selection or
+// over everything the filters match, create and edit forms, each task's audit trail, and a
+// 24-hour timeline. Reads the REST API, refreshes what is shown on server-sent events, and
+// polls as a fallback. What a user may do follows the role of their token (GET /me).
 "use strict";
 
 (() => {
@@ -8,10 +11,18 @@
   const HORIZON_MS = 24 * 3600 * 1000;
   const POLL_LIVE_MS = 60_000; // events keep the page current; this only heals gaps
   const POLL_OFFLINE_MS = 10_000;
-  const EVENT_DEBOUNCE_MS = 250; // a burst of events (a beat tick) costs one refresh
+  // An event about a row on the page refreshes it soon; one about another task can only
+  // change the counts or bring a row onto the page, so a burst of those (a busy fleet starts
+  // rounds every second) costs at most one page read per few seconds.
+  const VISIBLE_EVENT_MS = 250;
+  const OTHER_EVENT_MS = 3000;
+  const TYPING_MS = 300; // filters typed into are applied once the typing pauses
   const DETAIL_CONCURRENCY = 6;
   // Tasks with more runs than this in 24 h are drawn as a band, not one mark per run.
   const MAX_MARKS = 100;
+  const PAGE_SIZES = [20, 50, 100, 200];
+  const MAX_FAILURES_SHOWN = 50;
+  const AUDIT_LIMIT = 100;
   const EVENT_TYPES = [
     "task.created", "task.updated", "task.deleted",
     "round.started", "round.finished", "round.failed", "round.skipped", "round.lost",
@@ -23,91 +34,153 @@
     pending: "待执行", running: "运行中", paused: "已暂停", completed: "已完成", error: "出错",
   };
   const OUTCOME_TEXT = { ok: "成功", failed: "失败", skipped: "跳过", lost: "丢失" };
+  const ROLE_RANK = { viewer: 1, operator: 2, admin: 3 };
+  const ROLE_TEXT = { viewer: "只读", operator: "操作员", admin: "管理员" };
+  const BULK_TEXT = { pause: "暂停", resume: "恢复", run: "立即执行", delete: "删除" };
+  const AUDIT_TEXT = {
+    create: "创建", patch: "修改", pause: "暂停", resume: "恢复", reorder: "调整优先级",
+    run: "立即执行", delete: "删除", import: "导入",
+  };
+  const DEFAULT_VIEW = { status: "", tag: "", sys_type: "", q: "", sort: "created", size: 50, page: 1 };
+  const FILTERS = ["status", "tag", "sys_type", "q"];
 
   const $ = (id) => document.getElementById(id);
 
-  // task_id -> task, in the API's (creation) order; details are refetched only when a
-  // task's signature changes, so a refresh costs one list call in the steady state.
-  let tasks = new Map();
-  const details = new Map(); // task_id -> {signature, lastRun, upcoming}
+  let me = null; // {name, role} of the token, read once per login
+  let view = readHash();
+  let total = 0;
+  let tasks = new Map(); // the rows on the page: task_id -> task, in the server's order
+  const details = new Map(); // task_id -> {signature, lastRun, upcoming, windows}, page rows only
+  const selected = new Set(); // task ids ticked on this page
+  let allMatching = false; // the selection is "every task the filters match"
   let dispatcherStatus = null;
   let stream = null; // the live event connection: {controller, live}
   let lastEventId = null; // where a new connection resumes, so that nothing is missed
   let refreshing = null;
   let refreshAgain = false;
+  let listing = false; // a page read is in flight
   let pollTimer = null;
   let eventTimer = null;
+  let eventDue = 0;
 
   // ---------------------------------------------------------------- API
 
   class Unauthorized extends Error {}
 
-  async function api(path, { method = "GET", body } = {}) {
-    const headers = { Accept: "application/json" };
+  class ApiError extends Error {
+    constructor(status, body) {
+      super(body.error || `HTTP ${status}`);
+      this.status = status;
+      this.details = Array.isArray(body.details) ? body.details : [];
+    }
+  }
+
+  function authHeaders(headers) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
+  }
+
+  async function api(path, { method = "GET", body, signal } = {}) {
+    const headers = authHeaders({ Accept: "application/json" });
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(`${API}${path}`, {
       method,
       headers,
+      signal,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (response.status === 401) throw new Unauthorized();
     const payload = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(payload.error || `HTTP ${response.status}`);
+    if (!response.ok) throw new ApiError(response.status, payload);
     return payload;
   }
 
-  async function listAllTasks() {
-    const all = [];
-    for (;;) {
-      const page = await api(`/tasks/?limit=1000&offset=${all.length}`);
-      all.push(...page.tasks);
-      if (page.tasks.length === 0 || all.length >= page.total) return all;
+  // What an error tells an operator: the API's own message, or that the network failed.
+  function errorText(error) {
+    return error instanceof ApiError ? error.message : `网络错误（${error.message}）`;
+  }
+
+  const taskPath = (id) => `/tasks/${encodeURIComponent(id)}`;
+
+  const may = (role) => Boolean(me) && ROLE_RANK[me.role] >= ROLE_RANK[role];
+
+  // crypto.randomUUID exists only in secure contexts (HTTPS, localhost); a dashboard opened
+  // over plain HTTP on a LAN address still needs an id that makes a retry safe.
+  function newRequestId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    return [...crypto.getRandomValues(new Uint8Array(16))]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // ---------------------------------------------------------------- the view (URL hash)
+
+  // The hash keeps the view, so a reload, a bookmark or a link shows the same page.
+  function readHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const size = Number(params.get("size"));
+    const page = Number(params.get("page"));
+    const status = params.get("status") || "";
+    return {
+      status: status in STATUS_TEXT ? status : "",
+      tag: params.get("tag") || "",
+      sys_type: params.get("sys_type") || "",
+      q: params.get("q") || "",
+      sort: params.get("sort") === "next" ? "next" : "created",
+      size: PAGE_SIZES.includes(size) ? size : DEFAULT_VIEW.size,
+      page: Number.isInteger(page) && page >= 1 ? page : 1,
+    };
+  }
+
+  function viewParams(v) {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(v)) {
+      if (value !== DEFAULT_VIEW[key]) params.set(key, String(value));
+    }
+    return params;
+  }
+
+  const viewKey = (v) => viewParams(v).toString();
+
+  const filtersOf = (v) => Object.fromEntries(FILTERS.filter((f) => v[f]).map((f) => [f, v[f]]));
+
+  function listQuery(v) {
+    const params = new URLSearchParams(filtersOf(v));
+    if (v.sort !== "created") params.set("sort", v.sort);
+    params.set("limit", String(v.size));
+    params.set("offset", String((v.page - 1) * v.size));
+    return params.toString();
+  }
+
+  function setView(changes) {
+    const next = { ...view, ...changes };
+    if (viewKey(next) === viewKey(view)) return;
+    view = next;
+    const hash = viewKey(view);
+    // replaceState, not location.hash: no hashchange event, so one change is one refresh.
+    history.replaceState(null, "", hash ? `#${hash}` : location.pathname + location.search);
+    // A selection is of rows seen: other rows are not what the operator ticked.
+    clearSelection();
+    syncControls();
+    refresh();
+  }
+
+  function syncControls() {
+    $("filter-status").value = view.status;
+    $("filter-sort").value = view.sort;
+    $("page-size").value = String(view.size);
+    // Not while the operator types there: the field would jump under the cursor.
+    for (const [id, key] of [["filter-tag", "tag"], ["filter-sys-type", "sys_type"], ["filter-q", "q"]]) {
+      if (document.activeElement !== $(id)) $(id).value = view[key];
     }
   }
 
-  const taskPath = (task) => `/tasks/${encodeURIComponent(task.task_id)}`;
+  // ---------------------------------------------------------------- refresh
 
   function signature(task) {
     return [task.status, task.next_execution_time, task.round_num, task.updated_at,
       task.interval, task.windows.join(","), task.jitter_s].join("|");
   }
-
-  const isDense = (task) => HORIZON_MS / (task.interval * 1000) > MAX_MARKS;
-
-  async function loadDetails(task) {
-    // Enough slots to cover the timeline from the next run on; a dense task needs only its
-    // first run (the band starts there).
-    const count = isDense(task) ? 1 : Math.min(MAX_MARKS, Math.ceil(HORIZON_MS / (task.interval * 1000)) + 1);
-    try {
-      const [runs, upcoming] = await Promise.all([
-        api(`${taskPath(task)}/runs?limit=1`),
-        api(`${taskPath(task)}/upcoming?count=${count}`),
-      ]);
-      details.set(task.task_id, {
-        signature: signature(task),
-        lastRun: runs.runs[0] || null,
-        // The real starts (slot plus jitter), and the windows the server computed from the
-        // task's calendar (windows, weekdays, blackout dates) for the next 24 hours.
-        upcoming: upcoming.upcoming.map((iso) => Date.parse(iso)),
-        windows: upcoming.windows_24h.map((w) => [Date.parse(w.start), Date.parse(w.end)]),
-      });
-    } catch (error) {
-      if (error instanceof Unauthorized) throw error;
-      // Deleted meanwhile: the next refresh drops it from the list.
-    }
-  }
-
-  async function eachLimited(items, limit, fn) {
-    let next = 0;
-    const worker = async () => {
-      while (next < items.length) await fn(items[next++]);
-    };
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  }
-
-  // ---------------------------------------------------------------- refresh
 
   function refresh() {
     // Nothing to load while the token form waits for the operator.
@@ -118,26 +191,44 @@
       return refreshing;
     }
     refreshing = (async () => {
+      const asked = viewKey(view);
+      listing = true;
+      setBusy();
       try {
-        const [status, list] = await Promise.all([api("/dispatcher/status"), listAllTasks()]);
+        const [who, status, list] = await Promise.all([
+          me || api("/me"),
+          api("/dispatcher/status"),
+          api(`/tasks/?${listQuery(view)}`),
+        ]);
+        me = who;
         dispatcherStatus = status;
-        tasks = new Map(list.map((task) => [task.task_id, task]));
-        for (const id of details.keys()) if (!tasks.has(id)) details.delete(id);
-        const stale = list.filter((task) => details.get(task.task_id)?.signature !== signature(task));
-        await eachLimited(stale, DETAIL_CONCURRENCY, loadDetails);
+        // The view changed while this page was read: the next round reads the new one.
+        if (asked !== viewKey(view)) {
+          refreshAgain = true;
+          return false;
+        }
+        const pages = Math.max(1, Math.ceil(list.total / view.size));
+        if (list.tasks.length === 0 && view.page > pages) {
+          // Past the end (tasks deleted, a narrower filter from a link): show the last page.
+          setView({ page: pages });
+          return false;
+        }
+        total = list.total;
+        tasks = new Map(list.tasks.map((task) => [task.task_id, task]));
+        for (const id of selected) if (!tasks.has(id)) selected.delete(id);
         showBanner(null);
         $("loading").hidden = true;
         $("content").hidden = false;
         render();
+        loadDetails();
         return true;
       } catch (error) {
-        if (error instanceof Unauthorized) {
-          askForToken();
-        } else {
-          showBanner(`无法读取数据：${error.message}`);
-        }
+        if (error instanceof Unauthorized) askForToken();
+        else showBanner(`无法读取数据：${errorText(error)}`);
         return false;
       } finally {
+        listing = false;
+        setBusy();
         refreshing = null;
         if (refreshAgain) {
           refreshAgain = false;
@@ -157,6 +248,93 @@
     }, live ? POLL_LIVE_MS : POLL_OFFLINE_MS);
   }
 
+  // A refresh at most `delay` from now; an earlier one already planned covers this one.
+  function refreshWithin(delay) {
+    const due = Date.now() + delay;
+    if (eventTimer !== null && eventDue <= due) return;
+    clearTimeout(eventTimer);
+    eventDue = due;
+    eventTimer = setTimeout(() => {
+      eventTimer = null;
+      refresh();
+    }, delay);
+  }
+
+  // ---------------------------------------------------------------- per-row details
+
+  // The latest run and the upcoming runs are read for the rows on the page only, again only
+  // when a row changed, a few at a time; rows render first and fill in as these arrive.
+  const detailQueue = [];
+  const inflight = new Map(); // task_id -> {signature, controller}
+
+  const isDense = (task) => HORIZON_MS / (task.interval * 1000) > MAX_MARKS;
+
+  function loadDetails() {
+    for (const [id, job] of inflight) {
+      if (!tasks.has(id)) {
+        job.controller.abort();
+        inflight.delete(id);
+      }
+    }
+    for (const id of details.keys()) if (!tasks.has(id)) details.delete(id);
+    detailQueue.length = 0;
+    for (const task of tasks.values()) {
+      const sig = signature(task);
+      if (details.get(task.task_id)?.signature !== sig && inflight.get(task.task_id)?.signature !== sig) {
+        detailQueue.push(task.task_id);
+      }
+    }
+    pumpDetails();
+  }
+
+  function pumpDetails() {
+    while (inflight.size < DETAIL_CONCURRENCY && detailQueue.length > 0) {
+      const task = tasks.get(detailQueue.shift());
+      if (!task) continue;
+      const job = { signature: signature(task), controller: new AbortController() };
+      inflight.get(task.task_id)?.controller.abort();
+      inflight.set(task.task_id, job);
+      fetchDetails(task, job).finally(() => {
+        if (inflight.get(task.task_id) === job) inflight.delete(task.task_id);
+        pumpDetails();
+        setBusy();
+      });
+    }
+    setBusy();
+  }
+
+  async function fetchDetails(task, job) {
+    // Enough slots to cover the timeline from the next run on; a dense task needs only its
+    // first run (the band starts there).
+    const count = isDense(task) ? 1 : Math.min(MAX_MARKS, Math.ceil(HORIZON_MS / (task.interval * 1000)) + 1);
+    const signal = job.controller.signal;
+    try {
+      const [runs, upcoming] = await Promise.all([
+        api(`${taskPath(task.task_id)}/runs?limit=1`, { signal }),
+        api(`${taskPath(task.task_id)}/upcoming?count=${count}`, { signal }),
+      ]);
+      if (!tasks.has(task.task_id)) return;
+      details.set(task.task_id, {
+        signature: job.signature,
+        lastRun: runs.runs[0] || null,
+        // The real starts (slot plus jitter), and the windows the server computed from the
+        // task's calendar (windows, weekdays, blackout dates) for the next 24 hours.
+        upcoming: upcoming.upcoming.map((iso) => Date.parse(iso)),
+        windows: upcoming.windows_24h.map((w) => [Date.parse(w.start), Date.parse(w.end)]),
+      });
+      renderSoon();
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken();
+      // Otherwise aborted (the row left the page) or deleted meanwhile: the next refresh
+      // drops the row or tries again.
+    }
+  }
+
+  function setBusy() {
+    const busy = listing || inflight.size > 0 || detailQueue.length > 0;
+    $("accounts").setAttribute("aria-busy", String(busy));
+  }
+
   // ---------------------------------------------------------------- live events
 
   // The stream is read with fetch, not EventSource: fetch sends the token in the
@@ -174,9 +352,7 @@
   }
 
   async function readEvents(current) {
-    const headers = { Accept: "text/event-stream" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = `Bearer ${token}`;
+    const headers = authHeaders({ Accept: "text/event-stream" });
     if (lastEventId) headers["Last-Event-ID"] = lastEventId;
     const response = await fetch(`${API}/events`, { headers, signal: current.controller.signal });
     if (!response.ok || !response.body) return;
@@ -199,15 +375,47 @@
   function onFrame(frame) {
     let type = "message";
     let id = null;
+    let data = "";
     for (const line of frame.split("\n")) {
       if (line.startsWith("event:")) type = line.slice(6).trim();
       else if (line.startsWith("id:")) id = line.slice(3).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
     }
     if (id) lastEventId = id;
     if (!EVENT_TYPES.includes(type)) return; // keep-alive comments and unknown types
-    clearTimeout(eventTimer);
-    eventTimer = setTimeout(refresh, EVENT_DEBOUNCE_MS);
+    let taskId = null;
+    try {
+      taskId = JSON.parse(data || "{}").task_id || null;
+    } catch {
+      // Unreadable data: treat it as being about the rows shown.
+    }
+    const onPage = taskId !== null && tasks.has(taskId);
+    if (type.startsWith("round.")) {
+      // A change of a task's state comes as task.updated as well; a round event matters
+      // only for a row shown, whose latest run it changes.
+      if (!onPage) return;
+      const known = details.get(taskId);
+      if (known) known.signature = null;
+      refreshWithin(VISIBLE_EVENT_MS);
+      return;
+    }
+    refreshWithin(taskId === null || onPage ? VISIBLE_EVENT_MS : OTHER_EVENT_MS);
   }
+
+  // A page left for another may be kept, frozen, in the back/forward cache: its stream
+  // would hold a connection of the API (and the Redis connection behind it) for nothing,
+  // and keep the API from shutting down gracefully.
+  window.addEventListener("pagehide", () => {
+    if (stream) {
+      stream.controller.abort();
+      stream = null;
+    }
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    connectEvents();
+    refresh();
+  });
 
   function setLive(live) {
     const badge = $("live");
@@ -224,9 +432,12 @@
     if (!form.hidden) return;
     $("login-error").hidden = !sessionStorage.getItem(TOKEN_KEY);
     sessionStorage.removeItem(TOKEN_KEY);
+    me = null;
     form.hidden = false;
     $("loading").hidden = true;
     $("content").hidden = true;
+    $("whoami").hidden = true;
+    for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
     if (stream) {
       stream.controller.abort();
       stream = null;
@@ -255,6 +466,12 @@
     return `${date.getMonth() + 1}/${date.getDate()} ${time}`;
   }
 
+  function formatDateTime(ms) {
+    const d = new Date(ms);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `
+      + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
   function formatDuration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
     const days = Math.floor(s / 86400);
@@ -273,6 +490,8 @@
       case "dispatcher_stopped": return "调度器已停止";
       case "outside_window":
         return `不在允许时段，${formatTime(Date.parse(reason.window_opens))} 开始`;
+      case "weekday": return `今天不在执行的星期内，${formatTime(Date.parse(reason.next_run))} 执行`;
+      case "blackout": return `今天是停用日期，${formatTime(Date.parse(reason.next_run))} 执行`;
       case "account_locked": return "账户正被另一轮次占用";
       case "no_worker_for_queue": return `队列 ${reason.queue} 没有在线 worker`;
       case "error": return `连续失败后停止：${reason.last_error || "未知错误"}`;
@@ -287,6 +506,15 @@
     }
   }
 
+  function filterText(filters) {
+    const parts = [];
+    if (filters.status) parts.push(`状态 ${STATUS_TEXT[filters.status]}`);
+    if (filters.tag) parts.push(`标签 ${filters.tag}`);
+    if (filters.sys_type) parts.push(`sys_type ${filters.sys_type}`);
+    if (filters.q) parts.push(`账户以 “${filters.q}” 开头`);
+    return parts.length ? parts.join("，") : "不限条件（所有任务）";
+  }
+
   // ---------------------------------------------------------------- DOM helpers
 
   function el(tag, attrs = {}, ...children) {
@@ -294,7 +522,7 @@
     for (const [key, value] of Object.entries(attrs)) {
       if (value === undefined || value === null || value === false) continue;
       if (key === "class") node.className = value;
-      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
       else node[key] = value;
     }
     // Text only (never innerHTML): names and errors come from users.
@@ -311,7 +539,7 @@
 
   let noticeTimer = null;
 
-  // An action's failure stays visible for a while, whatever refreshes happen meanwhile.
+  // An action's outcome stays visible for a while, whatever refreshes happen meanwhile.
   function showNotice(message) {
     $("notice").hidden = false;
     $("notice").textContent = message;
@@ -321,12 +549,36 @@
 
   // ---------------------------------------------------------------- rendering
 
+  let renderTimer = null;
+
+  // Details arrive one row at a time; the page is redrawn once per burst of them.
+  function renderSoon() {
+    if (renderTimer === null) {
+      renderTimer = setTimeout(() => {
+        renderTimer = null;
+        if (!me) return; // logged out meanwhile
+        renderTable();
+        renderTimeline();
+        tick();
+      }, 30);
+    }
+  }
+
   function render() {
+    renderRole();
     renderDispatcher();
     renderLimits();
     renderTable();
+    renderPager();
+    renderSelection();
     renderTimeline();
     tick();
+  }
+
+  function renderRole() {
+    $("whoami").hidden = false;
+    $("whoami").textContent = `${me.name} · ${ROLE_TEXT[me.role] || me.role}`;
+    for (const node of document.querySelectorAll("[data-needs]")) node.hidden = !may(node.dataset.needs);
   }
 
   function renderDispatcher() {
@@ -337,7 +589,7 @@
     $("dispatcher-facts").textContent =
       `beat ${s.beats_alive} · worker ${s.workers_alive} · 积压 ${s.due_backlog}`;
     const toggle = $("dispatcher-toggle");
-    toggle.hidden = false;
+    toggle.hidden = !may("admin");
     toggle.textContent = s.enabled ? "停止调度器" : "启动调度器";
     toggle.dataset.action = s.enabled ? "stop" : "start";
     $("summary").textContent = ["pending", "running", "paused", "error", "completed"]
@@ -381,7 +633,8 @@
       return `${formatTime(Date.parse(task.paused_until))} 恢复`;
     }
     if (task.status !== "pending" || !task.next_execution_time) return el("span", { class: "muted" }, "—");
-    const at = Date.parse(task.next_execution_time);
+    // When the round really starts (slot plus jitter): the slot alone made rows look late.
+    const at = Date.parse(task.next_start || task.next_execution_time);
     return el("span", {}, formatTime(at), " ",
       el("span", { class: "countdown", "data-until": at }));
   }
@@ -399,9 +652,13 @@
     const buttons = [];
     const button = (action, label) =>
       el("button", { type: "button", "data-action": action, "data-task-id": task.task_id }, label);
-    if (task.status === "pending" || task.status === "running") buttons.push(button("pause", "暂停"));
-    if (task.status === "paused" || task.status === "error") buttons.push(button("resume", "恢复"));
-    if (task.status === "pending") buttons.push(button("run", "立即执行"));
+    if (may("operator")) {
+      if (task.status === "pending" || task.status === "running") buttons.push(button("pause", "暂停"));
+      if (task.status === "paused" || task.status === "error") buttons.push(button("resume", "恢复"));
+      if (task.status === "pending") buttons.push(button("run", "立即执行"));
+    }
+    if (may("admin")) buttons.push(button("edit", "编辑"));
+    buttons.push(button("audit", "记录"));
     return el("div", { class: "actions" }, ...buttons);
   }
 
@@ -411,7 +668,7 @@
 
   function renderTable() {
     const rows = [...tasks.values()].map((task) => {
-      const key = JSON.stringify([task, details.get(task.task_id)?.lastRun]);
+      const key = JSON.stringify([task, details.get(task.task_id)?.lastRun, me.role]);
       const known = renderedRows.get(task.task_id);
       if (known?.key === key) return known.row;
       const row = tableRow(task);
@@ -420,11 +677,24 @@
     });
     for (const id of renderedRows.keys()) if (!tasks.has(id)) renderedRows.delete(id);
     $("accounts").tBodies[0].replaceChildren(...rows);
+    for (const box of document.querySelectorAll("#accounts tbody input.pick")) {
+      box.checked = allMatching || selected.has(box.dataset.taskId);
+    }
+    const filtered = FILTERS.some((f) => view[f]);
     $("empty").hidden = rows.length > 0;
+    $("empty").textContent = filtered ? "没有符合筛选条件的任务。"
+      : may("admin") ? "还没有任务：点击「新建任务」创建。" : "还没有任务。";
   }
 
   function tableRow(task) {
     return el("tr", { "data-task-id": task.task_id, "data-account": task.account_id },
+      may("operator")
+        ? el("td", { class: "select" },
+          el("input", {
+            type: "checkbox", class: "pick", "data-task-id": task.task_id,
+            "aria-label": `选择 ${task.account_id}`,
+          }))
+        : null,
       el("td", {},
         el("div", { class: "name" }, task.account_name),
         el("div", { class: "muted small" }, task.account_id),
@@ -438,6 +708,16 @@
       el("td", { class: "reason", "data-code": task.waiting_reason?.code || "" },
         reasonText(task.waiting_reason)),
       el("td", {}, actionButtons(task)));
+  }
+
+  function renderPager() {
+    const pages = Math.max(1, Math.ceil(total / view.size));
+    const from = (view.page - 1) * view.size;
+    $("page-range").textContent = total === 0 ? "共 0 个"
+      : `第 ${from + 1}–${from + tasks.size} 个，共 ${total} 个`;
+    $("page-of").textContent = `${view.page} / ${pages} 页`;
+    $("prev-page").disabled = view.page <= 1;
+    $("next-page").disabled = view.page >= pages;
   }
 
   // ---- timeline
@@ -506,7 +786,7 @@
           track.append(mark);
         }
       }
-      return el("div", { class: "tl-row", "data-status": task.status },
+      return el("div", { class: "tl-row", "data-status": task.status, "data-task-id": task.task_id },
         el("div", { class: "tl-label", title: task.account_id }, task.account_name), track);
     });
     $("timeline").replaceChildren(axis(from), ...rows);
@@ -525,23 +805,450 @@
     }
   }
 
-  // ---------------------------------------------------------------- actions
+  // ---------------------------------------------------------------- filters and paging
+
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+
+  let typingTimer = null;
+
+  // What the filter boxes hold now, typing not yet applied included: any filter change
+  // takes all of them, so the view never lags behind a box.
+  function typedFilters() {
+    clearTimeout(typingTimer);
+    return {
+      tag: $("filter-tag").value.trim(),
+      sys_type: $("filter-sys-type").value.trim(),
+      q: $("filter-q").value.trim(),
+    };
+  }
+
+  for (const id of ["filter-status", "filter-sort"]) {
+    $(id).addEventListener("change", (event) => {
+      setView({ ...typedFilters(), [event.target.name]: event.target.value, page: 1 });
+    });
+  }
+
+  for (const id of ["filter-tag", "filter-sys-type", "filter-q"]) {
+    $(id).addEventListener("input", () => {
+      clearTimeout(typingTimer);
+      typingTimer = setTimeout(() => setView({ ...typedFilters(), page: 1 }), TYPING_MS);
+    });
+  }
+
+  $("page-size").addEventListener("change", (event) => {
+    // Keep the first row shown on the new page.
+    const first = (view.page - 1) * view.size;
+    const size = Number(event.target.value);
+    setView({ size, page: Math.floor(first / size) + 1 });
+  });
+  $("prev-page").addEventListener("click", () => setView({ page: Math.max(1, view.page - 1) }));
+  $("next-page").addEventListener("click", () => setView({ page: view.page + 1 }));
+
+  window.addEventListener("hashchange", () => {
+    clearTimeout(typingTimer); // the address wins over what was being typed
+    view = readHash();
+    clearSelection();
+    syncControls();
+    refresh();
+  });
+
+  // ---------------------------------------------------------------- selection
+
+  function clearSelection() {
+    selected.clear();
+    allMatching = false;
+    renderSelection();
+  }
+
+  function renderSelection() {
+    const count = allMatching ? total : selected.size;
+    const pageAll = tasks.size > 0 && [...tasks.keys()].every((id) => selected.has(id));
+    $("bulk-bar").hidden = !may("operator") || count === 0;
+    $("selection-text").textContent = allMatching
+      ? `已选择符合筛选条件的全部 ${total} 个任务` : `已选择 ${count} 个任务`;
+    const offer = !allMatching && pageAll && total > tasks.size;
+    $("select-matching").hidden = !offer;
+    $("select-matching").textContent = `选择符合筛选条件的全部 ${total} 个任务`;
+    const pagePick = $("select-page");
+    pagePick.checked = allMatching || pageAll;
+    pagePick.indeterminate = !allMatching && !pageAll && selected.size > 0;
+    for (const box of document.querySelectorAll("#accounts tbody input.pick")) {
+      box.checked = allMatching || selected.has(box.dataset.taskId);
+    }
+  }
+
+  $("select-page").addEventListener("change", (event) => {
+    allMatching = false;
+    if (event.target.checked) for (const id of tasks.keys()) selected.add(id);
+    else selected.clear();
+    renderSelection();
+  });
+
+  $("select-matching").addEventListener("click", () => {
+    allMatching = true;
+    renderSelection();
+  });
+
+  $("clear-selection").addEventListener("click", clearSelection);
+
+  // ---------------------------------------------------------------- bulk actions
+
+  let bulk = null; // the request the open confirmation is about
+
+  function openBulk(action) {
+    // What was selected when the operator asked: refreshes meanwhile do not change it.
+    const scope = allMatching ? { select: filtersOf(view) } : { task_ids: [...selected] };
+    const count = allMatching ? total : selected.size;
+    if (count === 0) return;
+    // One id per confirmation: confirming again after a lost reply repeats this request,
+    // which the server answers from its record instead of acting twice.
+    bulk = { action, scope, count, request_id: newRequestId() };
+    const verb = BULK_TEXT[action];
+    $("bulk-title").textContent = `${verb} ${count} 个任务？`;
+    $("bulk-scope").textContent = allMatching
+      ? `符合筛选条件的全部任务：${filterText(scope.select)}（执行时按条件重新选择）。`
+      : "本页选中的任务。";
+    $("bulk-pause-fields").hidden = action !== "pause";
+    $("bulk-warning").hidden = action !== "delete";
+    $("bulk-until").value = "";
+    $("bulk-note").value = "";
+    $("bulk-error").hidden = true;
+    $("bulk-confirm").textContent = `${verb} ${count} 个任务`;
+    $("bulk-confirm").classList.toggle("danger", action === "delete");
+    $("bulk-confirm").disabled = false;
+    $("bulk-dialog").showModal();
+  }
+
+  for (const button of document.querySelectorAll("[data-bulk]")) {
+    button.addEventListener("click", () => openBulk(button.dataset.bulk));
+  }
+
+  $("bulk-cancel").addEventListener("click", () => $("bulk-dialog").close());
+
+  $("bulk-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!bulk) return;
+    const body = { action: bulk.action, request_id: bulk.request_id, ...bulk.scope };
+    if (bulk.action === "pause") {
+      if ($("bulk-until").value) body.until = $("bulk-until").value;
+      if ($("bulk-note").value.trim()) body.note = $("bulk-note").value.trim();
+    }
+    $("bulk-confirm").disabled = true;
+    $("bulk-error").hidden = true;
+    try {
+      const answer = await api("/tasks/bulk", { method: "POST", body });
+      $("bulk-dialog").close();
+      bulk = null;
+      clearSelection();
+      showBulkResult(answer);
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        askForToken();
+        return;
+      }
+      $("bulk-error").hidden = false;
+      $("bulk-error").textContent = error instanceof ApiError ? error.message
+        : `${errorText(error)}；可再次确认，同一请求不会重复执行。`;
+    } finally {
+      $("bulk-confirm").disabled = false;
+    }
+    await refresh();
+  });
+
+  function showBulkResult(answer) {
+    const verb = BULK_TEXT[answer.action] || answer.action;
+    $("bulk-summary").textContent =
+      `批量${verb}：选中 ${answer.selected} 个，成功 ${answer.changed} 个，失败 ${answer.failed} 个。`;
+    const failures = answer.results.filter((item) => !item.ok);
+    const items = failures.slice(0, MAX_FAILURES_SHOWN).map((item) =>
+      el("li", { "data-task-id": item.task_id },
+        el("span", { class: "name" }, item.account_id || item.task_id), `：${item.error}`));
+    if (failures.length > MAX_FAILURES_SHOWN) {
+      items.push(el("li", { class: "muted" }, `还有 ${failures.length - MAX_FAILURES_SHOWN} 个失败未列出`));
+    }
+    $("bulk-failures").replaceChildren(...items);
+    $("bulk-result").dataset.failed = String(answer.failed);
+    $("bulk-result").hidden = false;
+  }
+
+  $("bulk-result-close").addEventListener("click", () => { $("bulk-result").hidden = true; });
+
+  // ---------------------------------------------------------------- create and edit
+
+  const TEXT_FIELDS = ["sys_type", "task_type", "xhs_account_id", "xhs_account_name", "timezone",
+    "start_at", "task_end_time", "user_query", "user_topic", "user_style", "user_target_audience"];
+  const INT_FIELDS = ["interval", "jitter_s", "max_runs", "misfire_grace_s"];
+  const LIST_FIELDS = ["windows", "blackout_dates", "tags"];
+  const RUN_PARAMS = ["user_query", "user_topic", "user_style", "user_target_audience"];
+  // Set at creation only: PATCH does not take them.
+  const CREATE_ONLY = ["sys_type", "task_type", "xhs_account_id", "start_at"];
+  // PATCH calls the account name by its TaskInfo name.
+  const PATCH_NAME = { xhs_account_name: "account_name" };
+  const FIELD_OF = { account_name: "xhs_account_name" };
+  const CREATE_DEFAULTS = {
+    task_type: "xhs_type", interval: 3600, windows: ["08:00-22:00"], weekdays: [1, 2, 3, 4, 5, 6, 7],
+    jitter_s: 0, misfire_policy: "run_once", misfire_grace_s: 60,
+  };
+
+  let editing = null; // {task_id, original form values} while editing, null while creating
+
+  const form = $("task-form");
+  const input = (name) => form.elements.namedItem(name);
+  const splitList = (text) => text.split(/[,，\s]+/).filter(Boolean);
+
+  // A task's fields as the form holds them (create names, lists as arrays, null for empty).
+  function formValuesOf(task) {
+    const kwargs = { ...task.kwargs };
+    for (const name of RUN_PARAMS) delete kwargs[name];
+    return {
+      sys_type: task.sys_type, task_type: task.task_type, xhs_account_id: task.account_id,
+      xhs_account_name: task.account_name, timezone: task.timezone, start_at: null,
+      task_end_time: task.task_end_time, interval: task.interval, jitter_s: task.jitter_s,
+      max_runs: task.max_runs, misfire_policy: task.misfire_policy,
+      misfire_grace_s: task.misfire_grace_s, windows: task.windows, weekdays: task.weekdays,
+      blackout_dates: task.blackout_dates, tags: task.tags,
+      ...Object.fromEntries(RUN_PARAMS.map((name) => [name, task.kwargs[name] ?? null])),
+      kwargs: Object.keys(kwargs).length ? kwargs : null,
+    };
+  }
+
+  function fillForm(values) {
+    for (const name of TEXT_FIELDS) input(name).value = values[name] ?? "";
+    for (const name of INT_FIELDS) input(name).value = values[name] ?? "";
+    for (const name of LIST_FIELDS) input(name).value = (values[name] || []).join(", ");
+    input("misfire_policy").value = values.misfire_policy || "run_once";
+    const days = new Set(values.weekdays || []);
+    for (const box of form.querySelectorAll('input[name="weekdays"]')) box.checked = days.has(Number(box.value));
+    input("kwargs").value = values.kwargs ? JSON.stringify(values.kwargs, null, 2) : "";
+  }
+
+  // The form's values, or the fields the browser could not read, by field.
+  function readForm() {
+    const values = {};
+    const problems = {};
+    for (const name of TEXT_FIELDS) values[name] = input(name).value.trim() || null;
+    for (const name of INT_FIELDS) {
+      const box = input(name);
+      if (box.validity.badInput) problems[name] = "请输入整数";
+      values[name] = box.value === "" ? null : Number(box.value);
+    }
+    for (const name of LIST_FIELDS) values[name] = splitList(input(name).value);
+    values.misfire_policy = input("misfire_policy").value;
+    values.weekdays = [...form.querySelectorAll('input[name="weekdays"]:checked')].map((box) => Number(box.value));
+    values.kwargs = null;
+    const raw = input("kwargs").value.trim();
+    if (raw) {
+      try {
+        values.kwargs = JSON.parse(raw);
+      } catch {
+        problems.kwargs = "不是有效的 JSON";
+      }
+      if (!problems.kwargs && (typeof values.kwargs !== "object" || values.kwargs === null || Array.isArray(values.kwargs))) {
+        problems.kwargs = "须为 JSON 对象，如 {\"depth\": 3}";
+      }
+    }
+    return { values, problems };
+  }
+
+  function createBody(values) {
+    const body = {};
+    for (const [name, value] of Object.entries(values)) {
+      if (value === null || (Array.isArray(value) && value.length === 0 && name !== "weekdays")) continue;
+      body[name] = value;
+    }
+    return body;
+  }
+
+  // Only what the operator changed; a field emptied is cleared (null), not left as it was.
+  function patchBody(values, original) {
+    const body = {};
+    for (const [name, value] of Object.entries(values)) {
+      if (CREATE_ONLY.includes(name)) continue;
+      if (JSON.stringify(value) === JSON.stringify(original[name])) continue;
+      if (name === "kwargs" && value === null) continue; // merged: an empty box removes nothing
+      body[PATCH_NAME[name] || name] = value;
+    }
+    return body;
+  }
+
+  function clearFormErrors() {
+    $("task-form-error").hidden = true;
+    for (const node of form.querySelectorAll(".field-error")) {
+      node.hidden = true;
+      node.textContent = "";
+    }
+    for (const node of form.querySelectorAll(".field.invalid")) node.classList.remove("invalid");
+  }
+
+  // Next to its field when the form has one ("windows[1]" is the windows field), else on top.
+  function showFieldError(field, message) {
+    const name = FIELD_OF[field] || field.split(/[.[]/)[0];
+    const block = form.querySelector(`.field[data-field="${CSS.escape(name)}"]`);
+    if (!block || block.hidden) return false;
+    block.classList.add("invalid");
+    const slot = block.querySelector(".field-error");
+    slot.hidden = false;
+    slot.textContent = slot.textContent ? `${slot.textContent}；${message}` : message;
+    return true;
+  }
+
+  function showFormError(message) {
+    $("task-form-error").hidden = false;
+    $("task-form-error").textContent = message;
+  }
+
+  // The form scrolls inside its dialog: bring the field at fault (or the message) into view.
+  function revealFirstError() {
+    const field = form.querySelector(".field.invalid");
+    (field || $("task-form-error")).scrollIntoView({ block: "center" });
+    field?.querySelector("input, select, textarea")?.focus();
+  }
+
+  async function openTaskForm(taskId) {
+    clearFormErrors();
+    editing = null;
+    if (taskId) {
+      let task;
+      try {
+        task = await api(taskPath(taskId));
+      } catch (error) {
+        if (error instanceof Unauthorized) askForToken();
+        else showNotice(`无法读取任务：${errorText(error)}`);
+        return;
+      }
+      editing = { task_id: taskId, original: formValuesOf(task) };
+      fillForm(editing.original);
+      $("task-title").textContent = `编辑 ${task.account_name}（${task.account_id}）`;
+      $("task-submit").textContent = "保存修改";
+      $("kwargs-label").textContent = "其他参数（JSON 对象，合并到现有参数）";
+    } else {
+      fillForm(CREATE_DEFAULTS);
+      $("task-title").textContent = "新建任务";
+      $("task-submit").textContent = "创建";
+      $("kwargs-label").textContent = "其他参数（JSON 对象，可选）";
+    }
+    for (const name of CREATE_ONLY) input(name).disabled = Boolean(editing);
+    form.querySelector('.field[data-field="start_at"]').hidden = Boolean(editing);
+    $("task-submit").disabled = false;
+    $("task-dialog").showModal();
+    input(editing ? "xhs_account_name" : "xhs_account_id").focus();
+  }
+
+  $("create-task").addEventListener("click", () => openTaskForm(null));
+  $("task-cancel").addEventListener("click", () => $("task-dialog").close());
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFormErrors();
+    const { values, problems } = readForm();
+    if (Object.keys(problems).length) {
+      for (const [field, message] of Object.entries(problems)) showFieldError(field, message);
+      showFormError("请先更正标出的字段。");
+      revealFirstError();
+      return;
+    }
+    const body = editing ? patchBody(values, editing.original) : createBody(values);
+    if (editing && Object.keys(body).length === 0) {
+      showFormError("没有修改。");
+      return;
+    }
+    $("task-submit").disabled = true;
+    try {
+      const answer = editing
+        ? await api(taskPath(editing.task_id), { method: "PATCH", body })
+        : await api("/tasks/", { method: "POST", body });
+      $("task-dialog").close();
+      showNotice(editing ? `已保存 ${answer.task_info.account_id}` : `已创建 ${answer.task_info.account_id}`);
+      editing = null;
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        askForToken();
+        return;
+      }
+      showFormError(errorText(error));
+      if (error instanceof ApiError) {
+        for (const detail of error.details) showFieldError(detail.field, detail.message);
+      }
+      revealFirstError();
+      return;
+    } finally {
+      $("task-submit").disabled = false;
+    }
+    await refresh();
+  });
+
+  // ---------------------------------------------------------------- audit view
+
+  function auditValue(value) {
+    if (value === null || value === undefined) return "—";
+    return typeof value === "string" ? value : JSON.stringify(value);
+  }
+
+  function auditEntry(entry) {
+    const changes = Object.entries(entry.changes || {}).map(([field, change]) =>
+      el("li", { "data-field": field },
+        el("span", { class: "field-name" }, field), " ",
+        el("span", { class: "before" }, auditValue(change.before)), " → ",
+        el("span", { class: "after" }, auditValue(change.after))));
+    return el("li", { class: "audit-entry", "data-action": entry.action },
+      el("div", { class: "audit-head" },
+        el("span", { class: "badge action" }, AUDIT_TEXT[entry.action] || entry.action),
+        el("span", { class: "at" }, formatDateTime(Date.parse(entry.at))),
+        el("span", { class: "actor" }, entry.actor),
+        entry.request ? el("span", { class: "muted small", title: "批量请求" }, `批量 ${entry.request}`) : null),
+      changes.length ? el("ul", { class: "changes" }, ...changes) : null,
+      entry.note ? el("p", { class: "note" }, `备注：${entry.note}`) : null);
+  }
+
+  async function openAudit(taskId) {
+    const task = tasks.get(taskId);
+    $("audit-title").textContent = `操作记录 · ${task ? `${task.account_name}（${task.account_id}）` : taskId}`;
+    $("audit-status").textContent = "加载中…";
+    $("audit-entries").replaceChildren();
+    $("audit-dialog").showModal();
+    try {
+      const answer = await api(`${taskPath(taskId)}/audit?limit=${AUDIT_LIMIT}`);
+      $("audit-entries").replaceChildren(...answer.entries.map(auditEntry));
+      $("audit-status").textContent = answer.entries.length
+        ? `最新在前，共 ${answer.entries.length} 条${answer.entries.length === AUDIT_LIMIT ? "（只显示最近的）" : ""}`
+        : "还没有记录。";
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken();
+      else $("audit-status").textContent = `无法读取记录：${errorText(error)}`;
+    }
+  }
+
+  $("audit-close").addEventListener("click", () => $("audit-dialog").close());
+
+  // ---------------------------------------------------------------- row actions
 
   const ACTIONS = {
-    pause: (id) => api(`/tasks/${encodeURIComponent(id)}/pause`, { method: "POST" }),
-    resume: (id) => api(`/tasks/${encodeURIComponent(id)}/resume`, { method: "POST" }),
-    run: (id) => api(`/tasks/${encodeURIComponent(id)}/run`, { method: "POST" }),
+    pause: (id) => api(`${taskPath(id)}/pause`, { method: "POST" }),
+    resume: (id) => api(`${taskPath(id)}/resume`, { method: "POST" }),
+    run: (id) => api(`${taskPath(id)}/run`, { method: "POST" }),
   };
+
+  $("accounts").addEventListener("change", (event) => {
+    const box = event.target.closest("input.pick");
+    if (!box) return;
+    allMatching = false;
+    if (box.checked) selected.add(box.dataset.taskId);
+    else selected.delete(box.dataset.taskId);
+    renderSelection();
+  });
 
   $("accounts").addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-action]");
     if (!button) return;
+    const { action, taskId } = button.dataset;
+    if (action === "edit") return openTaskForm(taskId);
+    if (action === "audit") return openAudit(taskId);
     button.disabled = true;
     try {
-      await ACTIONS[button.dataset.action](button.dataset.taskId);
+      await ACTIONS[action](taskId);
     } catch (error) {
       if (error instanceof Unauthorized) askForToken();
-      else showNotice(`操作失败：${error.message}`);
+      else showNotice(`操作失败：${errorText(error)}`);
     } finally {
       button.disabled = false; // a refused action leaves the row, and so this button, as it was
     }
@@ -555,13 +1262,14 @@
       await api(`/dispatcher/${action}`, { method: "POST" });
     } catch (error) {
       if (error instanceof Unauthorized) askForToken();
-      else showNotice(`操作失败：${error.message}`);
+      else showNotice(`操作失败：${errorText(error)}`);
     }
     await refresh();
   });
 
   // ---------------------------------------------------------------- start
 
+  syncControls();
   setInterval(tick, 1000);
   // The timeline's left edge is "now": move it along once a minute.
   setInterval(() => { if (tasks.size) renderTimeline(); }, 60_000);

@@ -262,6 +262,8 @@ def build_children(
             [
                 *(sys.executable, "-m", "uvicorn", "api.main:app", "--host", api_host),
                 *("--port", str(api_port), "--log-level", level),
+                # Open event streams (dashboards) must not hold the stop forever.
+                *("--timeout-graceful-shutdown", "5"),
                 # One line per request drowned the worker lines a newcomer watches.
                 *(() if access_log else ("--no-access-log",)),
             ],

@@ -1,182 +1,43 @@
-"""The dashboard end to end: a real API process, headless Chromium driven by Selenium.
+"""The dashboard end to end, a few accounts at a time: a real API process, headless
+Chromium driven by Selenium (`tests/support/dashboard.py`). The fleet-sized tests are in
+test_fleet.py.
 
 Needs Debian's `chromium` and `chromium-driver` (same source package, so their versions
 always match) and the `selenium` Python package; skips with the install command when any
-is missing. Nothing is installed from here.
-
-The screenshot goes to test-artifacts/dashboard.png; with UPDATE_SCREENSHOT=1 it is also
-copied to docs/img/dashboard.png.
+is missing.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
-import pytest
 import redis
 
-from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.limits import LimitBook, admit
 from taskdispatch.models import Task
+from tests.support.dashboard import require_browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver && .venv/bin/pip install selenium==4.51.0"
-if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-    pytest.skip(
-        f"headless Chromium or its driver is missing (/usr/bin/chromium, /usr/bin/chromedriver); "
-        f"install with: {INSTALL}",
-        allow_module_level=True,
-    )
-webdriver = pytest.importorskip(
-    "selenium.webdriver", reason=f"selenium is not installed; install with: {INSTALL}"
-)
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+require_browser()
+
 from selenium.webdriver.common.by import By  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "tddash:"
-TOKEN = "dash-s3cret-token-0123"
-WAIT_S = 15.0
-
-
-class Api:
-    """A real `uvicorn api.main:app` process, configured through the environment."""
-
-    def __init__(self, redis_url: str, token: str | None) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "TASKDISPATCH_KEY_PREFIX": PREFIX}
-        env.pop("TASKDISPATCH_API_TOKEN", None)
-        if token:
-            env["TASKDISPATCH_API_TOKEN"] = token
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        port = self.url.rsplit(":", 1)[1]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=10)
-        wait_for(self._healthy, "the API to answer /api/v1/health")
-
-    def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            _, err = self.process.communicate()
-            raise AssertionError(f"uvicorn exited: {err.decode(errors='replace')[-2000:]}")
-        try:
-            return self.http.get("/api/v1/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def create(self, account_id: str, **overrides: Any) -> dict[str, Any]:
-        body = {
-            "sys_type": "mac_intel",
-            "xhs_account_id": account_id,
-            "xhs_account_name": f"账号 {account_id[-1]}",
-            "interval": 3600,
-            "valid_time_range": [0, 24],
-            **overrides,
-        }
-        response = self.http.post("/api/v1/tasks/", json=body)
-        assert response.status_code == 200, response.text
-        info: dict[str, Any] = response.json()["task_info"]
-        return info
-
-    def close(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
-    return value
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def api(redis_url: str) -> Iterator[Api]:
-    server = Api(redis_url, token=None)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def secured_api(redis_url: str) -> Iterator[Api]:
-    server = Api(redis_url, token=TOKEN)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,860",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager never tries to download one.
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(WAIT_S)
-    yield driver
-    driver.quit()
-
-
-def live_machinery(store: redis.Redis) -> None:
-    """Heartbeats of one beat and one worker (on the default queue), as a running stack has."""
-    keys = Keys(PREFIX)
-    now_ms = time.time_ns() // 1_000_000
-    store.zadd(keys.beats(), {"beat@test": now_ms})
-    store.zadd(keys.workers(), {"celery@test": now_ms})
-    store.hset(keys.worker_queues(), "celery@test", "celery")
+from tests.support.dashboard import (  # noqa: E402
+    ADMIN_TOKEN,
+    PREFIX,
+    Api,
+    click,
+    live,
+    live_machinery,
+    record_requests,
+    requests_made,
+    table,
+    wait_for,
+)
 
 
 def record_ok_round(store: redis.Redis, task_id: str) -> None:
@@ -197,54 +58,6 @@ def record_ok_round(store: redis.Redis, task_id: str) -> None:
         # The fields the round updates that no index depends on.
         pipe.hset(keys.task(task_id), mapping={"round_num": "1", "last_ms": str(now_ms - 60_000)})
         pipe.execute()
-
-
-# Read in one script run: the page may re-render a row between two WebDriver calls.
-_TABLE = """
-return [...document.querySelectorAll('#accounts tbody tr')].map((row) => ({
-  account: row.dataset.account,
-  status: row.querySelector('.status').dataset.status,
-  status_text: row.querySelector('.status').textContent,
-  reason: row.querySelector('.reason').dataset.code,
-}));
-"""
-
-
-def table(driver: Any) -> dict[str, dict[str, str]]:
-    """What each row of the accounts table shows, by account id."""
-    return {row["account"]: row for row in driver.execute_script(_TABLE)}
-
-
-def click(driver: Any, css: str) -> None:
-    """Click the element, finding it again if a refresh replaced it under the pointer."""
-
-    def attempt() -> bool:
-        try:
-            driver.find_element(By.CSS_SELECTOR, css).click()
-        except StaleElementReferenceException:
-            return False
-        return True
-
-    wait_for(attempt, f"a clickable {css}")
-
-
-def live(driver: Any) -> bool:
-    return bool(driver.find_element(By.ID, "live").text == "实时")
-
-
-def save_screenshot(driver: Any) -> Path:
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    shot = artifacts / "dashboard.png"
-    # The whole page, not just the window: the timeline sits below the table.
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, int(height) + 24)
-    driver.save_screenshot(str(shot))
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        docs = ROOT / "docs" / "img"
-        docs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, docs / "dashboard.png")
-    return shot
 
 
 def test_dashboard_lists_accounts_and_pause_button_pauses(
@@ -270,7 +83,6 @@ def test_dashboard_lists_accounts_and_pause_button_pauses(
     tasks = api.http.get("/api/v1/tasks/", params={"status": "paused"}).json()["tasks"]
     assert [t["account_id"] for t in tasks] == ["account_2"]
     wait_for(lambda: live(browser), "the event stream")
-    assert save_screenshot(browser).stat().st_size > 10_000
 
 
 def test_dashboard_new_task_appears_through_the_event_stream(
@@ -294,7 +106,7 @@ def test_dashboard_with_token_asks_once_then_loads(secured_api: Api, browser: An
     wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), "the token form")
     assert not table(browser)
 
-    browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+    browser.find_element(By.ID, "token-input").send_keys(ADMIN_TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     wait_for(lambda: set(table(browser)) == {"account_1"}, "the row after login")
     wait_for(lambda: live(browser), "the event stream")
@@ -316,32 +128,13 @@ def test_dashboard_shows_a_loading_state_until_the_data_arrives(api: Api, browse
 def test_dashboard_opens_the_event_stream_before_it_loads_the_tasks(api: Api, browser: Any) -> None:
     """The stream is opened before the task list is asked for, so a change made while the
     first page loads arrives as an event instead of being missed."""
-    # Record, before any page script runs, the order of EventSource and fetch calls.
-    browser.execute_cdp_cmd(
-        "Page.addScriptToEvaluateOnNewDocument",
-        {
-            "source": """
-              window.__calls = [];
-              const NativeSource = window.EventSource, nativeFetch = window.fetch;
-              window.EventSource = function (url, init) {
-                window.__calls.push("events " + url);
-                return new NativeSource(url, init);
-              };
-              window.EventSource.prototype = NativeSource.prototype;
-              Object.assign(window.EventSource, NativeSource);
-              window.fetch = (url, init) => {
-                window.__calls.push("fetch " + url);
-                return nativeFetch(url, init);
-              };
-            """
-        },
-    )
+    record_requests(browser)
     api.create("account_1")
     browser.get(f"{api.url}/")
     wait_for(lambda: set(table(browser)) == {"account_1"}, "the first row")
-    calls = browser.execute_script("return window.__calls;")
-    first_list = next(i for i, call in enumerate(calls) if "/tasks/?" in call)
-    first_stream = next(i for i, call in enumerate(calls) if call.startswith("events "))
+    calls = [request["url"] for request in requests_made(browser)]
+    first_list = next(i for i, url in enumerate(calls) if "/tasks/?" in url)
+    first_stream = next(i for i, url in enumerate(calls) if url.endswith("/events"))
     assert first_stream < first_list, calls
 
 

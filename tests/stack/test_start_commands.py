@@ -80,3 +80,38 @@ def test_start_gunicorn_with_uvicorn_workers_answers_health(started: Start) -> N
     argv = [str(BIN / "gunicorn"), "api.main:app", "-w", "4", "-k", "uvicorn.workers.UvicornWorker"]
     argv += ["--bind", f"0.0.0.0:{port}"]
     assert started(argv, port).status_code == 200
+
+
+def test_python_m_api_main_stops_promptly_with_an_event_stream_open(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """An open live stream (a dashboard left open) does not hold SIGTERM for ever: the
+    process exits within its graceful-shutdown bound."""
+    port = free_port()
+    env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "API_PORT": str(port)}
+    with (tmp_path / "api.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.main"], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout_s=30, interval_s=0.2, message="the API to answer")
+        with httpx.stream("GET", f"{base}/api/v1/events", timeout=30) as stream:
+            assert stream.status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+        # uvicorn ends by re-raising the signal it stopped for: -SIGTERM, after a clean stop.
+        log_text = (tmp_path / "api.log").read_text()
+        assert proc.returncode in (0, -signal.SIGTERM), log_text
+        assert "Application shutdown complete" in log_text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
