@@ -122,6 +122,7 @@ MESSAGES: dict[str, str] = {
     "route_not_found": "接口不存在: {path}",
     "method_not_allowed": "接口 {path} 不支持该请求方法",
     # Fleet operations: bulk actions, import and export.
+    "days_ids": "ids 须为 1..{max} 个以逗号分隔的任务 ID",
     "bulk_action": "action '{value}' 无效；可选: {actions}",
     "bulk_selection": "请给出 select（筛选条件）或 task_ids（任务 ID 列表）之一",
     "bulk_too_many": "一次批量操作最多 {max} 个任务；请缩小 select 的范围或分批提交",

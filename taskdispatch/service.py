@@ -46,8 +46,10 @@ from taskdispatch.transfer import Format, ImportRow, export_row, parse_rows
 __all__ = [
     "BULK_ACTIONS",
     "BULK_MAX",
+    "DAYS_MAX",
     "BulkItem",
     "BulkResult",
+    "Day",
     "DispatcherStatus",
     "ImportResult",
     "LimitView",
@@ -267,6 +269,23 @@ class TaskDispatcher:
         """The task's next `count` rounds as the scheduler will place them."""
         _check_count(count)
         return _upcoming(await self.get_task(task_id), count=count, now_ms=self.clock())
+
+    async def days(self, task_ids: Sequence[str]) -> list[Day]:
+        """For each task that exists among `task_ids` (at most `DAYS_MAX`): its latest round
+        and its rounds of the next 24 hours (at most 100): what a dashboard row shows, for a
+        whole page in two round trips."""
+        ids = list(dict.fromkeys(task_ids))
+        if not 1 <= len(ids) <= DAYS_MAX:
+            raise InvalidTaskError("days_ids", field="ids", max=DAYS_MAX)
+        tasks = await self.store.get_many(ids)
+        latest = await self.store.latest_runs([t.task_id for t in tasks])
+        now = self.clock()
+        out = []
+        for task, last in zip(tasks, latest, strict=True):
+            # Every round of the day, capped: a denser task is drawn as a band from its first.
+            count = min(100, 86_400 // task.interval_s + 1)
+            out.append(Day(last_run=last, upcoming=_upcoming(task, count=count, now_ms=now)))
+        return out
 
     def preview(self, *, count: int, **fields: Any) -> Upcoming:
         """What a create body would schedule, without storing anything."""
@@ -545,6 +564,18 @@ class Upcoming:
     slots: list[int]
     starts: list[int]
     windows_24h: list[tuple[int, int]]
+
+
+# Most tasks one `days` call reads: a dashboard page.
+DAYS_MAX = 200
+
+
+@dataclass(frozen=True)
+class Day:
+    """A dashboard row's details: the task's latest round, and its next 24 hours."""
+
+    last_run: RunRecord | None
+    upcoming: Upcoming
 
 
 def _upcoming(task: Task, *, count: int, now_ms: int) -> Upcoming:

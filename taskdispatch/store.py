@@ -514,6 +514,14 @@ class TaskStore:
             )
         return views
 
+    async def latest_runs(self, task_ids: list[str]) -> list[RunRecord | None]:
+        """Each task's latest round record (None when it has none), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.lindex(self.keys.runs(task_id), 0)
+            raw: list[Any] = await pipe.execute()
+        return [None if item is None else RunRecord.from_json(_text(item)) for item in raw]
+
     async def runs(self, task_id: str, *, limit: int) -> list[RunRecord]:
         raw = await self.redis.lrange(self.keys.runs(task_id), 0, limit - 1)
         return [RunRecord.from_json(_text(item)) for item in raw]

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
-from api.models import TaskCreateRequest, local_time
-from taskdispatch.service import Upcoming
+from api.models import RunInfo, TaskCreateRequest, local_time, run_info
+from taskdispatch.service import DAYS_MAX, Upcoming
 
 __all__ = ["PreviewResponse", "UpcomingResponse", "router"]
 
@@ -57,6 +57,43 @@ def _fields(up: Upcoming) -> dict[str, Any]:
             Span(start=local_time(task, a), end=local_time(task, b)) for a, b in up.windows_24h
         ],
     }
+
+
+class DayInfo(UpcomingResponse):
+    last_run: RunInfo | None = Field(description="The task's latest round, or null.")
+
+
+class DaysResponse(BaseModel):
+    tasks: list[DayInfo] = Field(description="In the order asked; unknown ids left out.")
+
+
+@router.get(
+    "/days",
+    summary="多个任务的最近一轮与未来 24 小时",
+    description=(
+        f"ids 为 1..{DAYS_MAX} 个以逗号分隔的任务 ID（仪表盘的一页）：每个任务的最近一轮执行"
+        "记录，以及未来 24 小时内的执行时间（最多 100 次；upcoming、slots、windows_24h 的含义"
+        "同 /{task_id}/upcoming）。一次请求代替每个任务两次请求；不存在的 ID 被略去。"
+    ),
+    responses=error_responses(422),
+)
+async def days(
+    dispatcher: DispatcherDep,
+    ids: Annotated[str, Query(description="逗号分隔的任务 ID")],
+) -> DaysResponse:
+    found = await dispatcher.days([i for i in ids.split(",") if i])
+    return DaysResponse(
+        tasks=[
+            DayInfo(
+                task_id=day.upcoming.task.task_id,
+                last_run=None
+                if day.last_run is None
+                else run_info(day.upcoming.task, day.last_run),
+                **_fields(day.upcoming),
+            )
+            for day in found
+        ]
+    )
 
 
 @router.post(

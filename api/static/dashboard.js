@@ -17,7 +17,6 @@
   const VISIBLE_EVENT_MS = 250;
   const OTHER_EVENT_MS = 3000;
   const TYPING_MS = 300; // filters typed into are applied once the typing pauses
-  const DETAIL_CONCURRENCY = 6;
   // Tasks with more runs than this in 24 h are drawn as a band, not one mark per run.
   const MAX_MARKS = 100;
   const PAGE_SIZES = [20, 50, 100, 200];
@@ -262,76 +261,63 @@
 
   // ---------------------------------------------------------------- per-row details
 
-  // The latest run and the upcoming runs are read for the rows on the page only, again only
-  // when a row changed, a few at a time; rows render first and fill in as these arrive.
-  const detailQueue = [];
-  const inflight = new Map(); // task_id -> {signature, controller}
+  // The latest run and the next 24 hours are read for the rows on the page only, again only
+  // when a row changed, all of them in one request (GET /tasks/days); rows render first and
+  // fill in when it answers. A change while one is in flight is read right after it.
+  let detailJob = null; // {signatures: Map(task_id -> signature)}
+  let detailsAgain = false;
 
   const isDense = (task) => HORIZON_MS / (task.interval * 1000) > MAX_MARKS;
 
   function loadDetails() {
-    for (const [id, job] of inflight) {
-      if (!tasks.has(id)) {
-        job.controller.abort();
-        inflight.delete(id);
-      }
-    }
     for (const id of details.keys()) if (!tasks.has(id)) details.delete(id);
-    detailQueue.length = 0;
-    for (const task of tasks.values()) {
-      const sig = signature(task);
-      if (details.get(task.task_id)?.signature !== sig && inflight.get(task.task_id)?.signature !== sig) {
-        detailQueue.push(task.task_id);
-      }
+    if (detailJob) {
+      detailsAgain = true;
+      return;
     }
-    pumpDetails();
-  }
-
-  function pumpDetails() {
-    while (inflight.size < DETAIL_CONCURRENCY && detailQueue.length > 0) {
-      const task = tasks.get(detailQueue.shift());
-      if (!task) continue;
-      const job = { signature: signature(task), controller: new AbortController() };
-      inflight.get(task.task_id)?.controller.abort();
-      inflight.set(task.task_id, job);
-      fetchDetails(task, job).finally(() => {
-        if (inflight.get(task.task_id) === job) inflight.delete(task.task_id);
-        pumpDetails();
-        setBusy();
-      });
+    const stale = [...tasks.values()].filter(
+      (task) => details.get(task.task_id)?.signature !== signature(task),
+    );
+    if (stale.length === 0) {
+      setBusy();
+      return;
     }
+    const job = (detailJob = { signatures: new Map(stale.map((t) => [t.task_id, signature(t)])) });
     setBusy();
+    fetchDetails(job).finally(() => {
+      detailJob = null;
+      setBusy();
+      if (detailsAgain) {
+        detailsAgain = false;
+        loadDetails();
+      }
+    });
   }
 
-  async function fetchDetails(task, job) {
-    // Enough slots to cover the timeline from the next run on; a dense task needs only its
-    // first run (the band starts there).
-    const count = isDense(task) ? 1 : Math.min(MAX_MARKS, Math.ceil(HORIZON_MS / (task.interval * 1000)) + 1);
-    const signal = job.controller.signal;
+  async function fetchDetails(job) {
+    const ids = [...job.signatures.keys()].map(encodeURIComponent).join(",");
     try {
-      const [runs, upcoming] = await Promise.all([
-        api(`${taskPath(task.task_id)}/runs?limit=1`, { signal }),
-        api(`${taskPath(task.task_id)}/upcoming?count=${count}`, { signal }),
-      ]);
-      if (!tasks.has(task.task_id)) return;
-      details.set(task.task_id, {
-        signature: job.signature,
-        lastRun: runs.runs[0] || null,
-        // The real starts (slot plus jitter), and the windows the server computed from the
-        // task's calendar (windows, weekdays, blackout dates) for the next 24 hours.
-        upcoming: upcoming.upcoming.map((iso) => Date.parse(iso)),
-        windows: upcoming.windows_24h.map((w) => [Date.parse(w.start), Date.parse(w.end)]),
-      });
+      const answer = await api(`/tasks/days?ids=${ids}`);
+      for (const day of answer.tasks) {
+        if (!tasks.has(day.task_id)) continue; // left the page meanwhile
+        details.set(day.task_id, {
+          signature: job.signatures.get(day.task_id),
+          lastRun: day.last_run,
+          // The real starts (slot plus jitter), and the windows the server computed from
+          // the task's calendar (windows, weekdays, blackout dates) for the next 24 hours.
+          upcoming: day.upcoming.map((iso) => Date.parse(iso)),
+          windows: day.windows_24h.map((w) => [Date.parse(w.start), Date.parse(w.end)]),
+        });
+      }
       renderSoon();
     } catch (error) {
       if (error instanceof Unauthorized) askForToken();
-      // Otherwise aborted (the row left the page) or deleted meanwhile: the next refresh
-      // drops the row or tries again.
+      // Otherwise the next refresh tries again.
     }
   }
 
   function setBusy() {
-    const busy = listing || inflight.size > 0 || detailQueue.length > 0;
+    const busy = listing || detailJob !== null;
     $("accounts").setAttribute("aria-busy", String(busy));
   }
 

@@ -51,6 +51,7 @@ NEEDED = {
     ("GET", "/api/v1/audit"): "viewer",
     ("GET", "/api/v1/tasks/{task_id}/audit"): "viewer",
     ("GET", "/api/v1/me"): "viewer",
+    ("GET", "/api/v1/tasks/days"): "viewer",
     ("GET", "/api/v1/events"): "viewer",
 }
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/health/ready")}

@@ -193,3 +193,45 @@ async def test_preview_path_is_not_shadowed_by_task_id_routes(
     response = await client.post("/api/v1/tasks/preview", json=create_body())
     assert response.status_code == 200
     assert set(response.json()) == {"timezone", "upcoming", "slots", "windows_24h"}
+
+
+# --------------------------------------------------------------------------- days
+
+
+async def test_days_answers_each_tasks_latest_round_and_next_24_hours_in_order(
+    client: httpx.AsyncClient, create_task: CreateTask
+) -> None:
+    """A page's rows in one request: in the order asked, unknown ids left out, a task
+    without rounds has last_run null, and upcoming covers its next 24 hours."""
+    hourly = await create_task("a", interval=3600)
+    frequent = await create_task("b", interval=60)
+    ids = f"{frequent['task_id']},no-such-task,{hourly['task_id']}"
+    answer = (await client.get("/api/v1/tasks/days", params={"ids": ids})).json()
+    assert [d["task_id"] for d in answer["tasks"]] == [frequent["task_id"], hourly["task_id"]]
+    by_id = {d["task_id"]: d for d in answer["tasks"]}
+    assert by_id[hourly["task_id"]]["last_run"] is None
+    assert len(by_id[hourly["task_id"]]["upcoming"]) == 25  # 24 h of hourly rounds, and one
+    assert len(by_id[frequent["task_id"]]["upcoming"]) == 100  # capped: drawn as a band
+    assert by_id[hourly["task_id"]]["upcoming"][0] == hourly["next_execution_time"]
+
+
+async def test_days_shows_the_latest_round_of_a_task(
+    client: httpx.AsyncClient, create_task: CreateTask, dispatcher: Any
+) -> None:
+    """After a round, last_run is its record (the same as /runs?limit=1)."""
+    info = await create_task("a")
+    await dispatcher.store.redis.lpush(
+        dispatcher.keys.runs(info["task_id"]),
+        '{"outcome": "ok", "scheduled_ms": 1767225600000, "round_num": 1}',
+    )
+    answer = (await client.get("/api/v1/tasks/days", params={"ids": info["task_id"]})).json()
+    runs = (await client.get(f"/api/v1/tasks/{info['task_id']}/runs", params={"limit": 1})).json()
+    assert answer["tasks"][0]["last_run"] == runs["runs"][0]
+
+
+@pytest.mark.parametrize("ids", ["", ",".join(f"t{i}" for i in range(201))])
+async def test_days_without_ids_or_over_200_is_422(client: httpx.AsyncClient, ids: str) -> None:
+    """1..200 ids, named in the error."""
+    response = await client.get("/api/v1/tasks/days", params={"ids": ids})
+    assert response.status_code == 422
+    assert "ids" in response.json()["error"]

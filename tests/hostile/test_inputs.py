@@ -14,8 +14,9 @@ from taskdispatch.indexes import SEARCH_SEPARATOR
 from tests.support.api import create_body, error_body_ok
 from tests.support.store import PREFIX, consistent, store_state
 
-# Appended to by every accepted write (live events, round metrics); not task state.
-VOLATILE = {f"{PREFIX}events", f"{PREFIX}stats"}
+# Appended to by every accepted write (live events, round metrics, the audit trail); not
+# task state.
+VOLATILE = {f"{PREFIX}events", f"{PREFIX}stats", f"{PREFIX}audit"}
 
 
 def without_volatile(state: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +155,8 @@ async def test_glob_and_colon_account_ids_neither_match_nor_touch_other_keys(
         assert response.status_code == 200
         after = without_volatile(await store_state(raw))
         own = {f"{PREFIX}task:{ids[victim]}", f"{PREFIX}account:{victim}"}
-        assert set(before) - set(after) <= own | {f"{PREFIX}runs:{ids[victim]}"}
+        per_task = {f"{PREFIX}runs:{ids[victim]}", f"{PREFIX}audit:{ids[victim]}"}
+        assert set(before) - set(after) <= own | per_task
         assert set(after) <= set(before)
         for key in after:
             if key in own:
