@@ -10,6 +10,7 @@ every API write goes through), and each RedBeat entry gets the three writes of
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -67,13 +68,16 @@ def load_tasks(
     with `due_now` their next run is a millisecond ago instead of in an hour.
 
     Big loads are split between two processes: building each Task and its commands in
-    Python is the bound (~10k tasks/s per process), not Redis.
+    Python is the bound (~10k tasks/s per process), not Redis. They are spawned, not
+    forked: a forked child would inherit whatever Celery connection pool an earlier section
+    left in this process, and kombu's after-fork cleanup of it blocks in a BRPOP read.
     """
     if stop - start < PARALLEL_FROM:
         _load_range(redis_url, keys, start, stop, now_ms, due_now)
         return
     middle = (start + stop) // 2
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
         halves = [(start, middle), (middle, stop)]
         futures = [
             pool.submit(_load_range, redis_url, keys, a, b, now_ms, due_now) for a, b in halves

@@ -90,6 +90,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
     finally:
         beat.stop()
         worker.stop()
+        app.close()
         flush(client)
     ratio = [a / b for a, b in zip(rounds, plain, strict=True)]
     return {
