@@ -27,6 +27,7 @@ from bench.config import Profile
 from bench.load import load_tasks, task_id_of
 from bench.probe import ProbeError, run_probe
 from bench.procs import Child, bench_env, wait_until
+from bench.readprofile import profile_reads
 from bench.redisstats import commandstats, connect, delta, flush
 from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import free_port
@@ -219,7 +220,28 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
             ratios[name] = mine["median"] / base["median"]
         point["ratios"] = ratios
         out["sizes"].append(point)
+        if n == max(profile.api_sizes):
+            out["profile"] = _profiles(url, n, log)
     flush(client)
+    return out
+
+
+# Reads profiled in-process at the largest size, and how many of each.
+PROFILED = {GET_ONE: (f"{BASE}/{{id}}", 2_000), LIST_PAGE: (LIST_PATH, 100)}
+
+
+def _profiles(url: str, n: int, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Where each read's time goes in the server's process (bench/readprofile.py)."""
+    out = {}
+    for name, (target, reads) in PROFILED.items():
+        log(f"api: profile of {reads:,} {name} in-process, {n:,} stored")
+        try:
+            out[name] = {
+                "reads": reads,
+                **profile_reads(url, target.replace("{id}", task_id_of(7)), reads),
+            }
+        except ImportError:  # pyinstrument comes from bench/requirements.txt
+            return None
     return out
 
 

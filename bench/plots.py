@@ -1,4 +1,5 @@
-"""The report's pictures (PNG, matplotlib's Agg backend): tick cost, dispatch rates, lag."""
+"""The report's pictures (PNG, matplotlib's Agg backend): tick cost, dispatch rates, lag,
+the ratios against the framework's floors, and memory per task by component."""
 
 from __future__ import annotations
 
@@ -103,6 +104,85 @@ def lag_chart(lag: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# The floors each ratio is judged against, with the issue's targets (docs/benchmarks.md).
+FLOOR_TARGETS = {
+    "GET /tasks/{id}": ("GET one task", 0.8),
+    "GET /tasks/?status=pending&limit=100": ("list page of 100", 0.5),
+}
+WORKER_TARGET = 0.5
+MEMORY_TARGET_B = 1024
+
+
+def floors_chart(results: dict[str, Any], path: Path) -> bool:
+    """Each read and the worker as a multiple of its framework floor, beside its target;
+    False when the run measured none of them."""
+    bars: list[tuple[str, float, float]] = []
+    api = results.get("api")
+    if isinstance(api, dict) and "error" not in api:
+        for size in api["sizes"]:
+            for name, (label, target) in FLOOR_TARGETS.items():
+                if name in size.get("ratios", {}):
+                    bars.append(
+                        (f"{label}\n{size['stored']:,} stored", size["ratios"][name], target)
+                    )
+    worker = results.get("worker")
+    if isinstance(worker, dict) and "error" not in worker:
+        bars.append(("worker rounds\nvs plain Celery", worker["ratio"]["median"], WORKER_TARGET))
+    if not bars:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    xs = range(len(bars))
+    values = [v for _, v, _ in bars]
+    colors = ["tab:green" if v >= t else "tab:red" for _, v, t in bars]
+    ax.bar(xs, values, color=colors)
+    for i, (_, v, t) in enumerate(bars):
+        ax.hlines(t, i - 0.4, i + 0.4, colors="black", linestyles="--", linewidth=1)
+        ax.text(i, v + 0.02, f"{v:.2f}×", ha="center", fontsize=8)
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks(list(xs), [name for name, _, _ in bars], fontsize=7)
+    ax.set_ylabel("× its floor (same run; dashed: target)")
+    ax.set_title("Reads and rounds against the framework's floor")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def memory_chart(memory: dict[str, Any], path: Path) -> None:
+    """Bytes per task by component, stacked, beside a RedBeat entry and the 1 KiB target."""
+    plt = _plt()
+    parts = [
+        ("task hash", float(memory["hash_bytes"])),
+        ("account", float(memory["account_key_bytes"])),
+    ]
+    parts += [
+        (index["key"].split(":", 1)[-1], float(index["bytes_per_task"]))
+        for index in memory["indexes"]
+    ]
+    parts.append(("events", float(memory["events_bytes_per_task"])))
+    rest = memory["bytes_per_task"]["median"] - sum(size for _, size in parts)
+    if rest > 0:
+        parts.append(("other (allocator, key overheads)", rest))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    left = 0.0
+    cmap = plt.get_cmap("tab20")
+    for i, (name, size) in enumerate(parts):
+        ax.barh(["taskdispatch"], [size], left=left, color=cmap(i % 20), label=name)
+        left += size
+    redbeat = memory.get("redbeat_bytes_per_entry")
+    if redbeat:
+        ax.barh(["RedBeat entry"], [redbeat["median"]], color="tab:orange")
+    ax.axvline(MEMORY_TARGET_B, color="red", linestyle="--", linewidth=1, label="target 1 KiB")
+    ax.set_ylim(-0.5, 2.4)  # room above the bars for the legend
+    ax.set_xlabel("Redis bytes per stored task (Redis defaults)")
+    ax.set_title(f"Memory per task by component, {memory['n']:,} tasks")
+    ax.legend(fontsize=6, ncol=3, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def draw_all(results: dict[str, Any], img_dir: Path) -> dict[str, str]:
     """Draw what the results hold; returns {figure: file name} for the report."""
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -116,4 +196,10 @@ def draw_all(results: dict[str, Any], img_dir: Path) -> dict[str, str]:
         if isinstance(data, dict) and "error" not in data:
             fn(data, img_dir / name)
             drawn[key] = name
+    memory = results.get("memory")
+    if isinstance(memory, dict) and "error" not in memory:
+        memory_chart(memory, img_dir / "bench-memory.png")
+        drawn["memory"] = "bench-memory.png"
+    if floors_chart(results, img_dir / "bench-floors.png"):
+        drawn["floors"] = "bench-floors.png"
     return drawn

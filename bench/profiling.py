@@ -1,4 +1,5 @@
-"""Where a beat's dispatch time goes: a pyinstrument profile folded by function and package."""
+"""Where time goes (a beat's dispatch, an API read): a pyinstrument profile folded by
+function and package."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ PACKAGES = (
     ("uuid.py", "uuid"),
     ("base64.py", "base64"),
     ("/taskdispatch/", "taskdispatch"),
+    ("/api/", "taskdispatch API"),
+    ("/fastapi/", "fastapi (routing, dependencies)"),
+    ("/starlette/", "starlette"),
+    ("/pydantic", "pydantic"),
+    ("/asyncio/", "asyncio"),
+    ("/zoneinfo/", "zoneinfo"),
 )
 
 

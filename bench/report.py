@@ -302,12 +302,10 @@ def _dispatch(d: dict[str, Any], img: str | None) -> list[str]:
         "hits both sides alike. taskdispatch's beat: " + ", ".join(ratios) + ".",
     ]
     if prof:
-        pk = ", ".join(f"{k} {v:.0%}" for k, v in list(prof["packages"].items())[:6])
-        fn = "; ".join(f"`{f['name']}` {f['share']:.0%}" for f in prof["functions"][:6])
         out += [
             "",
-            f"Profile of one dispatch of {d['due']:,} (pyinstrument, self time): by package "
-            f"{pk}. Top functions: {fn}.",
+            f"Profile of one dispatch of {d['due']:,} (pyinstrument, self time): "
+            f"{_profile_headline(prof)}",
         ]
     cpu = d["taskdispatch"]["cpu_share"]["median"]
     busy = d["taskdispatch"]["redis_share"]["median"]
@@ -329,10 +327,18 @@ def _dispatch(d: dict[str, Any], img: str | None) -> list[str]:
     return out
 
 
-def _capacity_per_s(results: dict[str, Any]) -> float | None:
-    """Rounds/s the worker of the lag section completes flat out (section 9), if measured."""
+def _profile_headline(prof: dict[str, Any]) -> str:
+    """A profile's six biggest packages and functions by self time, as a sentence."""
+    pk = ", ".join(f"{k} {v:.0%}" for k, v in list(prof["packages"].items())[:6])
+    fn = "; ".join(f"`{f['name']}` {f['share']:.0%}" for f in prof["functions"][:6])
+    return f"by package {pk}. Top functions: {fn}."
+
+
+def _capacity_per_s(results: dict[str, Any], *, of: str = "rounds_per_s") -> float | None:
+    """Rounds/s (or, `of="plain_per_s"`, plain Celery no-op tasks/s) the worker of the lag
+    section completes flat out (section 9), if measured."""
     w = results.get("worker")
-    return None if not w or _failed(w) else float(w["rounds_per_s"]["median"])
+    return None if not w or _failed(w) else float(w[of]["median"])
 
 
 def _worker(w: dict[str, Any]) -> list[str]:
@@ -370,6 +376,7 @@ def _lag(
     machine_cores: int | None = None,
     *,
     capacity: float | None = None,
+    plain: float | None = None,
 ) -> list[str]:
     out = [
         "## 3. Scheduling lag end to end",
@@ -413,6 +420,15 @@ def _lag(
         out[-1] += (
             f" The same worker completes {capacity:,.0f} rounds/s flat out (section 9): "
             f"{share} of that."
+        )
+    beyond = [p for p in lag["points"] if plain and p["demand_per_s"] > plain]
+    if beyond and plain:
+        counts = ", ".join(f"{p['tasks']:,}" for p in beyond)
+        out[-1] += (
+            f" {counts} tasks ask more rounds/s than "
+            f"the same worker runs even plain Celery no-op tasks ({plain:,.0f}/s): no round, "
+            "however cheap, keeps that load's lag bounded on this worker; it needs more worker "
+            "processes on more cores (docs/scaling.md)."
         )
     out += [
         "",
@@ -493,6 +509,13 @@ def _api(api: dict[str, Any]) -> list[str]:
         "(`XADD`, `LPUSH`, `LTRIM`) in one transaction.",
         "",
     ]
+    for name, prof in (api.get("profile") or {}).items():
+        out += [
+            f"Profile of {prof['reads']:,} `{name}` served in-process at the largest size "
+            "(straight through ASGI: no socket, HTTP parser or client; pyinstrument, self "
+            f"time): {_profile_headline(prof)}",
+            "",
+        ]
     return out
 
 
@@ -542,7 +565,8 @@ def _memory(m: dict[str, Any]) -> list[str]:
     return out
 
 
-def _ms(stat: dict[str, Any]) -> dict[str, Any]:
+def _in_ms(stat: dict[str, Any]) -> dict[str, Any]:
+    """The same statistic with its seconds as milliseconds."""
     return {**stat, **{k: stat[k] * 1000 for k in ("median", "lo", "hi")}}
 
 
@@ -562,7 +586,7 @@ def _limits(m: dict[str, Any]) -> list[str]:
     ]
     for c in m["cases"]:
         out.append(
-            f"| {c['case']} | {_num(_ms(c['round_s']), '.2f', ' ms')} | "
+            f"| {c['case']} | {_num(_in_ms(c['round_s']), '.2f', ' ms')} | "
             f"{c['time_ratio']:.2f} | {_num(c['commands'], '.1f')} | {_num(c['scripts'], '.1f')} | "
             f"{c['extra_commands']:+.1f} | {_num(c['round_trips'], '.1f')} | "
             f"{c['extra_round_trips']:+.1f} |"
@@ -691,6 +715,11 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
         *_machine(results["machine"]),
         *([f"Pictures not drawn: {results['no_images']}.", ""] if results.get("no_images") else []),
         *_headline(results),
+        *(
+            [f"![ratios against the floors](img/{images['floors']})", ""]
+            if "floors" in images
+            else []
+        ),
     ]
     for key, fn in (("tick", _tick), ("dispatch", _dispatch)):
         section = results.get(key)
@@ -706,6 +735,7 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
             images.get("lag"),
             results["machine"]["logical_cores"],
             capacity=_capacity_per_s(results),
+            plain=_capacity_per_s(results, of="plain_per_s"),
         )
     for key, fn2 in (
         ("api", _api),
@@ -720,4 +750,6 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
             out += [f"## {key}", "", why, ""]
         else:
             out += fn2(section)
+            if key in images:
+                out += [f"![{key}](img/{images[key]})", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -110,6 +110,11 @@ def test_taskdispatch_parts_produce_well_formed_results(bench_run: dict[str, Any
         assert heading in report
 
 
+def test_report_figures_are_formatted_never_raw_statistics(bench_run: dict[str, Any]) -> None:
+    """Every figure in the report is rendered as text, none as a Python dict."""
+    assert "{'median'" not in bench_run["_report"]
+
+
 def test_comparisons_produce_well_formed_results(bench_run: dict[str, Any]) -> None:
     missing = [m for m in ("redbeat", "matplotlib", "pyinstrument") if not _installed(m)]
     if missing:
@@ -126,4 +131,11 @@ def test_comparisons_produce_well_formed_results(bench_run: dict[str, Any]) -> N
     _stat(bench_run["dispatch"]["ratios"]["redbeat"])
     _stat(bench_run["memory"]["redbeat_bytes_per_entry"])
     assert bench_run["dispatch"]["taskdispatch"]["profile"]["functions"]
-    assert bench_run["_images"] == ["bench-dispatch.png", "bench-tick.png"]
+    for read in bench_run["api"]["profile"].values():
+        assert read["functions"]
+    assert bench_run["_images"] == [
+        "bench-dispatch.png",
+        "bench-floors.png",
+        "bench-memory.png",
+        "bench-tick.png",
+    ]
