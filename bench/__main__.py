@@ -77,7 +77,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         steps: dict[str, Callable[[], dict[str, Any]]] = {
             "tick": lambda: tick.run(server.url, profile, work, _log),
             "dispatch": lambda: dispatch.run(server.url, profile, _log),
-            "lag": lambda: lag.run(server.url, profile, work, _log),
+            "lag": lambda: lag.run(
+                server.url, profile, work, _log, capacity_per_s=_capacity_per_s(results)
+            ),
             "api": lambda: api.run(server.url, profile, work, _log),
             "memory": lambda: memory.run(server.url, profile, _log),
             "limits": lambda: limits.run(server.url, profile, _log),
@@ -114,6 +116,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     _log(f"wrote {args.out} ({results['duration_s'] / 60:.1f} min)")
     return results
+
+
+def _capacity_per_s(results: dict[str, Any]) -> float | None:
+    """Rounds/s the worker section measured (it runs before the lag), if it did."""
+    worker_result = results.get("worker")
+    if not worker_result or "error" in worker_result:
+        return None
+    return float(worker_result["rounds_per_s"]["median"])
 
 
 def main() -> None:

@@ -29,11 +29,19 @@ from taskdispatch.keys import Keys
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 
-__all__ = ["create_tasks", "run", "run_records"]
+__all__ = ["counts", "create_tasks", "run", "run_records"]
 
 # Enough history per task for the whole run of a 1-second task (the default keeps 50).
 RUNS_KEPT = 1_000
 QUEUE = "celery"  # the default queue the rounds go to
+SHORTEST_S, LONGEST_S = 1, 10  # each task's interval, drawn uniformly (whole seconds)
+# Rounds/s a task asks on average: the mean of 1/interval over the intervals drawn.
+DEMAND_PER_TASK = sum(1 / i for i in range(SHORTEST_S, LONGEST_S + 1)) / (
+    LONGEST_S - SHORTEST_S + 1
+)
+# The lag claim holds up to this share of the worker's measured capacity: one load is put
+# there whatever the fixed counts are, so the claim is measured at its edge, not below it.
+CLAIM_SHARE = 0.8
 WORKER = ["-m", "celery", "-A", "celery_app", "worker", "-P", "prefork", "--loglevel", "WARNING"]
 BEAT = ["-m", "celery", "-A", "celery_app", "beat", "--loglevel", "WARNING"]
 
@@ -84,7 +92,7 @@ def _one(
     keys = Keys("td:")
     flush(client)
     rnd = random.Random(n)
-    intervals = [rnd.randint(1, 10) for _ in range(n)]
+    intervals = _intervals(rnd, n)
     phases = [rnd.uniform(0, interval) for interval in intervals]
     env = bench_env(url, TASKDISPATCH_RUNS_KEPT=str(RUNS_KEPT))
     redis_proc = psutil.Process(int(client.info("server")["process_id"]))
@@ -190,7 +198,38 @@ def _summarise(
     }
 
 
-def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) -> dict[str, Any]:
+def _intervals(rnd: random.Random, n: int) -> list[int]:
+    """The n tasks' intervals (drawn first from the run's seeded generator)."""
+    return [rnd.randint(SHORTEST_S, LONGEST_S) for _ in range(n)]
+
+
+def _demand_per_s(n: int) -> float:
+    """Rounds/s the n tasks of a load ask (the same draw as the load's own)."""
+    return sum(1 / i for i in _intervals(random.Random(n), n))
+
+
+def counts(profile: Profile, capacity_per_s: float | None) -> list[int]:
+    """The profile's task counts, plus the largest one asking at most `CLAIM_SHARE` of the
+    worker's capacity (section 9) when it was measured."""
+    if not capacity_per_s:
+        return sorted(profile.lag_counts)
+    target = CLAIM_SHARE * capacity_per_s
+    # Each count draws its own intervals, so its demand strays a few % from the mean: the
+    # search starts well above the expected count and comes down to the first that fits.
+    n = round(1.1 * target / DEMAND_PER_TASK)
+    while n > 1 and _demand_per_s(n) > target:
+        n -= 1
+    return sorted({*profile.lag_counts, n})
+
+
+def run(
+    url: str,
+    profile: Profile,
+    workdir: str,
+    log: Callable[[str], None],
+    *,
+    capacity_per_s: float | None = None,
+) -> dict[str, Any]:
     log_dir = Path(workdir)
     out: dict[str, Any] = {
         "window_s": profile.lag_window_s,
@@ -200,7 +239,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
         "points": [],
     }
     out["blpop_overshoot_ms"] = _blpop_overshoot(url)
-    for n in profile.lag_counts:
+    for n in counts(profile, capacity_per_s):
         out["points"].append(_one(url, n, profile, log_dir, log))
     return out
 
