@@ -25,6 +25,7 @@ from taskdispatch import schedule
 from taskdispatch.schedule import ALL_WEEKDAYS, Calendar, DateRange, MinuteRange, Window
 
 __all__ = [
+    "CLAIMS_FIELD",
     "MISFIRE_POLICIES",
     "PIECE_BYTES",
     "PIECE_MARK",
@@ -238,6 +239,11 @@ def _blackout_value(text: str) -> tuple[DateRange, ...]:
     pairs = (part.split("..") for part in text.split(","))
     return tuple((date.fromisoformat(first), date.fromisoformat(last)) for first, last in pairs)
 
+
+# The task hash field counting the claims of its slot in a row (written by the beat's claim
+# script, beat._CLAIM, never part of Task): a round that handles the claim's message without
+# running it (parked by a limit, or its account locked) sets it to 0.
+CLAIMS_FIELD = "claims"
 
 _TEXT: Codec = (str, str)
 _INT: Codec = (str, int)

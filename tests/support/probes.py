@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis
 
 from taskdispatch.keys import Keys
-from taskdispatch.models import Task
+from taskdispatch.models import CLAIMS_FIELD, Task
 from taskdispatch.service import TaskDispatcher
 from tests.support.handlers import ROUNDS_KEY, STARTS_KEY
 
@@ -98,9 +98,19 @@ class View:
         return [str(x) for x in self.r.zrange(self.keys.running(), 0, -1)]
 
     def is_idle(self, task_id: str) -> bool:
-        """No round of the task runs and none is claimed (a claimed one runs soon)."""
+        """No round of the task runs and none is claimed (a claimed one runs soon).
+
+        A due score other than the next run means a claim holds the slot, unless the claim
+        count is 0: its message was handled without running (account locked, parked), and
+        the score is when to look again, which a stopped dispatcher never does.
+        """
         task = self.task(task_id)
-        unclaimed = task.next_ms is None or self.due_score(task_id) in (None, task.next_ms)
+        claims = self.r.hget(self.keys.task(task_id), CLAIMS_FIELD)
+        unclaimed = (
+            task.next_ms is None
+            or self.due_score(task_id) in (None, task.next_ms)
+            or claims in (None, b"0")
+        )
         return task.run_id is None and task.status != "running" and unclaimed
 
     def probe_starts(self) -> list[ProbeRound]:

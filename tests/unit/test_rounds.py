@@ -18,7 +18,7 @@ import redis
 from taskdispatch.clock import now_ms
 from taskdispatch.handlers import RunContext
 from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import CLAIMS_FIELD, Task, TaskStatus
 from taskdispatch.rounds import RoundRunner
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
@@ -193,6 +193,19 @@ async def test_round_of_a_locked_account_is_skipped_account_locked(
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["reason"]) == ("skipped", "account_locked")
     assert client.get(KEYS.lock("acct-locked")) == "another-round"
+
+
+async def test_round_of_a_locked_account_ends_its_claim_so_the_next_one_is_a_first(
+    redis_url: str, runner: Runner
+) -> None:
+    """The claim's message is handled: its claim count is 0 (no backoff, no claim holds it)."""
+    task_id = await _due_task(redis_url, "acct-claims")
+    run, client = runner(_never)
+    msg = message_for(client, task_id)
+    client.hset(KEYS.task(task_id), mapping={"claimed_slot": msg.slot_ms, CLAIMS_FIELD: 3})
+    client.set(KEYS.lock("acct-claims"), "another-round", px=60_000)
+    run.run(msg)
+    assert client.hget(KEYS.task(task_id), CLAIMS_FIELD) == "0"
 
 
 async def test_round_of_a_locked_account_looks_again_after_lock_retry_s(
