@@ -109,7 +109,7 @@ class View:
         unclaimed = (
             task.next_ms is None
             or self.due_score(task_id) in (None, task.next_ms)
-            or claims in (None, b"0")
+            or claims in (None, "0")
         )
         return task.run_id is None and task.status != "running" and unclaimed
 
