@@ -19,7 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api, capacity, dispatch, durability, lag, limits, machine, memory, tick, worker
+from bench import (
+    api,
+    capacity,
+    dispatch,
+    durability,
+    lag,
+    limits,
+    machine,
+    memory,
+    report,
+    tick,
+    worker,
+)
 from bench.config import PROFILES
 from bench.probe import ROOT
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
@@ -78,7 +90,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "tick": lambda: tick.run(server.url, profile, work, _log),
             "dispatch": lambda: dispatch.run(server.url, profile, _log),
             "lag": lambda: lag.run(
-                server.url, profile, work, _log, capacity_per_s=_capacity_per_s(results)
+                server.url, profile, work, _log, capacity_per_s=report.capacity_per_s(results)
             ),
             "api": lambda: api.run(server.url, profile, work, _log),
             "memory": lambda: memory.run(server.url, profile, _log),
@@ -102,7 +114,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results["duration_s"] = time.perf_counter() - started
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    from bench import plots, report
+    from bench import plots
 
     img_dir = args.img_dir or args.out.parent / "img"
     try:
@@ -116,14 +128,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     _log(f"wrote {args.out} ({results['duration_s'] / 60:.1f} min)")
     return results
-
-
-def _capacity_per_s(results: dict[str, Any]) -> float | None:
-    """Rounds/s the worker section measured (it runs before the lag), if it did."""
-    worker_result = results.get("worker")
-    if not worker_result or "error" in worker_result:
-        return None
-    return float(worker_result["rounds_per_s"]["median"])
 
 
 def main() -> None:

@@ -227,7 +227,7 @@ def run(url: str, profile: Profile, workdir: str, log: Callable[[str], None]) ->
 
 
 # Reads profiled in-process at the largest size, and how many of each.
-PROFILED = {GET_ONE: (f"{BASE}/{{id}}", 2_000), LIST_PAGE: (LIST_PATH, 100)}
+PROFILED = {GET_ONE: (f"{BASE}/{task_id_of(7)}", 2_000), LIST_PAGE: (LIST_PATH, 100)}
 
 
 def _profiles(url: str, n: int, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -238,7 +238,7 @@ def _profiles(url: str, n: int, log: Callable[[str], None]) -> dict[str, Any] | 
         try:
             out[name] = {
                 "reads": reads,
-                **profile_reads(url, target.replace("{id}", task_id_of(7)), reads),
+                **profile_reads(url, target, reads),
             }
         except ImportError:  # pyinstrument comes from bench/requirements.txt
             return None

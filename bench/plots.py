@@ -191,15 +191,12 @@ def draw_all(results: dict[str, Any], img_dir: Path) -> dict[str, str]:
         ("tick", "bench-tick.png", tick_chart),
         ("dispatch", "bench-dispatch.png", dispatch_chart),
         ("lag", "bench-lag.png", lag_chart),
+        ("memory", "bench-memory.png", memory_chart),
     ):
         data = results.get(key)
         if isinstance(data, dict) and "error" not in data:
             fn(data, img_dir / name)
             drawn[key] = name
-    memory = results.get("memory")
-    if isinstance(memory, dict) and "error" not in memory:
-        memory_chart(memory, img_dir / "bench-memory.png")
-        drawn["memory"] = "bench-memory.png"
     if floors_chart(results, img_dir / "bench-floors.png"):
         drawn["floors"] = "bench-floors.png"
     return drawn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render"]
+__all__ = ["capacity_per_s", "render"]
 
 
 def _ms(stat: dict[str, Any], digits: int = 2) -> str:
@@ -121,7 +121,7 @@ def _headline(r: dict[str, Any]) -> list[str]:
         )
     lag = r.get("lag")
     if lag and not _failed(lag) and lag["points"]:
-        capacity = _capacity_per_s(r)
+        capacity = capacity_per_s(r)
         if capacity:
             light = [p for p in lag["points"] if p["demand_per_s"] <= 0.8 * capacity]
             worst = max((p["p99_s"]["median"] for p in light), default=None)
@@ -334,7 +334,7 @@ def _profile_headline(prof: dict[str, Any]) -> str:
     return f"by package {pk}. Top functions: {fn}."
 
 
-def _capacity_per_s(results: dict[str, Any], *, of: str = "rounds_per_s") -> float | None:
+def capacity_per_s(results: dict[str, Any], *, of: str = "rounds_per_s") -> float | None:
     """Rounds/s (or, `of="plain_per_s"`, plain Celery no-op tasks/s) the worker of the lag
     section completes flat out (section 9), if measured."""
     w = results.get("worker")
@@ -422,7 +422,7 @@ def _lag(
             f"{share} of that."
         )
     beyond = [p for p in lag["points"] if plain and p["demand_per_s"] > plain]
-    if beyond and plain:
+    if plain and beyond:
         counts = ", ".join(f"{p['tasks']:,}" for p in beyond)
         out[-1] += (
             f" {counts} tasks ask more rounds/s than "
@@ -565,11 +565,6 @@ def _memory(m: dict[str, Any]) -> list[str]:
     return out
 
 
-def _in_ms(stat: dict[str, Any]) -> dict[str, Any]:
-    """The same statistic with its seconds as milliseconds."""
-    return {**stat, **{k: stat[k] * 1000 for k in ("median", "lo", "hi")}}
-
-
 def _limits(m: dict[str, Any]) -> list[str]:
     out = [
         "## 6. Cost of features per round: limits, calendars, tags",
@@ -586,7 +581,7 @@ def _limits(m: dict[str, Any]) -> list[str]:
     ]
     for c in m["cases"]:
         out.append(
-            f"| {c['case']} | {_num(_in_ms(c['round_s']), '.2f', ' ms')} | "
+            f"| {c['case']} | {_ms(c['round_s'])} | "
             f"{c['time_ratio']:.2f} | {_num(c['commands'], '.1f')} | {_num(c['scripts'], '.1f')} | "
             f"{c['extra_commands']:+.1f} | {_num(c['round_trips'], '.1f')} | "
             f"{c['extra_round_trips']:+.1f} |"
@@ -734,8 +729,8 @@ def render(results: dict[str, Any], images: dict[str, str]) -> str:
             results["lag"],
             images.get("lag"),
             results["machine"]["logical_cores"],
-            capacity=_capacity_per_s(results),
-            plain=_capacity_per_s(results, of="plain_per_s"),
+            capacity=capacity_per_s(results),
+            plain=capacity_per_s(results, of="plain_per_s"),
         )
     for key, fn2 in (
         ("api", _api),

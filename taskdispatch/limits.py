@@ -266,7 +266,8 @@ end
 # max_concurrent, max_starts, per ms (-1: none).
 # Returns {'ok'}: lease, places and starts taken, the task no longer waits;
 # {'gone'}: the task is no longer pending at that slot (nothing changed);
-# {'account_locked'}: another round of the account holds its lease (nothing changed);
+# {'account_locked'}: another round of the account holds its lease (nothing taken; the
+#   claim's message is handled, so its claim count is 0, as when parked);
 # {'stale'}: the definitions changed (nothing changed; reload and call again);
 # {code, name, in use, capacity, next start ms (-1: none)} with code 'limit_full' or
 # 'rate_limited' for the first limit without room: nothing taken, the round parked among
@@ -279,7 +280,10 @@ local now, id, slot = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 -- Deleted, paused or moved since the worker read it: nothing to admit (and no hash to write).
 local task = redis.call('HMGET', KEYS[3], 'status', 'next_ms')
 if task[1] ~= W or tonumber(task[2]) ~= slot then return {'gone'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'account_locked'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[3], 'claims', 0)
+  return {'account_locked'}
+end
 local version = redis.call('GET', KEYS[2]) or '0'
 if version ~= ARGV[6] then return {'stale'} end
 local n = (#KEYS - 5) / 3

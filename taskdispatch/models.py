@@ -241,8 +241,8 @@ def _blackout_value(text: str) -> tuple[DateRange, ...]:
 
 
 # The task hash field counting the claims of its slot in a row (written by the beat's claim
-# script, beat._CLAIM, never part of Task): a round that handles the claim's message without
-# running it (parked by a limit, or its account locked) sets it to 0.
+# script, beat._CLAIM, never part of Task): the admission script (limits._ADMIT) sets it to
+# 0 when it handles the claim's message without running it (parked, or account locked).
 CLAIMS_FIELD = "claims"
 
 _TEXT: Codec = (str, str)

@@ -35,7 +35,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
 from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import Admission, LimitBook, admit, queue_release
-from taskdispatch.models import CLAIMS_FIELD, Outcome, Task
+from taskdispatch.models import Outcome, Task
 from taskdispatch.settings import Settings
 from taskdispatch.stats import queue_limit_wait
 from taskdispatch.transaction import Change, Read, transact
@@ -357,9 +357,6 @@ class RoundRunner:
 
             def extra(pipe: Any) -> None:
                 pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
-                # The claim's message arrived and is handled: the next claim of this slot
-                # is a first one (no backoff), and the slot is no longer held by a claim.
-                pipe.hset(self.keys.task(task.task_id), CLAIMS_FIELD, 0)
                 self._record(task, record)(pipe)
 
             return Change(task, extra)

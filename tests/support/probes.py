@@ -80,10 +80,13 @@ class View:
         self.r = client
         self.keys = keys
 
-    def task(self, task_id: str) -> Task:
-        raw = self.r.hgetall(self.keys.task(task_id))
+    def _hash(self, task_id: str) -> dict[str, str]:
+        raw: dict[str, str] = self.r.hgetall(self.keys.task(task_id))
         assert raw, f"task {task_id} does not exist"
-        return Task.from_hash(raw)
+        return raw
+
+    def task(self, task_id: str) -> Task:
+        return Task.from_hash(self._hash(task_id))
 
     def runs(self, task_id: str, outcome: str | None = None) -> list[dict[str, Any]]:
         """History records, oldest first (the list itself is newest first)."""
@@ -104,12 +107,12 @@ class View:
         count is 0: its message was handled without running (account locked, parked), and
         the score is when to look again, which a stopped dispatcher never does.
         """
-        task = self.task(task_id)
-        claims = self.r.hget(self.keys.task(task_id), CLAIMS_FIELD)
+        raw = self._hash(task_id)
+        task = Task.from_hash(raw)
         unclaimed = (
             task.next_ms is None
             or self.due_score(task_id) in (None, task.next_ms)
-            or claims in (None, "0")
+            or raw.get(CLAIMS_FIELD, "0") == "0"
         )
         return task.run_id is None and task.status != "running" and unclaimed
 
