@@ -21,7 +21,7 @@ from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import LimitBook, queue_release
-from taskdispatch.models import TaskStatus
+from taskdispatch.models import Task, TaskStatus
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
 
@@ -119,5 +119,22 @@ class Housekeeper:
         if result.old is None or result.old.run_id is None:
             self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
         if result.wrote:
-            log.warning("round of task %s was lost; it runs again", task_id)
+            _log_lost(task_id, result.new)
         return result.wrote
+
+
+def _log_lost(task_id: str, task: Task | None) -> None:
+    """Say what the lost round leads to: a rerun, the task's error state, or nothing yet."""
+    if task is None:
+        return
+    if task.status == TaskStatus.ERROR:
+        log.error(
+            "round of task %s was lost, its %d failed or lost round in a row: the task is in "
+            "error (max_consecutive_failures); resume it to run it again",
+            task_id,
+            task.failures,
+        )
+    elif task.status == TaskStatus.PENDING:
+        log.warning("round of task %s was lost; it runs again", task_id)
+    else:
+        log.warning("round of task %s was lost; the task stays %s", task_id, task.status)

@@ -8,6 +8,7 @@ index scored by its lease expiry, and (unless the test says so) no lock any more
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -77,11 +78,18 @@ def _runs(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in client.lrange(KEYS.runs(task_id), 0, -1)]
 
 
-def _left_running(client: redis.Redis, task_id: str, *, lease_expiry_ms: int) -> Task:
-    """Put the task in the state a worker killed mid-round leaves behind."""
+def _left_running(
+    client: redis.Redis, task_id: str, *, lease_expiry_ms: int, failures: int = 0
+) -> Task:
+    """Put the task in the state a worker killed mid-round leaves behind (after `failures`
+    failed or lost rounds in a row)."""
     task = _task(client, task_id)
     running = task.evolve(
-        status=TaskStatus.RUNNING, run_id="r1", started_ms=now_ms() - 5000, worker=WORKER
+        status=TaskStatus.RUNNING,
+        run_id="r1",
+        started_ms=now_ms() - 5000,
+        worker=WORKER,
+        failures=failures,
     )
     with client.pipeline() as pipe:
         pipe.hset(KEYS.task(task_id), mapping=running.to_hash())
@@ -123,6 +131,45 @@ async def test_recover_lost_with_an_expired_lease_makes_the_task_due_now(
     assert task.next_ms is not None and before <= task.next_ms <= after
     assert client.zscore(KEYS.due(), task_id) == task.next_ms
     assert client.zscore(KEYS.running(), task_id) is None
+
+
+async def test_recover_lost_of_a_rerun_round_logs_that_it_runs_again(
+    redis_url: str, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lost round below the failure limit is logged as a warning that it runs again."""
+    task_id = await _due_task(redis_url, "acct-rerun-log")
+    _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000)
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.recovery"):
+        _keeper(client, redis_url).recover_lost([task_id])
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"round of task {task_id} was lost; it runs again")
+    ]
+
+
+async def test_recover_lost_at_the_failure_limit_puts_the_task_in_error(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """The max_consecutive_failures-th failed or lost round in a row: error, no next slot."""
+    task_id = await _due_task(redis_url, "acct-lost-thrice")
+    _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000, failures=2)
+    _keeper(client, redis_url).recover_lost([task_id])
+    task = _task(client, task_id)
+    assert (task.status, task.failures, task.next_ms) == (TaskStatus.ERROR, 3, None)
+    assert client.zscore(KEYS.due(), task_id) is None
+
+
+async def test_recover_lost_at_the_failure_limit_logs_the_error_never_a_rerun(
+    redis_url: str, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log says the task is in error and how to run it again, not that it runs again."""
+    task_id = await _due_task(redis_url, "acct-lost-log")
+    _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000, failures=2)
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.recovery"):
+        _keeper(client, redis_url).recover_lost([task_id])
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert task_id in record.getMessage() and "resume it" in record.getMessage()
+    assert "runs again" not in record.getMessage()
 
 
 async def test_recover_lost_with_a_live_lock_recovers_nothing(
