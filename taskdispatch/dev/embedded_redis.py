@@ -58,11 +58,22 @@ def redis_answers(url: str, *, timeout_s: float = 0.5) -> bool:
         client.close()
 
 
+# Ports this process handed out. The kernel may give a port again as soon as its probe
+# socket is closed, and the servers one process starts (an API beside Flower, a Redis
+# beside its Sentinels) must not get the same one.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that was free a moment ago and that this process has
+    not handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class EmbeddedRedis:

@@ -71,11 +71,8 @@ class Stack:
     ) -> None:
         self.data_dir = data_dir
         self.log = log
-        # Two calls of free_port() can return the same port (the first socket is closed
-        # before the second binds): run 6 of a repeat gave the API Flower's port.
-        api_port = free_port()
-        self.flower_port = next(p for p in iter(free_port, None) if p != api_port)
-        self.api = f"http://127.0.0.1:{api_port}"
+        self.api = f"http://127.0.0.1:{free_port()}"
+        self.flower_port = free_port()
         # Nothing configured, as on a fresh machine (the test session's Redis URL included).
         env = {
             **{

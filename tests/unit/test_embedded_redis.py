@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from taskdispatch.dev import embedded_redis
 from taskdispatch.dev.embedded_redis import (
     EmbeddedRedis,
     find_redis_server,
@@ -154,3 +155,30 @@ def test_free_port_returns_bindable_port() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_port_after_the_kernel_repeats_a_port_returns_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port the kernel offers again is skipped: one process never gets a port twice."""
+    offered = iter([47001, 47001, 47002])
+
+    class Probe:
+        def __init__(self, *_: object) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> Probe:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def bind(self, _: object) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(embedded_redis, "_handed_out", set())
+    monkeypatch.setattr(embedded_redis.socket, "socket", Probe)
+    assert [free_port(), free_port()] == [47001, 47002]
