@@ -35,7 +35,14 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-__all__ = ["EXIT_AT", "FENCE_AT", "AccountLease", "HandlerGuard", "LeaseLost"]
+__all__ = [
+    "EXIT_AT",
+    "FENCE_AT",
+    "AccountLease",
+    "HandlerGuard",
+    "LeaseLost",
+    "RoundCancelled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,12 @@ class LeaseLost(BaseException):
     """
 
 
+class RoundCancelled(BaseException):
+    """Raised inside a round's handler when an operator cancelled the round (the API,
+    Flower's Terminate, `celery control revoke|terminate`). A BaseException for the same
+    reason as `LeaseLost`: `finally` blocks run, `except Exception` does not swallow it."""
+
+
 class HandlerGuard:
     """Runs a handler so that another thread can interrupt it with `LeaseLost`.
 
@@ -100,6 +113,8 @@ class HandlerGuard:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        # What the interrupt raises inside the handler: LeaseLost, or RoundCancelled.
+        self.error: type[BaseException] = LeaseLost
         self._armed = False
         self._sent = False
         self._closed = False
@@ -126,9 +141,12 @@ class HandlerGuard:
         finally:
             self._armed = False
 
-    def interrupt(self, reason: str) -> None:
-        """Ask the handler to stop (from the lease's renewal thread)."""
+    def interrupt(self, reason: str, *, error: type[BaseException] = LeaseLost) -> None:
+        """Ask the handler to stop by raising `error` inside it (from the renewer thread)."""
+        if self.reason is not None:
+            return  # the first reason stands: a round is stopped once
         self.reason = reason
+        self.error = error
         if self._signals:
             # Repeated until the handler stops: a signal that lands just before a blocking
             # call begins does not end that call.
@@ -138,7 +156,7 @@ class HandlerGuard:
             # Delivered at the handler's next instruction, whatever it waits on: once.
             self._sent = True
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self._thread_id), ctypes.py_object(LeaseLost)
+                ctypes.c_ulong(self._thread_id), ctypes.py_object(self.error)
             )
 
     def _signal_until_stopped(self) -> None:
@@ -152,7 +170,7 @@ class HandlerGuard:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:
             self._armed = False
-            raise LeaseLost(self.reason or "the round's lease was lost")
+            raise self.error(self.reason or "the round's lease was lost")
 
 
 class _Renewer:
