@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from taskdispatch.audit import AuditEntry
 from taskdispatch.bodies import (
     StrictBody,
+    TaskCancelRequest,
     TaskCreateRequest,
     TaskPauseRequest,
     TaskReorderRequest,
@@ -28,6 +29,7 @@ from taskdispatch.history import RunRecord
 from taskdispatch.lifecycle import due_at
 from taskdispatch.messages import text
 from taskdispatch.models import Outcome, Task, TaskStatus
+from taskdispatch.progress import RoundProgress
 from taskdispatch.schedule import format_windows, to_local_iso
 from taskdispatch.service import BulkResult
 from taskdispatch.store import LimitView
@@ -41,6 +43,7 @@ __all__ = [
     "BulkResponse",
     "Component",
     "ConsistencyResponse",
+    "CurrentRound",
     "DispatcherStatusResponse",
     "ErrorDetail",
     "ErrorResponse",
@@ -57,6 +60,8 @@ __all__ = [
     "RunningRound",
     "TaskActionResponse",
     "TaskAuditResponse",
+    "TaskCancelRequest",
+    "TaskCancelResponse",
     "TaskCreateRequest",
     "TaskDetail",
     "TaskInfo",
@@ -73,6 +78,7 @@ __all__ = [
     "WaitingReason",
     "audit_entry_info",
     "bulk_response",
+    "current_round_fields",
     "json_answer",
     "limit_info",
     "local_time",
@@ -153,6 +159,20 @@ WaitingReason = Annotated[
 ]
 
 
+class CurrentRound(BaseModel):
+    """The round in progress: where it runs, since when, and what its handler last reported
+    (`ctx.progress`)."""
+
+    worker: str | None = Field(description="Worker running the round.")
+    started_at: str | None = Field(description="When the round started.")
+    progress: str | None = Field(
+        description="The handler's latest progress message (at most 200 characters), or null "
+        "when it reported none."
+    )
+    fraction: float | None = Field(description="The share of the round done, 0..1, if reported.")
+    progress_at: str | None = Field(description="When the handler last reported progress.")
+
+
 class TaskInfo(BaseModel):
     """A task as the API shows it; times are ISO 8601 in the task's time zone."""
 
@@ -226,8 +246,17 @@ class TaskInfo(BaseModel):
     misfire_policy: Literal["run_once", "skip"]
     misfire_grace_s: int
     tags: list[str] = Field(description="Labels limits match.")
+    queue: str | None = Field(
+        description="The task's own Celery queue; null: the sys_type rule or the default queue."
+    )
     next_start: str | None = Field(
         description="When the next round really starts: next_execution_time plus its jitter."
+    )
+    current_round: CurrentRound | None = Field(
+        None,
+        description="The round in progress with its live progress; null when no round runs. "
+        "Task reads (GET one, the list) carry the progress; the answers of create and PATCH "
+        "leave it null.",
     )
 
 
@@ -265,6 +294,10 @@ class TaskSavedResponse(TaskActionResponse):
 
 class TaskPauseResponse(TaskActionResponse):
     status: TaskStatus
+
+
+class TaskCancelResponse(TaskPauseResponse):
+    run_id: str = Field(description="The round asked to stop (its record says `cancelled`).")
 
 
 class TaskResumeResponse(TaskPauseResponse):
@@ -379,7 +412,15 @@ class DispatcherStatusResponse(BaseModel):
     beats_alive: int = Field(description="Beats with a recent heartbeat.")
     workers_alive: int = Field(description="Celery workers with a recent heartbeat.")
     running_rounds: list[RunningRound] = Field(description="Every round in progress, oldest first.")
-    due_backlog: int = Field(description="Tasks due now that no beat has claimed yet.")
+    due_backlog: int = Field(
+        description="Tasks due now that no beat has claimed yet, plus the messages waiting in "
+        "queues no live worker consumes (unconsumed_queues)."
+    )
+    unconsumed_queues: dict[str, int] = Field(
+        description="Per queue a beat published rounds to that no live worker consumes: the "
+        "messages waiting in it (a slot re-claimed meanwhile counts once per copy). Read when "
+        "the broker is the task store's Redis; else empty."
+    )
     scheduling_lag_s: float = Field(
         description="How long the oldest unclaimed due task has waited (0 when none waits)."
     )
@@ -404,6 +445,10 @@ class RunInfo(BaseModel):
     error: str | None
     worker: str | None
     result: Any = Field(description="What the handler returned (JSON).")
+    cancelled_by: str | None = Field(
+        None, description="Who stopped a cancelled round: a token's name or a Celery command."
+    )
+    note: str | None = Field(None, description="The note given when the round was stopped.")
 
 
 class TaskRunsResponse(BaseModel):
@@ -484,11 +529,32 @@ def waiting_reason_fields(task: Task, reason: dict[str, Any] | None) -> dict[str
     return fields
 
 
+def current_round_fields(task: Task, progress: RoundProgress | None) -> dict[str, Any] | None:
+    """The CurrentRound of a task whose round runs (None otherwise), with `progress` when the
+    read found the round's own."""
+    if task.run_id is None:
+        return None
+    tz = ZoneInfo(task.timezone)
+    shown = progress if progress is not None and progress.run_id == task.run_id else None
+    return {
+        "worker": task.worker,
+        "started_at": to_local_iso(task.started_ms, tz),
+        "progress": None if shown is None else shown.message,
+        "fraction": None if shown is None else shown.fraction,
+        "progress_at": None if shown is None else to_local_iso(shown.at_ms, tz),
+    }
+
+
 def task_fields(
-    task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
+    task: Task,
+    *,
+    detail: bool = False,
+    reason: dict[str, Any] | None = None,
+    progress: RoundProgress | None = None,
 ) -> dict[str, Any]:
     """The API view of a task as JSON values: the fields of TaskInfo (TaskDetail with
-    `detail`); `reason` is `reasons.waiting_reason`'s answer (None = none).
+    `detail`); `reason` is `reasons.waiting_reason`'s answer (None = none), `progress` the
+    latest progress of its round in progress (None = none known).
 
     The hot reads answer these as they are (`json_answer`), with no model in between:
     every value comes from a stored, validated task, and a page holds a hundred of them."""
@@ -530,7 +596,9 @@ def task_fields(
         "misfire_policy": task.misfire_policy,
         "misfire_grace_s": task.misfire_grace_s,
         "tags": list(task.tags),
+        "queue": task.queue,
         "next_start": to_local_iso(due_at(task), tz) if task.next_ms is not None else None,
+        "current_round": current_round_fields(task, progress),
     }
     if detail:
         fields["kwargs"] = task.kwargs
@@ -539,18 +607,30 @@ def task_fields(
 
 @overload
 def task_info(
-    task: Task, *, detail: Literal[False] = False, reason: dict[str, Any] | None = None
+    task: Task,
+    *,
+    detail: Literal[False] = False,
+    reason: dict[str, Any] | None = None,
+    progress: RoundProgress | None = None,
 ) -> TaskInfo: ...
 @overload
 def task_info(
-    task: Task, *, detail: Literal[True], reason: dict[str, Any] | None = None
+    task: Task,
+    *,
+    detail: Literal[True],
+    reason: dict[str, Any] | None = None,
+    progress: RoundProgress | None = None,
 ) -> TaskDetail: ...
 def task_info(
-    task: Task, *, detail: bool = False, reason: dict[str, Any] | None = None
+    task: Task,
+    *,
+    detail: bool = False,
+    reason: dict[str, Any] | None = None,
+    progress: RoundProgress | None = None,
 ) -> TaskInfo:
     """The API view of a task as a model (for answers that embed one)."""
     return (TaskDetail if detail else TaskInfo).model_validate(
-        task_fields(task, detail=detail, reason=reason)
+        task_fields(task, detail=detail, reason=reason, progress=progress)
     )
 
 
@@ -595,6 +675,8 @@ def run_info(task: Task, record: RunRecord) -> RunInfo:
         error=record.error,
         worker=record.worker,
         result=record.result,
+        cancelled_by=record.cancelled_by,
+        note=record.note,
     )
 
 
@@ -608,6 +690,7 @@ class BulkSelect(StrictBody):
     tag: Text | None = None
     sys_type: Text | None = None
     task_type: Text | None = None
+    queue: Text | None = Field(None, description="Tasks whose own queue is this one.")
     q: Text | None = Field(None, description="Prefix of the account id or name.")
 
 
@@ -628,7 +711,7 @@ class BulkRequest(StrictBody):
         }
     )
 
-    action: Literal["pause", "resume", "reorder", "patch", "delete", "run"]
+    action: Literal["pause", "resume", "reorder", "patch", "delete", "run", "cancel"]
     select: BulkSelect | None = Field(None, description="The tasks the filters select.")
     task_ids: list[Text] | None = Field(None, description="Or: these tasks.")
     request_id: Text | None = Field(
@@ -638,7 +721,12 @@ class BulkRequest(StrictBody):
     )
     dry_run: bool = Field(False, description="Answer what would change; write nothing.")
     until: Text | None = Field(None, description="pause: resume by itself at this time.")
-    note: Text | None = Field(None, description="pause: why; also kept in the audit trail.")
+    note: Text | None = Field(
+        None, description="pause, cancel: why; also kept in the audit trail."
+    )
+    then: Literal["next", "pause"] = Field(
+        "next", description="cancel: after the round stops, the next slot or a pause."
+    )
     priority_offset: StrictInt | None = Field(None, description="reorder: seconds to move.")
     patch: TaskUpdateRequest | None = Field(None, description="patch: the fields to change.")
 

@@ -69,7 +69,8 @@ _PUBLISH_RETRY_S = 1.0
 # Returns {enabled 0|1, the earliest later instant (ms) at which something falls due
 #          (a slot, a lease expiry, a pause's end) or -1, L, R,
 #          L ids of rounds whose lease expiry passed, R ids of pauses whose `until` came,
-#          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id}.
+#          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id, and
+#          its own queue or '' (routing.queue_for picks the queue from these)}.
 # Housekeeping candidates come whatever the dispatcher flag: a stopped dispatcher still
 # records lost rounds and ends timed pauses.
 # A claim holds the slot for the dispatch timeout; each further claim of the SAME slot (its
@@ -101,7 +102,7 @@ if enabled == 1 then
   for _, id in ipairs(ids) do
     local key = ARGV[5] .. id
     local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
-                         'claimed_slot', 'claims')
+                         'claimed_slot', 'claims', 'queue')
     if f[1] ~= ARGV[10] or not f[2] or f[2] == '' then
       redis.call('ZREM', KEYS[1], id)
     else
@@ -112,7 +113,9 @@ if enabled == 1 then
       local hold = timeout
       for _ = 2, math.min(claims, 6) do hold = hold * 2 end
       redis.call('ZADD', KEYS[1], now + hold, id)
-      for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5]}) do table.insert(claimed, v) end
+      for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5], f[8] or ''}) do
+        table.insert(claimed, v)
+      end
     end
   end
   local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -153,6 +156,8 @@ class Claimed:
     task_type: str
     sys_type: str
     account_id: str
+    # The task's own queue, None when it has none (routing.queue_for).
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,8 +206,8 @@ def claim_tick(
         lost=[str(x) for x in reply[4 : 4 + n_lost]],
         resumes=[str(x) for x in reply[4 + n_lost : 4 + n_lost + n_resumes]],
         claimed=[
-            Claimed(str(t), int(f), int(slot), str(tt), str(st), str(a))
-            for t, f, slot, tt, st, a in (rest[i : i + 6] for i in range(0, len(rest), 6))
+            Claimed(str(t), int(f), int(slot), str(tt), str(st), str(a), str(q) or None)
+            for t, f, slot, tt, st, a, q in (rest[i : i + 7] for i in range(0, len(rest), 7))
         ],
     )
 
@@ -272,6 +277,8 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         self._unsent: list[tuple[str, str, str]] = []
         self._run_ids: dict[str, str] = {}
         self._store_reconnected = True
+        # The queues this beat has added to Keys.published_queues (see _note_queues).
+        self._queues_noted: set[str] = set()
         self._broker = _broker_probe(s)
         self._broker_checked_s = 0.0
         self._summary = _Summary()
@@ -343,6 +350,8 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         restarted = False
         if self._store_reconnected:
             self._store_reconnected = False
+            # A restarted store may have lost the set of published queues: noted again.
+            self._queues_noted.clear()
             restarted |= self._restarted("store", self.redis)
         if self._broker is not None and time.monotonic() - self._broker_checked_s > 2.0:
             self._broker_checked_s = time.monotonic()
@@ -411,7 +420,7 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
                 # expiring queues, the event PUBLISH), so that it leaves as one pipeline.
                 with producer.batch(max_size=8 * len(claimed) + 8):
                     for c in claimed:
-                        queue = queue_for(c.sys_type, s)
+                        queue = queue_for(queue=c.queue, sys_type=c.sys_type, settings=s)
                         if queue not in declared:
                             # Declared once per batch, then `declare=[]` below: kombu would copy
                             # the unbound Queue to declare it again for every message.
@@ -463,8 +472,18 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             self._unsent.extend((c.task_id, str(c.fence), str(c.slot_ms)) for c in claimed)
             return False
         self._remember(claimed)
+        self._note_queues(declared)
         log.debug("dispatched %d round(s)", len(claimed))
         return True
+
+    def _note_queues(self, queues: set[str]) -> None:
+        """Add the queues this beat published to for the first time to the set of published
+        queues, whose messages the status counts when no live worker consumes them: one SADD
+        per new queue, not one per tick."""
+        new = queues - self._queues_noted
+        if new:
+            self.redis.sadd(self.keys.published_queues(), *sorted(new))
+            self._queues_noted |= new
 
     @cached_property
     def _events(self) -> Any:

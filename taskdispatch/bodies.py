@@ -19,6 +19,7 @@ from taskdispatch.validation import DEFAULTS, check_json
 __all__ = [
     "RunParams",
     "StrictBody",
+    "TaskCancelRequest",
     "TaskCreateRequest",
     "TaskPauseRequest",
     "TaskReorderRequest",
@@ -130,6 +131,11 @@ class TaskCreateRequest(StrictBody):
     misfire_grace_s: StrictInt | None = Field(
         None, description="How late a slot may still run under misfire_policy 'skip' (default 60)."
     )
+    queue: Text | None = Field(
+        None,
+        description="The Celery queue of the task's rounds, e.g. a device's own 'mac-01'; "
+        "null: the queue of its sys_type (when routing by it is on) or the default queue.",
+    )
 
 
 class TaskUpdateRequest(StrictBody):
@@ -157,6 +163,11 @@ class TaskUpdateRequest(StrictBody):
     misfire_policy: Literal["run_once", "skip"] | None = None
     misfire_grace_s: StrictInt | None = None
     tags: list[Text] | None = Field(None, description="Replaces the tags; null or [] removes them.")
+    queue: Text | None = Field(
+        None,
+        description="Moves the task's rounds to this Celery queue from its next one; null: "
+        "back to the sys_type rule or the default queue.",
+    )
 
 
 class TaskReorderRequest(StrictBody):
@@ -181,3 +192,17 @@ class TaskPauseRequest(StrictBody):
         description="ISO datetime (naive = the task's zone) at which the task resumes by itself.",
     )
     note: Text | None = Field(None, description="Why it is paused, shown to operators.")
+
+
+class TaskCancelRequest(StrictBody):
+    """Optional body of POST /api/v1/tasks/{task_id}/cancel; no body means `then: next`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"then": "pause", "note": "账号卡在验证码页面"}]}
+    )
+
+    then: Literal["next", "pause"] = Field(
+        "next",
+        description="After the round stops: 'next' keeps the schedule, 'pause' pauses the task.",
+    )
+    note: Text | None = Field(None, description="Why the round is stopped, kept in its record.")

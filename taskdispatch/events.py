@@ -12,16 +12,16 @@ from typing import Any
 
 from taskdispatch.keys import Keys
 
-__all__ = ["MAX_EVENTS", "queue_event"]
+__all__ = ["MAX_EVENTS", "event_fields", "queue_event"]
 
 MAX_EVENTS = 10_000
 
 
+def event_fields(kind: str, **data: Any) -> dict[str, str]:
+    """The stream entry of one event (for a script that adds it, trimmed to `MAX_EVENTS`)."""
+    return {"type": kind, "data": json.dumps(data, ensure_ascii=False, default=str)}
+
+
 def queue_event(pipe: Any, keys: Keys, kind: str, **data: Any) -> None:
     """Queue one event, e.g. `task.created` or `round.finished`, with a JSON payload."""
-    pipe.xadd(
-        keys.events(),
-        {"type": kind, "data": json.dumps(data, ensure_ascii=False, default=str)},
-        maxlen=MAX_EVENTS,
-        approximate=True,
-    )
+    pipe.xadd(keys.events(), event_fields(kind, **data), maxlen=MAX_EVENTS, approximate=True)

@@ -13,10 +13,16 @@ TaskDispatchError                  base of everything below
 
 `str(exc)` is the client-facing message from `messages.py` (the design document's
 language); `detail`, when set, is the English technical detail (value received, format).
+
+RoundFailedError                   ends the Celery task of a round recorded `failed` or
+                                   `lost` as FAILURE (worker only; never reaches a client)
+
+Its message is for the worker log and Flower, in English, naming the task and account.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from taskdispatch.messages import text
@@ -25,6 +31,7 @@ __all__ = [
     "AccountTaskExistsError",
     "InvalidTaskError",
     "LimitNotFoundError",
+    "RoundFailedError",
     "StoreUnavailableError",
     "TaskConflictError",
     "TaskDispatchError",
@@ -98,3 +105,36 @@ class WriteNotReplicatedError(TaskDispatchError):
         )
         self.confirmed = confirmed
         self.required = required
+
+
+class RoundFailedError(Exception):
+    """Raised by the round task after the round was recorded `failed` or `lost`, so that
+    Celery ends the task as FAILURE (Flower, `celery events`) with the handler's error.
+
+    The round is already recorded when this is raised; it is the Celery task's state only.
+    The worker declares it in `Task.throws`, so Celery logs one line without a traceback.
+    """
+
+    def __init__(
+        self, *, task_id: str, account_id: str, round_num: int | None, outcome: str, error: str
+    ) -> None:
+        which = f"round {round_num}" if round_num is not None else "round"
+        super().__init__(f"{which} of task {task_id} (account {account_id}) {outcome}: {error}")
+        self.task_id = task_id
+        self.account_id = account_id
+        self.round_num = round_num
+        self.outcome = outcome
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # Celery sends a pool process's exception to the worker's main process pickled; the
+        # default reduction would call __init__ with the message as its only argument.
+        rebuild = partial(
+            type(self),
+            task_id=self.task_id,
+            account_id=self.account_id,
+            round_num=self.round_num,
+            outcome=self.outcome,
+            error=self.error,
+        )
+        return rebuild, ()

@@ -1,4 +1,5 @@
-"""Round records: what happened to each slot (ok, failed, skipped, lost), newest first.
+"""Round records: what happened to each slot (ok, failed, skipped, lost, cancelled), newest
+first.
 
 Records are JSON in a capped list per task, pushed in the same transaction as the state
 change they describe, so history and state never disagree.
@@ -34,10 +35,17 @@ class RunRecord:
     result: Any = None
     # When the round was planned to start: its slot plus the slot's jitter.
     planned_ms: int | None = None
+    # A cancelled round: who stopped it (an API token's name, or the Celery control command)
+    # and their note.
+    cancelled_by: str | None = None
+    note: str | None = None
 
     def to_json(self) -> str:
         # Field by field, not asdict: asdict deep-copies the result on every round.
         data = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        for name in _RARE_FIELDS:
+            if data[name] is None:
+                del data[name]  # most records have none: not a byte for them
         encoded = json.dumps(data["result"], ensure_ascii=False, default=str)
         if len(encoded.encode()) > MAX_RESULT_BYTES:
             data["result"] = {"truncated": True, "bytes": len(encoded.encode())}
@@ -49,12 +57,14 @@ class RunRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
+_RARE_FIELDS = ("cancelled_by", "note")
 
 _EVENT_OF_OUTCOME = {
     "ok": "round.finished",
     "failed": "round.failed",
     "skipped": "round.skipped",
     "lost": "round.lost",
+    "cancelled": "round.cancelled",
 }
 
 
@@ -74,4 +84,5 @@ def queue_run_record(pipe: Any, keys: Keys, task: Task, record: RunRecord, *, ke
         reason=record.reason,
         error=record.error,
         worker=record.worker,
+        **({"cancelled_by": record.cancelled_by} if record.cancelled_by is not None else {}),
     )

@@ -7,8 +7,8 @@ indexes from the old task's entries to the new one's (inside the task's transact
 
 - `tasks` and `status:{status}`, scored by created_ms: the listing in creation order;
 - `ix:{dim}:all:{value}` and `ix:{dim}:{status}:{value}` for each filter dimension (tags,
-  sys_type, task_type), scored by created_ms: a page of one dimension, with or without a
-  status, is one ZRANGE (O(log N + page));
+  sys_type, task_type, and the task's own queue when it has one), scored by created_ms: a
+  page of one dimension, with or without a status, is one ZRANGE (O(log N + page));
 - `next`, scored by next_ms: the listing by next run;
 - `search`, lexicographic: `<lowercased account id or name>\\0<task_id>`, for a prefix search.
 
@@ -35,7 +35,7 @@ __all__ = [
     "search_terms",
 ]
 
-DIMENSIONS = ("tag", "sys_type", "task_type")
+DIMENSIONS = ("tag", "sys_type", "task_type", "queue")
 SEARCH_SEPARATOR = "\0"
 
 Entries = dict[tuple[str, str], float]
@@ -54,6 +54,8 @@ class TaskQuery:
     tag: str | None = None
     sys_type: str | None = None
     task_type: str | None = None
+    # The task's own `queue` field (not the queue the routing rule picks without one).
+    queue: str | None = None
     q: str | None = None
     sort: Sort = "created"
     offset: int = 0
@@ -61,13 +63,24 @@ class TaskQuery:
 
     @property
     def dimensions(self) -> list[tuple[str, str]]:
-        given = (("tag", self.tag), ("sys_type", self.sys_type), ("task_type", self.task_type))
+        given = (
+            ("tag", self.tag),
+            ("sys_type", self.sys_type),
+            ("task_type", self.task_type),
+            ("queue", self.queue),
+        )
         return [(dim, value) for dim, value in given if value is not None]
 
 
 def dimension_values(task: Task) -> dict[str, tuple[str, ...]]:
-    """The values of each filter dimension a task has (several tags, one of the others)."""
-    return {"tag": task.tags, "sys_type": (task.sys_type,), "task_type": (task.task_type,)}
+    """The values of each filter dimension a task has (several tags, at most one queue, one
+    of the others)."""
+    return {
+        "tag": task.tags,
+        "sys_type": (task.sys_type,),
+        "task_type": (task.task_type,),
+        "queue": () if task.queue is None else (task.queue,),
+    }
 
 
 def search_terms(task: Task) -> set[str]:

@@ -61,6 +61,12 @@ class Keys:
         """List: recent round records (JSON), newest first, capped."""
         return f"{self.prefix}runs:{task_id}"
 
+    def progress(self, task_id: str) -> str:
+        """String with a TTL: the latest progress (JSON, `progress.RoundProgress`) the
+        handler of the task's round in progress reported; not in the task hash, so that its
+        frequent writes never make a WATCHed change of the task retry."""
+        return f"{self.prefix}progress:{task_id}"
+
     def dispatcher(self) -> str:
         """Hash: dispatcher flags (`enabled`)."""
         return f"{self.prefix}dispatcher"
@@ -80,6 +86,16 @@ class Keys:
     def worker_queues(self) -> str:
         """Hash: Celery worker hostname -> comma-separated queues it consumes."""
         return f"{self.prefix}worker_queues"
+
+    def worker_handlers(self) -> str:
+        """Hash: Celery worker hostname -> the task types it has handlers for (JSON list),
+        which the API accepts while that worker is alive (`workers`)."""
+        return f"{self.prefix}worker_handlers"
+
+    def published_queues(self) -> str:
+        """Set: every Celery queue a beat has published a round to (the status reads how
+        many messages wait in those no live worker consumes)."""
+        return f"{self.prefix}published_queues"
 
     def stats(self) -> str:
         """Hash: round counters and scheduling-lag histogram buckets (for /metrics)."""

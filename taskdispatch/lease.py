@@ -17,6 +17,7 @@ local deadline always falls before the real expiry.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import math
@@ -29,11 +30,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import RedisError
+
+from taskdispatch.handlers import is_async
 
 __all__ = [
     "EXIT_AT",
@@ -47,7 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ClockMs = Callable[[], int]
-T = TypeVar("T")
 
 # Fractions of the TTL after the last confirmed renewal: stop the handler, then, if it did
 # not stop, exit the pool process. Both leave time before Redis expires the lease.
@@ -57,14 +59,25 @@ EXIT_AT = 0.9
 EXIT_FENCED = 70
 # How often the interrupt is sent again while the handler has not stopped.
 _REPEAT_S = 0.05
+# Longest time between two renewals of a started round: the renewal is also the look for
+# an operator's cancel, which must reach the handler within two seconds.
+CANCEL_CHECK_S = 1.0
+# Exit status of a pool process that had to leave because its handler ignored a cancel.
+EXIT_CANCELLED = 71
+# The Task field a renewal compares with the round's run_id (models.Task.cancel_of).
+_CANCEL_FIELD = "cancel_of"
 
-# KEYS[1] lock key, KEYS[2] running zset, KEYS[3..] the places the round holds in limits
-# (limits.py); ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id, ARGV[4] new lease expiry ms.
-# Returns 1 if renewed, 0 if the lease is no longer ours.
+# KEYS[1] lock key, KEYS[2] the task's hash, KEYS[3] running zset, KEYS[4..] the places the
+# round holds in limits (limits.py); ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id, ARGV[4]
+# new lease expiry ms, ARGV[5] the round's run_id ('' before it started), ARGV[6] the task
+# field naming the round an operator asked to stop (Task.cancel_of).
+# Returns 0 if the lease is no longer ours, 1 if renewed, 2 if renewed and the round was
+# asked to stop.
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[4], ARGV[3]) end
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[4], ARGV[3]) end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[2], ARGV[6]) == ARGV[5] then return 2 end
 return 1
 """
 
@@ -103,12 +116,21 @@ class RoundCancelled(BaseException):
 
 
 class HandlerGuard:
-    """Runs a handler so that another thread can interrupt it with `LeaseLost`.
+    """Runs a handler so that another thread can interrupt it with `LeaseLost` (or
+    `RoundCancelled`).
 
-    In the main thread of a process (a prefork pool process, or the solo pool) the
-    interrupt is a SIGUSR2 whose handler raises, which also ends a blocking sleep or socket
-    read; in any other thread it is an asynchronous exception, delivered at the handler's
-    next Python instruction.
+    A plain handler: in the main thread of a process (a prefork pool process, or the solo
+    pool) the interrupt is a SIGUSR2 whose handler raises, which also ends a blocking sleep
+    or socket read; in any other thread it is an asynchronous exception, delivered at the
+    handler's next Python instruction.
+
+    An async handler runs on this thread's event loop (`_event_loop`): the interrupt cancels
+    its task from the interrupting thread (`call_soon_threadsafe`), so the coroutine gets
+    `asyncio.CancelledError` at the await it is in and its `finally` blocks (awaits
+    included) run; `call` then raises the interrupt's exception. The cancel is sent once,
+    like the plain handler's exception: repeating it would cut the coroutine's own cleanup
+    (closing a browser or a session takes awaits). One that swallows it is stopped by the
+    lease's exit at `EXIT_AT`, or by the cancel's grace.
     """
 
     def __init__(self) -> None:
@@ -122,6 +144,8 @@ class HandlerGuard:
         self._lock = threading.Lock()
         self._thread_id = threading.get_ident()
         self._signals = threading.current_thread() is threading.main_thread()
+        # The async handler's task while it runs (set and read under `_lock`).
+        self._task: asyncio.Task[Any] | None = None
 
     @contextmanager
     def installed(self) -> Iterator[HandlerGuard]:
@@ -134,8 +158,15 @@ class HandlerGuard:
             if self._signals:
                 signal.signal(signal.SIGUSR2, previous)
 
-    def call(self, fn: Callable[..., T], *args: object) -> T:
-        self._armed = True
+    def call(self, fn: Callable[..., Any], *args: object) -> Any:
+        """`fn(*args)`, or for an async `fn` what its coroutine returns; raises the
+        interrupt's exception if interrupted (also when that came before the call)."""
+        if is_async(fn):
+            return self._call_async(fn, *args)
+        with self._lock:
+            if self.reason is not None:
+                raise self.error(self.reason)
+            self._armed = True
         try:
             return fn(*args)
         finally:
@@ -143,10 +174,15 @@ class HandlerGuard:
 
     def interrupt(self, reason: str, *, error: type[BaseException] = LeaseLost) -> None:
         """Ask the handler to stop by raising `error` inside it (from the renewer thread)."""
-        if self.reason is not None:
-            return  # the first reason stands: a round is stopped once
-        self.reason = reason
-        self.error = error
+        with self._lock:
+            if self.reason is not None:
+                return  # the first reason stands: a round is stopped once
+            self.reason = reason
+            self.error = error
+            task = self._task
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel, reason)
+            return
         if self._signals:
             # Repeated until the handler stops: a signal that lands just before a blocking
             # call begins does not end that call.
@@ -171,6 +207,92 @@ class HandlerGuard:
         if self._armed:
             self._armed = False
             raise self.error(self.reason or "the round's lease was lost")
+
+    def _call_async(self, fn: Callable[..., Any], *args: object) -> Any:
+        loop = _event_loop()
+        with self._lock:
+            if self.reason is not None:
+                raise self.error(self.reason)
+            task = self._task = loop.create_task(fn(*args))
+        # What stopped the coroutine from outside it: the soft time limit, or whatever a
+        # signal handler raised in the event loop itself.
+        stopped_by: list[BaseException] = []
+        try:
+            with self._soft_limit_cancels(task, stopped_by):
+                _run_to_end(loop, task, stopped_by)
+        finally:
+            with self._lock:
+                self._task = None
+        if stopped_by:
+            raise stopped_by[0]
+        if task.cancelled():
+            if self.reason is not None:
+                raise self.error(self.reason)
+            raise RuntimeError(
+                "the handler's coroutine was cancelled from inside the handler (its own task, "
+                "or a future it awaited), not by an operator, its lease or its time limit"
+            )
+        return task.result()
+
+    @contextmanager
+    def _soft_limit_cancels(
+        self, task: asyncio.Task[Any], stopped_by: list[BaseException]
+    ) -> Iterator[None]:
+        """While a coroutine runs, Celery's soft time limit (the exception its pool process's
+        SIGUSR1 handler raises, billiard's SIG_SOFT_TIMEOUT) cancels the coroutine instead
+        of landing in the event loop, which could log it away in a callback; `call` raises
+        it once the coroutine ended."""
+        previous = signal.getsignal(signal.SIGUSR1) if self._signals else None
+        if not callable(previous):
+            yield  # no handler of Python's: nothing would raise
+            return
+        raise_limit = previous
+
+        def on_limit(signum: int, frame: FrameType | None) -> None:
+            if task.done():
+                raise_limit(signum, frame)
+                return
+            try:
+                raise_limit(signum, frame)
+            except BaseException as exc:
+                stopped_by.append(exc)
+                task.get_loop().call_soon_threadsafe(task.cancel, repr(exc))
+
+        signal.signal(signal.SIGUSR1, on_limit)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+
+def _run_to_end(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], stopped_by: list[BaseException]
+) -> None:
+    """Run the loop until `task` is done. An exception raised in the loop itself (by a signal
+    handler) is kept in `stopped_by`, the task cancelled and run to its end all the same:
+    its `finally` runs, and no half-run task is left for the loop's next round."""
+    while not task.done():
+        try:
+            loop.run_until_complete(task)
+        except BaseException as exc:
+            if task.done():
+                return  # the coroutine's own outcome: `call` reads it from the task
+            stopped_by.append(exc)
+            task.cancel(repr(exc))
+
+
+_loops = threading.local()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for async handlers, made at its first async round and kept
+    for the process's later rounds (their clients may keep connections on it). A forked
+    pool process makes its own: the parent's loop is the parent's."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
+    if loop is None or _loops.pid != os.getpid():
+        loop = _loops.loop = asyncio.new_event_loop()
+        _loops.pid = os.getpid()
+    return loop
 
 
 class _Renewer:
@@ -233,6 +355,7 @@ class AccountLease:
         redis: Redis,
         *,
         lock_key: str,
+        task_key: str,
         running_key: str,
         task_id: str,
         ttl_ms: int,
@@ -240,6 +363,7 @@ class AccountLease:
     ) -> None:
         self.redis = redis
         self.lock_key = lock_key
+        self.task_key = task_key
         self.running_key = running_key
         self.task_id = task_id
         self.ttl_ms = ttl_ms
@@ -254,6 +378,12 @@ class AccountLease:
         self.next_action_s = math.inf
         self._fenced = False
         self._on_lost: Callable[[str], None] | None = None
+        # Set by `watch_cancel` once the round started.
+        self._run_id = ""
+        self._on_cancel: Callable[[], None] | None = None
+        self._on_abandon: Callable[[], object] | None = None
+        self._cancel_grace_s = 0.0
+        self._cancel_deadline_s: float | None = None
         # Held while `act` runs: stopping waits for a renewal in flight.
         self._acting = threading.Lock()
         self._stopped = False
@@ -274,11 +404,32 @@ class AccountLease:
         self.place_keys = list(place_keys or [])
         self._confirmed_s = sent_s
 
+    def watch_cancel(
+        self,
+        *,
+        run_id: str,
+        on_cancel: Callable[[], None],
+        grace_s: float,
+        on_abandon: Callable[[], object],
+    ) -> None:
+        """Look for an operator's cancel of round `run_id` at every renewal (at least every
+        `CANCEL_CHECK_S`): call `on_cancel()` once when asked; if the handler still runs
+        `grace_s` later, call `on_abandon()` (record the round) and leave the process, the way
+        Celery's terminate would stop it. Call before `start_renewing`."""
+        self._run_id = run_id
+        self._on_cancel = on_cancel
+        self._on_abandon = on_abandon
+        self._cancel_grace_s = grace_s
+
     def start_renewing(self, on_lost: Callable[[str], None]) -> None:
         """Renew until released; call `on_lost(reason)` once if the lease cannot be kept."""
         self._on_lost = on_lost
-        self.next_action_s = self._confirmed_s + self.ttl_ms / 1000 / 3
+        self.next_action_s = self._confirmed_s + self._renew_every_s()
         _renewer.add(self)
+
+    def _renew_every_s(self) -> float:
+        third_s = self.ttl_ms / 1000 / 3
+        return min(third_s, CANCEL_CHECK_S) if self._run_id else third_s
 
     def act(self) -> bool:
         """One step of the renewer for this lease (in its thread); False once it is done."""
@@ -291,15 +442,26 @@ class AccountLease:
                 self._exit_unstopped()
                 return False
             sent = time.monotonic()
+            if self._cancel_deadline_s is not None and sent >= self._cancel_deadline_s:
+                self._abandon()
+                return False
             fence_s = self._confirmed_s + ttl_s * FENCE_AT
             if sent >= fence_s:
                 waited = sent - self._confirmed_s
                 return self._fence(f"its lease could not be renewed for {waited:.1f} s")
             try:
                 expiry = self.clock_ms() + self.ttl_ms
-                args: list[str | int] = [self.token, self.ttl_ms, self.task_id, expiry]
+                args: list[str | int] = [
+                    self.token,
+                    self.ttl_ms,
+                    self.task_id,
+                    expiry,
+                    self._run_id,
+                    _CANCEL_FIELD,
+                ]
                 renewed = self._renew(
-                    keys=[self.lock_key, self.running_key, *self.place_keys], args=args
+                    keys=[self.lock_key, self.task_key, self.running_key, *self.place_keys],
+                    args=args,
                 )
             except RedisError as exc:
                 log.warning("renewing lease %s failed: %s", self.lock_key, exc)
@@ -308,8 +470,35 @@ class AccountLease:
             if not renewed:
                 return self._fence("its lease expired and was no longer its own")
             self._confirmed_s = sent
-            self.next_action_s = sent + ttl_s / 3
+            self.next_action_s = sent + self._renew_every_s()
+            if renewed == 2 and self._cancel_deadline_s is None:
+                self._cancel_deadline_s = sent + self._cancel_grace_s
+                assert self._on_cancel is not None
+                self._on_cancel()
+            if self._cancel_deadline_s is not None:
+                self.next_action_s = min(self.next_action_s, self._cancel_deadline_s)
             return True
+
+    def _abandon(self) -> None:
+        """The handler ignored the cancel for its grace: record the round, then leave."""
+        log.error(
+            "the handler of %s ignored its cancel for %.0f s; its round is recorded "
+            "cancelled and its process stops",
+            self.task_id,
+            self._cancel_grace_s,
+        )
+        assert self._on_abandon is not None
+        try:
+            self._on_abandon()
+        except Exception as exc:  # recovery records it once the lease expires
+            log.error("recording the cancelled round of %s failed: %s", self.task_id, exc)
+        if in_pool_process:
+            os._exit(EXIT_CANCELLED)
+        log.critical(
+            "the handler of %s ignored its cancel and this pool cannot replace its process: it "
+            "runs on unrecorded (use the prefork pool)",
+            self.task_id,
+        )
 
     def _fence(self, why: str) -> bool:
         reason = f"round stopped by its worker: {why} (Redis unreachable or too slow)"

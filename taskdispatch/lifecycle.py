@@ -8,7 +8,8 @@ worker at a round's start and end, the beat's housekeeping for lost rounds and t
 
     created ──> pending ──(claim, start)──> running ──(finished ok)──> pending (next slot)
                   │  ^                          │ ├─(failed) ─> pending (backoff) / error
-          paused <┘  └ resumed / auto_resumed   │ └─(lost)   ─> pending (now) / error
+          paused <┘  └ resumed / auto_resumed   │ ├─(lost)   ─> pending (now) / error
+                  │                             │ └─(cancelled) ─> pending (next slot) / paused
                   └──────────> completed  <─────┘ (no slot before the end)
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from taskdispatch import schedule, validation
 from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
@@ -26,12 +27,16 @@ from taskdispatch.schedule import ALL_WEEKDAYS
 from taskdispatch.settings import Settings
 
 __all__ = [
+    "CANCEL_THEN",
+    "CancelThen",
     "SCHEDULED_STATUS",
     "RetryPolicy",
     "auto_resumed",
+    "cancel_requested",
     "created",
     "due_at",
     "finished",
+    "is_cancelling",
     "is_scheduled",
     "lost",
     "missed",
@@ -39,13 +44,16 @@ __all__ = [
     "paused",
     "placed",
     "reordered",
+    "requeued",
     "resumed",
     "run_now",
     "skip_reason",
     "skipped",
+    "slot_cancelled",
     "stands_for",
     "start_of",
     "started",
+    "task_type_of",
     "upcoming",
     "updated",
     "wait_ends",
@@ -54,6 +62,9 @@ __all__ = [
 
 # The only status in which a task is in the due index (the beat's claim script gets it too).
 SCHEDULED_STATUS = TaskStatus.PENDING
+# What a cancelled round leads to: the task's next slot, or a pause.
+CancelThen = Literal["next", "pause"]
+CANCEL_THEN: tuple[CancelThen, ...] = ("next", "pause")
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,7 @@ def created(
     for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
         if not fields.get(required):
             raise InvalidTaskError("required", field=required)
-    task_type = fields.get("task_type") or validation.DEFAULTS["task_type"]
+    task_type = task_type_of(fields)
     if task_type not in task_types:
         raise UnknownTaskTypeError(task_type, sorted(task_types))
     tz_name = fields.get("timezone") or default_timezone
@@ -170,6 +181,7 @@ def created(
         end_text=end_text,
         kwargs=validation.run_params(fields, {}),
         tags=validation.tags(fields.get("tags") or []),
+        queue=validation.check_queue(fields.get("queue")),
         **_calendar_fields(fields, interval_s=interval_s),
     )
     next_ms = schedule.first_run_ms(
@@ -182,6 +194,11 @@ def created(
     if next_ms is None:
         _refuse_closed_calendar(draft, start_at=start_at_ms is not None)
     return draft.evolve(next_ms=next_ms)
+
+
+def task_type_of(fields: Mapping[str, Any]) -> str:
+    """The task type a create body names (or the default)."""
+    return str(fields.get("task_type") or validation.DEFAULTS["task_type"])
 
 
 _CALENDAR_FIELDS = ("weekdays", "blackout_dates", "jitter_s", "max_runs", "misfire_policy")
@@ -228,7 +245,36 @@ def _refuse_closed_calendar(task: Task, *, start_at: bool) -> None:
 
 
 def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
-    """Apply a PATCH; recompute the next run where the change affects it."""
+    """Apply a PATCH; recompute the next run where the change affects it; a new `queue`
+    applies from the next claim (`requeued`)."""
+    new = _updated(task, changes, now_ms=now_ms)
+    if "queue" in changes:
+        new = requeued(task, new, validation.check_queue(changes["queue"]))
+    return new
+
+
+def requeued(old: Task, new: Task, queue: str | None) -> Task:
+    """`new` (a change of `old`) moved to `queue` (None: back to the sys_type rule or the
+    default queue), from its next claim on.
+
+    A message already published for the pending slot sits on the old queue; `stands_for`
+    would let it start the slot once due, even after a later claim (it takes an older
+    claim of the same slot). So the slot is re-fenced: the beat claims it again at once
+    and publishes it to the new queue, and `queue_fence` marks every older claim's message
+    stale, on whichever queue it waits, so that the slot runs once, from the new queue. A
+    round in progress keeps running where it is: the slot after it is claimed afresh
+    (`_scheduled`), under the new queue. Not a move (the same queue): nothing changes.
+    """
+    if queue == old.queue:
+        return new
+    moved = new.evolve(queue=queue)
+    if old.status == TaskStatus.RUNNING:
+        return moved
+    fence = new.fence if new.fence > old.fence else old.fence + 1
+    return moved.evolve(fence=fence, queue_fence=fence)
+
+
+def _updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
     for required in ("timezone", "account_name", "interval", "valid_time_range", "windows"):
         if required in changes and changes[required] in (None, ""):
             raise InvalidTaskError("not_empty", field=required)
@@ -367,6 +413,33 @@ def run_now(task: Task, *, now_ms: int) -> Task:
     return task.evolve(next_ms=next_ms, exact_ms=next_ms, updated_ms=now_ms, fence=task.fence + 1)
 
 
+def cancel_requested(
+    task: Task, *, then: CancelThen, by: str, note: str | None, now_ms: int
+) -> Task:
+    """Ask the round in progress to stop (its worker interrupts the handler, and the round
+    ends `cancelled`: see `finished`); with `then="pause"` the task is paused now, so no
+    next slot follows. A second request for the same round keeps the first one's actor and
+    note (and adds the pause if asked)."""
+    if task.run_id is None:
+        raise TaskConflictError("cancel_not_running", status=task.status.value)
+    asked = task
+    if task.cancel_of != task.run_id:
+        asked = task.evolve(
+            cancel_of=task.run_id,
+            cancel_by=by,
+            cancel_note=None if note is None else validation.check_text(note, field="note"),
+            updated_ms=now_ms,
+        )
+    if then == "pause" and asked.status != TaskStatus.PAUSED:
+        asked = paused(asked, now_ms=now_ms, note=note)
+    return asked
+
+
+def is_cancelling(task: Task) -> bool:
+    """Whether the round in progress was asked to stop (and has not ended yet)."""
+    return task.run_id is not None and task.cancel_of == task.run_id
+
+
 # ---- Round side -----------------------------------------------------------------------
 
 
@@ -380,12 +453,14 @@ def stands_for(task: Task, *, fence: int, slot_ms: int, now_ms: int) -> bool:
     dropped as stale on arrival, every message of a queue longer than the timeout would be
     stale and no round would ever run again. Whichever message comes first starts the slot;
     the start moves the task to `running` (one WATCHed transaction), so the other is dropped.
+    Except a claim older than the task's last change of queue (`queue_fence`): its message
+    waits on the old queue, and the slot runs from the new one (`requeued`).
     """
     if task.status != SCHEDULED_STATUS:
         return False
     if task.fence == fence:
         return True
-    return fence < task.fence and task.next_ms == slot_ms and slot_ms <= now_ms
+    return task.queue_fence <= fence < task.fence and task.next_ms == slot_ms and slot_ms <= now_ms
 
 
 def skip_reason(task: Task, *, now_ms: int) -> str | None:
@@ -493,37 +568,54 @@ def finished(
     now_ms: int,
     policy: RetryPolicy,
 ) -> Task:
-    """The round of `slot_ms` ended with `outcome` ("ok", "failed", or "lost" when its
-    worker stopped it); the next slot follows unless the task was paused meanwhile."""
+    """The round of `slot_ms` ended with `outcome` ("ok", "failed", "lost" when its worker
+    stopped it, or "cancelled" by an operator); the next slot follows unless the task was
+    paused meanwhile. A cancelled round is neither a failure nor a run: the slot is over,
+    `failures` and `last_error` stay as they were."""
     ok = outcome == "ok"
-    done = task.evolve(
+    cancelled = outcome == "cancelled"
+    done = _round_over(task).evolve(
         round_num=task.round_num + 1,
         runs_done=task.runs_done + (outcome in ("ok", "failed")),
         last_ms=started_ms,
-        failures=0 if ok else task.failures + 1,
-        last_error=None if ok else error,
-        run_id=None,
-        started_ms=None,
-        worker=None,
-        holds=(),
         updated_ms=now_ms,
     )
+    if not cancelled:
+        done = done.evolve(
+            failures=0 if ok else task.failures + 1, last_error=None if ok else error
+        )
     if _runs_used_up(done):
         return done.evolve(status=TaskStatus.COMPLETED, next_ms=None)
     if task.status != TaskStatus.RUNNING:
         return done  # paused (or changed) while it ran: no next slot from here
-    if ok:
+    if ok or cancelled:
         return _scheduled(done, _next_slot(done, after_ms=slot_ms, now_ms=now_ms))
     return _retried(done, backoff=outcome != "lost", now_ms=now_ms, policy=policy)
 
 
-def lost(task: Task, *, error: str, now_ms: int, policy: RetryPolicy) -> Task:
-    """Recovery found the round's lease gone (its worker died): the slot runs again now."""
-    gone = task.evolve(
+def _round_over(task: Task) -> Task:
+    """No round in progress any more: its owner, worker, places and cancel request go."""
+    return task.evolve(
         run_id=None,
         started_ms=None,
         worker=None,
         holds=(),
+        cancel_of=None,
+        cancel_by=None,
+        cancel_note=None,
+    )
+
+
+def slot_cancelled(task: Task, *, slot_ms: int, now_ms: int) -> Task:
+    """A slot whose message an operator revoked before it started: it never runs, and the
+    task moves to the slot after it (re-fenced, so no other message of it stands)."""
+    moved = task.evolve(updated_ms=now_ms)
+    return _scheduled(moved, _next_slot(moved, after_ms=slot_ms, now_ms=now_ms))
+
+
+def lost(task: Task, *, error: str, now_ms: int, policy: RetryPolicy) -> Task:
+    """Recovery found the round's lease gone (its worker died): the slot runs again now."""
+    gone = _round_over(task).evolve(
         failures=task.failures + 1,
         last_error=error,
         updated_ms=now_ms,

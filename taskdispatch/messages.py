@@ -20,6 +20,7 @@ MESSAGES: dict[str, str] = {
     "task_resumed": "任务恢复成功",
     "task_reordered": "任务优先级调整成功",
     "task_run_now": "任务已安排立即执行",
+    "task_cancelled": "已请求停止正在执行的轮次，该轮次将记录为 cancelled",
     "dispatcher_started": "调度器已启动",
     "dispatcher_stopped": "调度器已停止",
     "limit_saved": "限流规则已保存",
@@ -40,6 +41,7 @@ MESSAGES: dict[str, str] = {
     "run_running": "任务正在运行，无法立即执行",
     "run_conflict": "任务状态为 {status}，只有 pending 的任务可以立即执行；请先恢复任务",
     "run_past_end": "任务已超过结束时间 task_end_time，无法执行",
+    "cancel_not_running": "任务状态为 {status}，当前没有正在执行的轮次可以停止",
     # Field validation (422, or 400 where the document says so).
     "required": "{field} 为必填项",
     "not_empty": "{field} 不能为 null 或空",
@@ -93,6 +95,14 @@ MESSAGES: dict[str, str] = {
     "misfire_grace_range": "misfire_grace_s 必须是 0..{max} 之间的整数秒，收到 {value}",
     "tags_format": "tags 必须是最多 {max} 个字符串的列表",
     "tag_format": "标签 {value} 无效：每个标签 1..{max} 个字符，不能包含空白、控制字符或逗号",
+    "queue_format": (
+        "{field} {value} 不是有效的 Celery 队列名：1..64 个字符，以字母或数字开头，"
+        "只能包含字母、数字和 _ . : @ -；null 表示按 sys_type 规则或默认队列"
+    ),
+    "queue_reserved": (
+        "{field} '{value}' 是 Celery 的内部队列（以 .dq2 或 .pidbox 结尾，或以 celeryev. 开头），"
+        "不能作为任务的队列"
+    ),
     "limit_not_found": "限流规则不存在: {name}",
     "limit_name": (
         "限流规则名称 '{value}' 无效：1..64 个字符，以字母或数字开头，"

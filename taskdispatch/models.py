@@ -36,8 +36,9 @@ __all__ = [
     "stale_fields",
 ]
 
-# What happened to a slot: it ran (ok or failed), was skipped, or its round was lost.
-Outcome = Literal["ok", "failed", "skipped", "lost"]
+# What happened to a slot: it ran (ok or failed), was skipped, its round was lost (its
+# worker died or was cut off), or an operator cancelled it (running or still queued).
+Outcome = Literal["ok", "failed", "skipped", "lost", "cancelled"]
 # What happens to a slot missed by more than misfire_grace_s (docs/semantics.md).
 MisfirePolicy = Literal["run_once", "skip"]
 MISFIRE_POLICIES: tuple[MisfirePolicy, ...] = ("run_once", "skip")
@@ -83,6 +84,11 @@ class Task:
     run_id: str | None = None
     paused_until_ms: int | None = None
     pause_note: str | None = None
+    # An operator asked the round `cancel_of` (a run_id) to stop: who, and why. Its worker
+    # sees it at its next lease renewal (lease.py) and interrupts the handler.
+    cancel_of: str | None = None
+    cancel_by: str | None = None
+    cancel_note: str | None = None
     weekdays: frozenset[int] = ALL_WEEKDAYS
     blackout: tuple[DateRange, ...] = ()
     jitter_s: int = 0
@@ -95,6 +101,12 @@ class Task:
     exact_ms: int | None = None
     # Labels that limits match ("device:mac-01"); see limits.py.
     tags: tuple[str, ...] = ()
+    # The Celery queue of the task's rounds; None: the sys_type rule or the default queue
+    # (routing.py).
+    queue: str | None = None
+    # The first fence claimed since `queue` last changed: an older claim's message went to
+    # the queue the task had before, and never starts a round (lifecycle.stands_for).
+    queue_fence: int = 0
     # The limits whose place the round in progress holds (released when it ends).
     holds: tuple[str, ...] = ()
     # While the slot waits for a limit (written by the limits scripts, limits.py): the first
@@ -183,6 +195,8 @@ _PIECEWISE = frozenset(
         "kwargs",
         "last_error",
         "pause_note",
+        "cancel_by",
+        "cancel_note",
         "worker",
         "end_text",
         "windows",
@@ -267,6 +281,7 @@ _CODECS: dict[str, Codec] = {
             "misfire_grace_s",
             "exact_ms",
             "wait_next_ms",
+            "queue_fence",
         ),
         _INT,
     ),
@@ -299,6 +314,7 @@ _DEFAULTED = frozenset(
         "tags",
         "holds",
         "waits",
+        "queue_fence",
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))

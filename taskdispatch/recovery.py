@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from redis import Redis
@@ -22,6 +23,7 @@ from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import LimitBook, queue_release
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.progress import queue_progress_clear
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
 
@@ -30,6 +32,7 @@ __all__ = ["Housekeeper"]
 log = logging.getLogger(__name__)
 
 LOST_ERROR = "round lost: its worker stopped renewing the lease (killed or cut off)"
+CANCELLED_LOST_ERROR = "cancelled; its worker stopped before recording the round"
 
 
 class Housekeeper:
@@ -88,21 +91,15 @@ class Housekeeper:
                 self.redis.zadd(self.keys.running(), {task_id: now + left_ms}, xx=True)
                 return False
 
+        outcomes: list[str] = []
+
         def plan(read: Read) -> Change | None:
             task = read.task
             if task is None or task.run_id is None:
                 return None
-            record = RunRecord(
-                outcome="lost",
-                scheduled_ms=task.next_ms,
-                round_num=task.round_num + 1,
-                started_ms=task.started_ms,
-                finished_ms=now,
-                reason="lease_expired",
-                error=LOST_ERROR,
-                worker=task.worker,
-            )
             keep = self.settings.runs_kept
+            record, new = self._ended(task, now)
+            outcomes.append(record.outcome)
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task_id)
@@ -111,16 +108,53 @@ class Housekeeper:
                 queue_release(
                     pipe, self.keys, task_id, task.holds, book=self.limits.limits, now_ms=now
                 )
+                queue_progress_clear(pipe, self.keys, task_id)
 
-            new = lifecycle.lost(task, error=LOST_ERROR, now_ms=now, policy=self.policy)
             return Change(new, extra)
 
         result = transact(self.redis, self.keys, task_id, plan)
         if result.old is None or result.old.run_id is None:
             self.redis.zrem(self.keys.running(), task_id)  # an entry left by a deleted task
-        if result.wrote:
+        if result.wrote and outcomes[-1] == "cancelled":
+            log.warning("round of task %s ended cancelled (its worker stopped first)", task_id)
+        elif result.wrote:
             _log_lost(task_id, result.new)
         return result.wrote
+
+    def _ended(self, task: Task, now: int) -> tuple[RunRecord, Task]:
+        """The record and state of a round whose worker stopped renewing: lost, or, when an
+        operator had asked it to stop, cancelled (never rerun, not a failure)."""
+        slot_ms = task.next_ms if task.next_ms is not None else now
+        record = RunRecord(
+            outcome="lost",
+            scheduled_ms=slot_ms,
+            round_num=task.round_num + 1,
+            started_ms=task.started_ms,
+            finished_ms=now,
+            reason="lease_expired",
+            error=LOST_ERROR,
+            worker=task.worker,
+        )
+        if lifecycle.is_cancelling(task):
+            record = replace(
+                record,
+                outcome="cancelled",
+                reason="cancelled",
+                error=CANCELLED_LOST_ERROR,
+                cancelled_by=task.cancel_by,
+                note=task.cancel_note,
+            )
+            new = lifecycle.finished(
+                task,
+                outcome="cancelled",
+                slot_ms=slot_ms,
+                started_ms=task.started_ms,
+                error=None,
+                now_ms=now,
+                policy=self.policy,
+            )
+            return record, new
+        return record, lifecycle.lost(task, error=LOST_ERROR, now_ms=now, policy=self.policy)
 
 
 def _log_lost(task_id: str, task: Task | None) -> None:

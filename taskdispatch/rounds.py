@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis import Redis
@@ -26,16 +26,18 @@ from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 
 from taskdispatch import lifecycle, schedule
+from taskdispatch.audit import Stamp, queue_audit
 from taskdispatch.clock import now_ms
 from taskdispatch.connections import lease_client
 from taskdispatch.events import queue_event
-from taskdispatch.handlers import HandlerRegistry, RunContext
+from taskdispatch.handlers import HandlerRegistry, RunContext, check_result
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
-from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
+from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost, RoundCancelled
 from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import Admission, LimitBook, admit, queue_release
 from taskdispatch.models import Outcome, Task
+from taskdispatch.progress import ProgressReporter, queue_progress_clear
 from taskdispatch.settings import Settings
 from taskdispatch.stats import queue_limit_wait
 from taskdispatch.transaction import Change, Read, transact
@@ -91,6 +93,7 @@ class RoundRunner:
         lease = AccountLease(
             self.lease_redis,
             lock_key=self.keys.lock(task.account_id),
+            task_key=self.keys.task(task.task_id),
             running_key=self.keys.running(),
             task_id=task.task_id,
             ttl_ms=int(self.settings.lease_ttl_s * 1000),
@@ -124,10 +127,19 @@ class RoundRunner:
                 return {"outcome": "dropped", "reason": "changed before start"}
             guard = HandlerGuard()
             with guard.installed():
+                assert started.run_id is not None
+                lease.watch_cancel(
+                    run_id=started.run_id,
+                    on_cancel=lambda: guard.interrupt(_CANCELLED, error=RoundCancelled),
+                    grace_s=self.settings.cancel_grace_s,
+                    on_abandon=lambda: self._finish(
+                        msg, started, self._abandoned(started, msg), lease
+                    ),
+                )
                 lease.start_renewing(on_lost=guard.interrupt)
                 record = self._call_handler(started, msg, guard)
             lease.stop_renewing()
-            self._finish(msg, started, record, lease)
+            record = self._finish(msg, started, record, lease)
         return {
             "outcome": record.outcome,
             "error": record.error,
@@ -190,13 +202,20 @@ class RoundRunner:
             scheduled_for=schedule.to_datetime(msg.slot_ms, schedule.parse_timezone(task.timezone)),
             fencing_token=task.fence,
             run_id=task.run_id,
+            reporter=ProgressReporter.for_round(
+                task, self.lease_redis, self.settings, worker=self.hostname, clock_ms=self.clock
+            ),
         )
         outcome: Outcome = "ok"
         result: Any = None
         error: str | None = None
         reason: str | None = None
         try:
-            result = guard.call(self.registry.get(task.task_type), ctx)
+            returned = guard.call(self.registry.get(task.task_type), ctx)
+            check_result(returned)  # a result history could not store fails the round
+            result = returned
+        except RoundCancelled:
+            outcome, reason = "cancelled", "cancelled"
         except LeaseLost:
             outcome, reason, error = "lost", "lease_unrenewable", guard.reason
         except Exception as exc:  # a handler may raise anything; the round is then failed
@@ -215,36 +234,62 @@ class RoundRunner:
             planned_ms=lifecycle.start_of(task, msg.slot_ms),
         )
 
+    def _abandoned(self, started: Task, msg: RoundMessage) -> RunRecord:
+        """The record of a cancelled round whose handler ignored the interrupt."""
+        return RunRecord(
+            outcome="cancelled",
+            scheduled_ms=msg.slot_ms,
+            round_num=started.round_num + 1,
+            started_ms=started.started_ms,
+            finished_ms=self.clock(),
+            reason="cancelled",
+            error=(
+                f"the handler ignored the cancel for {self.settings.cancel_grace_s:g} s; "
+                "its process was stopped"
+            ),
+            worker=self.hostname,
+            planned_ms=lifecycle.start_of(started, msg.slot_ms),
+        )
+
     def _finish(
         self, msg: RoundMessage, started: Task, record: RunRecord, lease: AccountLease
-    ) -> None:
-        """Record the outcome and the next slot, retrying while Redis does not answer.
+    ) -> RunRecord:
+        """Record the outcome and the next slot, retrying while Redis does not answer;
+        returns the record as written.
 
         The account's lease is released in the same transaction: the next slot may be due at
         once, and a round of it must not find the account still held by this one.
         A retry is harmless: once one attempt landed, the task no longer carries this
         round's `run_id`, and the plan writes nothing.
+
+        A round an operator asked to stop is recorded `cancelled` whatever its handler did,
+        even if it returned before the interrupt reached it: the cancel and the round's end
+        are ordered by Redis, and the one that came first decides (exactly one outcome).
         """
+        written = [record]
 
         def plan(read: Read) -> Change | None:
             task = read.task
             if task is None or task.run_id != started.run_id:
                 return None  # deleted, or declared lost meanwhile: this result is fenced out
+            final = _as_cancelled(record, task) if lifecycle.is_cancelling(task) else record
+            written[0] = final
             done = lifecycle.finished(
                 task,
-                outcome=record.outcome,
+                outcome=final.outcome,
                 slot_ms=msg.slot_ms,
-                started_ms=record.started_ms,
-                error=record.error,
+                started_ms=final.started_ms,
+                error=final.error,
                 now_ms=self.clock(),
                 policy=self.policy,
             )
 
             def extra(pipe: Any) -> None:
                 pipe.zrem(self.keys.running(), task.task_id)
-                self._record(task, record)(pipe)
+                self._record(task, final)(pipe)
                 self._queue_release(pipe, task.task_id, task.holds)
                 lease.queue_release(pipe)
+                queue_progress_clear(pipe, self.keys, task.task_id)
 
             return Change(done, extra)
 
@@ -261,12 +306,13 @@ class RoundRunner:
             )
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.error("could not record round of %s: %s; recovery will", msg.task_id, exc)
-            return
+            return record
         if result.wrote:
             lease.released()
         if result.old is None and started.holds:
             # Deleted while it ran: nothing recorded, but its places free only now it ended.
             self._release_places(msg.task_id, started.holds)
+        return written[0]
 
     def _queue_release(self, pipe: Any, task_id: str, holds: tuple[str, ...]) -> None:
         _, book = self.limits.current()
@@ -340,6 +386,56 @@ class RoundRunner:
         result = transact(self.redis, self.keys, msg.task_id, plan)
         return {"outcome": "skipped", "reason": "missed", "slots": result.wrote}
 
+    def request_cancel(self, task_id: str, *, by: str) -> bool:
+        """Ask the round of `task_id` in progress to stop (for a Celery control command that
+        names it; the API goes through the service): its worker interrupts the handler at its
+        next renewal. Returns whether a round was running; audited as the API's cancel is."""
+        now = self.clock()
+
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or task.run_id is None:
+                return None
+            new = lifecycle.cancel_requested(task, then="next", by=by, note=None, now_ms=now)
+            return Change(new, self._audit(Stamp(by, "cancel", now), task, new))
+
+        return transact(self.redis, self.keys, task_id, plan).wrote
+
+    def cancel_queued(self, msg: RoundMessage, *, by: str) -> bool:
+        """An operator revoked this round's message before it started: the slot never runs
+        and is recorded `cancelled`; the task moves to its next slot. Returns whether the
+        message still stood for the task's slot (else it was stale: nothing to do)."""
+        now = self.clock()
+
+        def plan(read: Read) -> Change | None:
+            task = read.task
+            if task is None or not self._stands(task, msg, now):
+                return None
+            record = RunRecord(
+                outcome="cancelled",
+                scheduled_ms=msg.slot_ms,
+                reason="revoked",
+                worker=self.hostname,
+                cancelled_by=by,
+            )
+            new = lifecycle.slot_cancelled(task, slot_ms=msg.slot_ms, now_ms=now)
+            audit = self._audit(Stamp(by, "cancel", now), task, new)
+
+            def extra(pipe: Any) -> None:
+                self._record(task, record)(pipe)
+                audit(pipe)
+
+            return Change(new, extra)
+
+        return transact(self.redis, self.keys, msg.task_id, plan).wrote
+
+    def _audit(self, stamp: Stamp, old: Task, new: Task) -> Callable[[Any], None]:
+        entry = stamp.task_entry(old, new)
+        s = self.settings
+        return lambda pipe: queue_audit(
+            pipe, self.keys, entry, kept=s.audit_kept, kept_per_task=s.audit_kept_per_task
+        )
+
     def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
         """Another round of this account still runs: look again shortly, do not wait a claim."""
         retry_at = now + int(self.settings.lock_retry_s * 1000)
@@ -367,6 +463,20 @@ class RoundRunner:
 
 # The longest pause between two attempts of a round's final write.
 _FINISH_BACKOFF_CAP_S = 2.0
+# What a cancelled handler is told (the exception's message).
+_CANCELLED = "the round was cancelled by an operator"
+
+
+def _as_cancelled(record: RunRecord, task: Task) -> RunRecord:
+    """`record` as the round an operator stopped: outcome `cancelled`, who and why."""
+    return replace(
+        record,
+        outcome="cancelled",
+        reason="cancelled",
+        error=record.error if record.outcome == "cancelled" else None,
+        cancelled_by=task.cancel_by,
+        note=task.cancel_note,
+    )
 
 
 def _describe(exc: BaseException) -> str:

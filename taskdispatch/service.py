@@ -13,8 +13,8 @@ import asyncio
 import copy
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 
@@ -29,15 +29,17 @@ from taskdispatch.exceptions import (
     TaskDispatchError,
     TaskNotFoundError,
 )
-from taskdispatch.handlers import load_registry
+from taskdispatch.handlers import announced_types, configured_types
 from taskdispatch.history import RunRecord
 from taskdispatch.indexes import matches_query
 from taskdispatch.keys import Keys
+from taskdispatch.lifecycle import CancelThen
 from taskdispatch.limits import check_name, limit_from_body
 from taskdispatch.liveness import ALIVE_MS
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.progress import RoundProgress
 from taskdispatch.reasons import World, waiting_reason
-from taskdispatch.routing import queue_for
+from taskdispatch.routing import queue_of
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.stats import RoundStats, read_round_stats
 from taskdispatch.store import LimitView, TaskStore
@@ -54,11 +56,21 @@ __all__ = [
     "ImportResult",
     "LimitView",
     "TaskDispatcher",
+    "TaskRead",
     "Upcoming",
 ]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class TaskRead(NamedTuple):
+    """A task as a read shows it: why it waits (`reasons.waiting_reason`), and the progress
+    its round in progress last reported (None when no round runs or it reported none)."""
+
+    task: Task
+    reason: dict[str, Any] | None
+    progress: RoundProgress | None
 
 
 @dataclass(frozen=True)
@@ -69,11 +81,16 @@ class DispatcherStatus:
     counts: dict[str, int]
     # Oldest first: the status endpoint's current_running_task is the first.
     running_rounds: list[Task]
+    # Due tasks no beat has claimed yet, plus the messages waiting in queues that no live
+    # worker consumes (`unconsumed_queues`).
     due_backlog: int
     # How long the oldest due-but-unclaimed task has waited (0 when none waits).
     scheduling_lag_ms: int
     # Every limit with its use now, in name order.
     limits: list[LimitView]
+    # Per queue a beat published to that no live worker consumes: the messages waiting in
+    # it (stale copies included), when the broker is the store's Redis; else empty.
+    unconsumed_queues: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_running(self) -> bool:
@@ -103,8 +120,10 @@ class TaskDispatcher:
             audit_kept_per_task=self.settings.audit_kept_per_task,
         )
         self.clock = clock
+        # The configured task types (no handler code imported); a create naming another one
+        # also accepts the types live workers announce (`_task_types_for`).
         self.task_types = (
-            set(task_types) if task_types is not None else set(load_registry(self.settings).names())
+            set(task_types) if task_types is not None else configured_types(self.settings)
         )
 
     def acting_as(self, actor: str) -> TaskDispatcher:
@@ -133,18 +152,30 @@ class TaskDispatcher:
         return Stamp(self.actor, action, self.clock(), note=note, request=request)
 
     async def create_task(self, **fields: Any) -> Task:
-        task = self._draft(fields)
+        task = await self._draft(fields)
         await self.store.create(task, stamp=self._stamp("create"))
         return task
 
-    def _draft(self, fields: dict[str, Any], *, now_ms: int | None = None) -> Task:
+    async def _draft(self, fields: dict[str, Any], *, now_ms: int | None = None) -> Task:
+        task_types = await self._task_types_for(fields)
         return lifecycle.created(
             fields,
             task_id=str(uuid.uuid4()),
             now_ms=self.clock() if now_ms is None else now_ms,
             default_timezone=self.settings.timezone,
-            task_types=self.task_types,
+            task_types=task_types,
         )
+
+    async def _task_types_for(self, fields: Mapping[str, Any]) -> Collection[str]:
+        """The task types a create body may name: the configured ones and, only when it
+        names another, those its live workers announce (one round trip, then)."""
+        if lifecycle.task_type_of(fields) in self.task_types:
+            return self.task_types
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.worker_handlers())
+            pipe.zrangebyscore(self.keys.workers(), self.clock() - ALIVE_MS, "+inf")
+            stored, alive = await pipe.execute()
+        return self.task_types | announced_types(stored, alive=alive)
 
     async def get_task(self, task_id: str) -> Task:
         task = await self.store.get(task_id)
@@ -160,6 +191,7 @@ class TaskDispatcher:
         tag: str | None = None,
         sys_type: str | None = None,
         task_type: str | None = None,
+        queue: str | None = None,
         q: str | None = None,
         sort: str = "created",
         limit: int = 100,
@@ -172,6 +204,7 @@ class TaskDispatcher:
             tag=tag,
             sys_type=sys_type,
             task_type=task_type,
+            queue=queue,
             q=q,
             sort=sort,
             limit=limit,
@@ -215,6 +248,27 @@ class TaskDispatcher:
         assert new is not None
         return new
 
+    async def cancel_round(
+        self, task_id: str, *, then: CancelThen = "next", note: str | None = None
+    ) -> Task:
+        """Stop the round in progress: its worker interrupts the handler within about a
+        second and records the round `cancelled`; then the next slot, or a pause."""
+        change = _bulk_change(
+            "cancel",
+            until=None,
+            note=note,
+            priority_offset=None,
+            patch=None,
+            then=then,
+            by=self.actor,
+            now_ms=self.clock(),
+        )
+        _, new = await self.store.mutate(
+            task_id, change, stamp=self._stamp("cancel", note=note)
+        )
+        assert new is not None
+        return new
+
     async def reorder_task(self, task_id: str, priority_offset: int) -> Task:
         now = self.clock()
         _, new = await self.store.mutate(
@@ -234,16 +288,22 @@ class TaskDispatcher:
 
     async def status(self) -> DispatcherStatus:
         now = self.clock()
-        snap = await self.store.snapshot(now_ms=now, alive_since_ms=now - ALIVE_MS)
+        s = self.settings
+        snap = await self.store.snapshot(
+            now_ms=now,
+            alive_since_ms=now - ALIVE_MS,
+            broker_is_store=s.effective_broker_url == s.redis_url,
+        )
         return DispatcherStatus(
             enabled=snap.enabled,
             beats_alive=snap.beats_alive,
             workers_alive=snap.workers_alive,
             counts=snap.counts,
             running_rounds=sorted(snap.running, key=lambda t: t.started_ms or 0),
-            due_backlog=snap.due_backlog,
+            due_backlog=snap.due_backlog + sum(snap.unconsumed.values()),
             scheduling_lag_ms=0 if snap.oldest_due_ms is None else now - snap.oldest_due_ms,
             limits=await self.store.limit_views(now_ms=now),
+            unconsumed_queues=snap.unconsumed,
         )
 
     async def alive(self) -> tuple[int, int]:
@@ -287,10 +347,10 @@ class TaskDispatcher:
             out.append(Day(last_run=last, upcoming=_upcoming(task, count=count, now_ms=now)))
         return out
 
-    def preview(self, *, count: int, **fields: Any) -> Upcoming:
+    async def preview(self, *, count: int, **fields: Any) -> Upcoming:
         """What a create body would schedule, without storing anything."""
         _check_count(count)
-        draft = self._draft(fields)
+        draft = await self._draft(fields)
         return _upcoming(draft, count=count, now_ms=draft.created_ms)
 
     async def waiting_reasons(self, tasks: list[Task]) -> list[dict[str, Any] | None]:
@@ -298,37 +358,39 @@ class TaskDispatcher:
         if not tasks:
             return []
         now = self.clock()
-        _, world = await self.store.read(
+        _, world, _ = await self.store.read(
             [t.task_id for t in tasks], now_ms=now, alive_since_ms=now - ALIVE_MS
         )
         return [self._reason(t, world) for t in tasks]
 
     def _reason(self, task: Task, world: World) -> dict[str, Any] | None:
-        return waiting_reason(task, world, queue=queue_for(task.sys_type, self.settings))
+        return waiting_reason(task, world, queue=queue_of(task, self.settings))
 
-    async def read(self, task_ids: list[str]) -> list[tuple[Task, dict[str, Any] | None]]:
-        """The tasks that exist among `task_ids`, in order, each with why it waits: one
-        Redis round trip for all."""
+    async def read(self, task_ids: list[str]) -> list[TaskRead]:
+        """The tasks that exist among `task_ids`, in order, each with why it waits and the
+        progress of its round in progress: one Redis round trip for all."""
         if not task_ids:
             return []
         now = self.clock()
-        tasks, world = await self.store.read(task_ids, now_ms=now, alive_since_ms=now - ALIVE_MS)
-        return [(t, self._reason(t, world)) for t in tasks]
+        tasks, world, progress = await self.store.read(
+            task_ids, now_ms=now, alive_since_ms=now - ALIVE_MS
+        )
+        return [TaskRead(t, self._reason(t, world), progress.get(t.task_id)) for t in tasks]
 
-    async def read_one(self, task_id: str) -> tuple[Task, dict[str, Any] | None]:
-        """`get_task` and its waiting reason, in one round trip."""
+    async def read_one(self, task_id: str) -> TaskRead:
+        """`get_task` with its waiting reason and progress, in one round trip."""
         found = await self.read([task_id])
         if not found:
             raise TaskNotFoundError(task_id)
         return found[0]
 
-    async def read_page(self, **query: Any) -> tuple[int, list[tuple[Task, dict[str, Any] | None]]]:
-        """`list_tasks` with each task's waiting reason: two round trips (the page's ids,
-        then the tasks with their facts)."""
+    async def read_page(self, **query: Any) -> tuple[int, list[TaskRead]]:
+        """`list_tasks` with each task's waiting reason and progress: two round trips (the
+        page's ids, then the tasks with their facts)."""
         account_id = query.pop("account_id", None)
         if account_id is not None:
             total, tasks = await self.list_tasks(account_id=account_id, **query)
-            return total, list(zip(tasks, await self.waiting_reasons(tasks), strict=True))
+            return total, await self.read([t.task_id for t in tasks])
         total, ids = await self.store.page_ids(validation.task_query(**query))
         return total, await self.read(ids)
 
@@ -381,6 +443,7 @@ class TaskDispatcher:
         note: str | None = None,
         priority_offset: int | None = None,
         patch: Mapping[str, Any] | None = None,
+        then: CancelThen = "next",
     ) -> BulkResult:
         """Apply `action` to every task `select` (list filters) or `task_ids` names, each
         task in its own transaction with the usual rules (a 409 for one task does not stop
@@ -393,6 +456,8 @@ class TaskDispatcher:
             note=note,
             priority_offset=priority_offset,
             patch=patch,
+            then=then,
+            by=self.actor,
             now_ms=self.clock(),
         )
         request_id = validation.request_id(request_id) if request_id else uuid.uuid4().hex
@@ -493,7 +558,7 @@ class TaskDispatcher:
         until = fields.pop("paused_until", None)
         note = fields.pop("pause_note", None)
         stamp = self._stamp("import")
-        task = self._draft(fields, now_ms=created_ms)
+        task = await self._draft(fields, now_ms=created_ms)
         if paused:
             task = _pause(until=until, note=note, now_ms=task.created_ms)(task)
         try:
@@ -590,7 +655,7 @@ def _upcoming(task: Task, *, count: int, now_ms: int) -> Upcoming:
 
 # Most tasks one bulk request or import acts on; the selection is refused above it.
 BULK_MAX = 10_000
-BULK_ACTIONS = ("pause", "resume", "reorder", "patch", "delete", "run")
+BULK_ACTIONS = ("pause", "resume", "reorder", "patch", "delete", "run", "cancel")
 # Transactions of one bulk request in flight at once (each is a few round trips).
 _BULK_CONCURRENCY = 16
 _EXPORT_BATCH = 500
@@ -655,6 +720,8 @@ def _bulk_change(
     note: str | None,
     priority_offset: int | None,
     patch: Mapping[str, Any] | None,
+    then: CancelThen,
+    by: str,
     now_ms: int,
 ) -> Callable[[Task], Task | None]:
     """The change `action` makes to one task (the single-task operations' own rules)."""
@@ -666,6 +733,10 @@ def _bulk_change(
         return lambda t: lifecycle.run_now(t, now_ms=now_ms)
     if action == "delete":
         return lambda t: None
+    if action == "cancel":
+        return lambda t: lifecycle.cancel_requested(
+            t, then=then, by=by, note=note, now_ms=now_ms
+        )
     if action == "reorder":
         if type(priority_offset) is not int:
             raise InvalidTaskError("bulk_needs", field="priority_offset", action=action)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 10.0
     lock_retry_s: float = 2.0
     round_time_limit_s: float = 600.0
+    # How long a cancelled round's handler may ignore the interrupt before its pool process
+    # is stopped (the round is recorded cancelled either way).
+    cancel_grace_s: float = Field(10.0, gt=0)
     # Downgrades the startup refusal of a Redis whose maxmemory-policy may evict keys.
     allow_eviction: bool = False
     # The worker's consume watchdog (taskdispatch/watchdog.py).

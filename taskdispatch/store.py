@@ -8,8 +8,8 @@ costs O(log N + page) and a count O(1).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +34,7 @@ from taskdispatch.keys import (
 )
 from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
+from taskdispatch.progress import RoundProgress, current_progress
 from taskdispatch.reasons import World
 from taskdispatch.transaction import Change, Marker, Read, atransact
 from taskdispatch.write import queue_wake
@@ -332,8 +333,11 @@ class TaskStore:
         page = [task_id for _, task_id in kept[query.offset : query.offset + query.limit]]
         return len(kept), page
 
-    async def snapshot(self, *, now_ms: int, alive_since_ms: int) -> Snapshot:
-        """Everything the status endpoint shows, in one round trip plus the running tasks."""
+    async def snapshot(
+        self, *, now_ms: int, alive_since_ms: int, broker_is_store: bool = False
+    ) -> Snapshot:
+        """Everything the status endpoint shows, in one round trip plus the running tasks
+        (and, with `broker_is_store`, one more for the queues nobody consumes: `_unconsumed`)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for status in TaskStatus:
                 pipe.zcard(self.keys.status(status))
@@ -343,8 +347,26 @@ class TaskStore:
             pipe.zcount(self.keys.due(), "-inf", now_ms)
             pipe.zrange(self.keys.due(), 0, 0, withscores=True)
             pipe.zrange(self.keys.running(), 0, -1)
-            *counts, enabled, beats, workers, backlog, head, running = await pipe.execute()
+            pipe.zrangebyscore(self.keys.workers(), alive_since_ms, "+inf")
+            pipe.hgetall(self.keys.worker_queues())
+            pipe.smembers(self.keys.published_queues())
+            (
+                *counts,
+                enabled,
+                beats,
+                workers,
+                backlog,
+                head,
+                running,
+                live,
+                queues_of,
+                published,
+            ) = await pipe.execute()
         oldest_due_ms = int(head[0][1]) if head and head[0][1] <= now_ms else None
+        unconsumed: dict[str, int] = {}
+        if broker_is_store:
+            dead = {_text(q) for q in published} - _live_queues(live, queues_of)
+            unconsumed = await self._unconsumed(sorted(dead))
         return Snapshot(
             counts={status.value: int(n) for status, n in zip(TaskStatus, counts, strict=True)},
             enabled=dispatcher_enabled(enabled),
@@ -353,7 +375,20 @@ class TaskStore:
             due_backlog=int(backlog),
             oldest_due_ms=oldest_due_ms,
             running=await self.get_many([_text(i) for i in running]),
+            unconsumed=unconsumed,
         )
+
+    async def _unconsumed(self, queues: list[str]) -> dict[str, int]:
+        """The messages waiting in each of these broker queues (Redis lists named after the
+        queue, on this Redis: the broker is the store), those holding any: one LLEN per
+        queue, in one round trip."""
+        if not queues:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            lengths = await pipe.execute()
+        return {q: int(n) for q, n in zip(queues, lengths, strict=True) if int(n)}
 
     async def alive(self, *, alive_since_ms: int) -> tuple[int, int]:
         """(beats, workers) with a heartbeat since `alive_since_ms`, in one round trip."""
@@ -365,10 +400,12 @@ class TaskStore:
 
     async def read(
         self, task_ids: list[str], *, now_ms: int, alive_since_ms: int
-    ) -> tuple[list[Task], World]:
-        """These tasks (those that exist, in order) and the facts their waiting reasons need
-        (`reasons.World`), in one round trip: one script call, which follows each task to
-        its account's lease and the limit it waits for, so nothing has to be read first."""
+    ) -> tuple[list[Task], World, dict[str, RoundProgress]]:
+        """These tasks (those that exist, in order), the facts their waiting reasons need
+        (`reasons.World`) and the progress of their rounds in progress (by task id), in one
+        round trip: one script call, which follows each task to its account's lease, the
+        limit it waits for and, while a round runs, its progress, so nothing has to be read
+        first."""
         reply = await self._read(
             keys=[
                 self.keys.dispatcher(),
@@ -376,6 +413,7 @@ class TaskStore:
                 self.keys.worker_queues(),
                 self.keys.limits(),
                 *(self.keys.task(task_id) for task_id in task_ids),
+                *(self.keys.progress(task_id) for task_id in task_ids),
             ],
             args=[
                 ENABLED_FIELD,
@@ -385,18 +423,22 @@ class TaskStore:
                 now_ms,
                 "account_id",
                 "wait_limit",
+                "run_id",
             ],
         )
-        enabled, live, queues_flat, hashes, locked, per_limit = reply
+        enabled, live, queues_flat, hashes, locked, per_limit, progress_raw = reply
         tasks: list[Task] = []
         locked_accounts: set[str] = set()
-        for flat, held in zip(hashes, locked, strict=True):
+        progress: dict[str, RoundProgress] = {}
+        for flat, held, raw in zip(hashes, locked, progress_raw, strict=True):
             if not flat:
                 continue
             task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
             tasks.append(task)
             if int(held):
                 locked_accounts.add(task.account_id)
+            if (shown := current_progress(task.run_id, raw)) is not None:
+                progress[task.task_id] = shown
         limit_use: dict[str, tuple[int, int | None]] = {}
         for i in range(0, len(per_limit), 3):
             name, in_use, definition = per_limit[i : i + 3]
@@ -404,20 +446,14 @@ class TaskStore:
                 limit = Limit.from_json(_text(name), _text(definition))
                 limit_use[limit.name] = (int(in_use), limit.max_concurrent)
         queues_of = dict(zip(queues_flat[::2], queues_flat[1::2], strict=True))
-        live_queues = {
-            queue
-            for worker in live
-            for queue in _text(queues_of.get(worker, "")).split(",")
-            if queue
-        }
         world = World(
             now_ms=now_ms,
             dispatcher_enabled=dispatcher_enabled(enabled),
-            live_queues=frozenset(live_queues),
+            live_queues=_live_queues(live, queues_of),
             locked_accounts=frozenset(locked_accounts),
             limit_use=limit_use,
         )
-        return tasks, world
+        return tasks, world, progress
 
     async def limits(self) -> dict[str, Limit]:
         raw = await self.redis.hgetall(self.keys.limits())
@@ -565,6 +601,8 @@ class Snapshot:
     due_backlog: int
     oldest_due_ms: int | None
     running: list[Task]
+    # Messages waiting in each published queue no live worker consumes (those holding any).
+    unconsumed: dict[str, int] = field(default_factory=dict)
 
 
 def _limit_entry(
@@ -586,23 +624,30 @@ def _limit_entry(
 
 # Reads tasks with the facts their waiting reasons need (`TaskStore.read`).
 # KEYS[1] dispatcher hash, KEYS[2] workers zset (hostname -> heartbeat ms), KEYS[3] worker
-# queues hash, KEYS[4] limits hash, KEYS[5..] the task hashes.
+# queues hash, KEYS[4] limits hash, KEYS[5..4+n] the n task hashes, KEYS[5+n..4+2n] their
+# progress keys.
 # ARGV[1] the dispatcher flag's field, ARGV[2] heartbeats since this ms are alive, ARGV[3]
 # lease key prefix, ARGV[4] limit places key prefix, ARGV[5] now ms, ARGV[6] the task field
-# naming its account, ARGV[7] the task field naming the limit it waits for.
+# naming its account, ARGV[7] the task field naming the limit it waits for, ARGV[8] the task
+# field naming its round in progress.
 # Returns {flag or nil, {live worker, ...}, {worker, queues, ...}, {each task's HGETALL},
 # {1 when its account's lease is held, else 0, per task}, {limit, places in use, its
-# definition or nil, ...} for each limit a task waits for}.
+# definition or nil, ...} for each limit a task waits for, {its progress while a round
+# runs, else nil, per task}}.
 _READ = """
-local hashes, locked, limits, seen = {}, {}, {}, {}
-for i = 5, #KEYS do
+local hashes, locked, limits, seen, progress = {}, {}, {}, {}, {}
+local n = (#KEYS - 4) / 2
+for i = 5, 4 + n do
   local h = redis.call('HGETALL', KEYS[i])
   hashes[#hashes + 1] = h
-  local account, waits = nil, nil
+  local account, waits, run = nil, nil, nil
   for j = 1, #h, 2 do
-    if h[j] == ARGV[6] then account = h[j + 1] elseif h[j] == ARGV[7] then waits = h[j + 1] end
+    if h[j] == ARGV[6] then account = h[j + 1]
+    elseif h[j] == ARGV[7] then waits = h[j + 1]
+    elseif h[j] == ARGV[8] then run = h[j + 1] end
   end
   locked[#locked + 1] = account and redis.call('EXISTS', ARGV[3] .. account) or 0
+  progress[#progress + 1] = run and run ~= '' and redis.call('GET', KEYS[i + n]) or false
   if waits and waits ~= '' and not seen[waits] then
     seen[waits] = true
     limits[#limits + 1] = waits
@@ -611,7 +656,7 @@ for i = 5, #KEYS do
   end
 end
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf'),
-        redis.call('HGETALL', KEYS[3]), hashes, locked, limits}
+        redis.call('HGETALL', KEYS[3]), hashes, locked, limits, progress}
 """
 
 # How many trail entries one page may look at, and in what batches.
@@ -621,3 +666,10 @@ _AUDIT_BATCH = 500
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _live_queues(live: Iterable[Any], queues_of: Mapping[Any, Any]) -> frozenset[str]:
+    """The queues the `live` workers consume, from the hash of each worker's queues."""
+    return frozenset(
+        queue for worker in live for queue in _text(queues_of.get(worker, "")).split(",") if queue
+    )

@@ -115,6 +115,8 @@ def export_row(task: Task) -> dict[str, Any]:
         row["tags"] = list(task.tags)
     if task.misfire_grace_s != DEFAULTS["misfire_grace_s"]:
         row["misfire_grace_s"] = task.misfire_grace_s
+    if task.queue is not None:
+        row["queue"] = task.queue
     if task.status == TaskStatus.PAUSED:
         row["paused"] = True
         if task.paused_until_ms is not None:

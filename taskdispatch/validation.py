@@ -31,6 +31,7 @@ __all__ = [
     "check_identifier",
     "check_interval",
     "check_json",
+    "check_queue",
     "check_text",
     "end",
     "instant",
@@ -224,12 +225,36 @@ def tags(value: Any, *, field: str = "tags") -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+# A Celery queue name that every broker and `celery worker -Q a,b` take as it is: it is the
+# broker's list (Redis) or queue (AMQP) name, and short enough to keep the task hash compact
+# (models.PIECE_BYTES; the beat's claim script reads it, so it is never stored in pieces).
+_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+# Celery's own queues: a worker's direct queue (`<node>.dq2`, where only its probes go),
+# the broadcast and event queues. A round published there would never run as one.
+_CELERY_QUEUE_SUFFIXES = (".dq2", ".pidbox")
+_CELERY_QUEUE_PREFIXES = ("celeryev.",)
+
+
+def check_queue(value: Any, *, field: str = "queue") -> str | None:
+    """A task's own queue: None (route by the sys_type rule or to the default queue), or a
+    Celery queue name of 1..64 letters, digits and `_ . : @ -`, starting with a letter or
+    digit, that is not one of Celery's internal queues."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _QUEUE.fullmatch(value):
+        raise InvalidTaskError("queue_format", field=field, value=repr(value))
+    if value.endswith(_CELERY_QUEUE_SUFFIXES) or value.startswith(_CELERY_QUEUE_PREFIXES):
+        raise InvalidTaskError("queue_reserved", field=field, value=value)
+    return value
+
+
 def task_query(
     *,
     status: str | None = None,
     tag: str | None = None,
     sys_type: str | None = None,
     task_type: str | None = None,
+    queue: str | None = None,
     q: str | None = None,
     sort: str = "created",
     limit: int = 100,
@@ -246,6 +271,8 @@ def task_query(
     for name, value in (("sys_type", sys_type), ("task_type", task_type)):
         if value is not None:
             check_identifier(value, field=name)
+    if queue is not None:
+        check_queue(queue)
     if q is not None and not 1 <= len(q) <= LIMITS["id_chars"]:
         raise InvalidTaskError("q_length", field="q", max=LIMITS["id_chars"])
     if sort not in ("created", "next"):
@@ -259,6 +286,7 @@ def task_query(
         tag=tag,
         sys_type=sys_type,
         task_type=task_type,
+        queue=queue,
         q=q,
         sort="next" if sort == "next" else "created",
         offset=offset,

@@ -10,6 +10,11 @@ same task consumer). Only while consumption is proven does the worker write its 
 unanswered for `deaf_after_s` while the broker answers and the worker had room to fetch
 means the consumer is deaf: the worker exits with `EXIT_DEAF`, so that its supervisor
 (compose's restart policy, Kubernetes, `make run`) starts a fresh one.
+
+A worker in its warm shutdown stops fetching on purpose while its rounds finish, so silence
+proves nothing then: once it is shutting down, the watchdog withdraws the worker's heartbeat
+(a draining worker takes no new round, so it no longer counts as a consumer) and stands
+down for good. It never cuts the rounds the shutdown is waiting for.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class ConsumeWatchdog:
         broker_answers: Callable[[], bool],
         saturated: Callable[[], bool],
         on_deaf: Callable[[str], None],
+        shutting_down: Callable[[], bool],
+        withdraw: Callable[[], None],
         probe_every_s: float,
         deaf_after_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -49,6 +56,8 @@ class ConsumeWatchdog:
         self.broker_answers = broker_answers
         self.saturated = saturated
         self.on_deaf = on_deaf
+        self.shutting_down = shutting_down
+        self.withdraw = withdraw
         self.probe_every_s = probe_every_s
         self.deaf_after_s = deaf_after_s
         self.clock = clock
@@ -62,8 +71,21 @@ class ConsumeWatchdog:
 
     def step(self) -> str | None:
         """One look; returns why the consumer is deaf, or None."""
+        if self._stop.is_set():
+            return None
+        if self.shutting_down():
+            # Its consumer stopped fetching on purpose: no heartbeat, no probe, no verdict,
+            # now or later. Stopped first: if the withdrawal fails, the heartbeat ages out.
+            self.stop()
+            self.probe_sent = None
+            log.debug("consume watchdog: the worker is shutting down; standing down")
+            self.withdraw()
+            return None
         now = self.clock()
-        if now - self.last_received < self.probe_every_s or self.saturated():
+        # An answered probe proves consumption even when its answer is already older than
+        # the probe period (a period as short as the step).
+        answered = self.probe_sent is not None and self.last_received >= self.probe_sent
+        if now - self.last_received < self.probe_every_s or answered or self.saturated():
             # Consuming, or not asking for messages because every prefetch slot is taken.
             self.probe_sent = None
             self.record_alive()
@@ -75,6 +97,9 @@ class ConsumeWatchdog:
         if self.probe_sent is None:
             self.send_probe()
             self.probe_sent = now
+            log.debug(
+                "consume watchdog: no message for %.0f s; probe sent", now - self.last_received
+            )
             return None
         waited = now - self.probe_sent
         if waited > self.deaf_after_s:

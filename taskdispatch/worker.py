@@ -14,11 +14,13 @@ import time
 from functools import cache
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps, states
 from celery.app import trace as celery_trace
+from celery.exceptions import Ignore
 from celery.signals import beat_init, task_received, worker_init, worker_process_init, worker_ready
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
+from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from taskdispatch import _broker_patches, lease
@@ -31,14 +33,15 @@ from taskdispatch.connections import (
     broker_url,
     store_client,
 )
-from taskdispatch.exceptions import StoreUnavailableError
-from taskdispatch.handlers import load_registry
+from taskdispatch.control import install_round_controls
+from taskdispatch.exceptions import RoundFailedError, StoreUnavailableError
+from taskdispatch.handlers import announcement, load_registry
 from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
 from taskdispatch.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.watchdog import EXIT_DEAF, PROBE_TASK, ConsumeWatchdog
 
-__all__ = ["create_celery_app", "runner"]
+__all__ = ["create_celery_app", "runner", "task_state"]
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +88,20 @@ def _fresh_runner_after_fork(**_: Any) -> None:
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _on_worker_ready(sender: Any, **_: Any) -> None:
-    """Record the queues this worker consumes and start proving that it consumes them."""
+    """Announce the queues this worker consumes and the task types it has handlers for
+    (the API accepts those while the worker is alive), and start proving that it consumes
+    them."""
     r = runner()
     # Not the worker's own direct queue: only the probes use it.
     names = (q.name for q in sender.task_consumer.queues if not q.name.endswith(".dq2"))
     queues = ",".join(sorted(names))
     try:
-        r.redis.hset(r.keys.worker_queues(), sender.hostname, queues)
+        with r.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(r.keys.worker_queues(), sender.hostname, queues)
+            pipe.hset(r.keys.worker_handlers(), sender.hostname, announcement(r.registry))
+            pipe.execute()
     except RedisError as exc:
-        log.warning("worker queues not recorded: %s", exc)
+        log.warning("worker queues and task types not announced: %s", exc)
     _start_watchdog(sender, r)
 
 
@@ -143,6 +151,21 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
             ignore_result=True,
         )
 
+    def shutting_down() -> bool:
+        # Every warm shutdown (SIGTERM, Ctrl-C, SIGHUP's restart, `celery control shutdown`,
+        # a fatal consumer error) goes through WorkController.stop(), whose blueprint leaves
+        # RUN before the pool drains. Not Celery's `worker_shutting_down` signal nor the
+        # should_stop/should_terminate flags: only signal handlers send or set those
+        # (`celery control shutdown` does neither), and a flag set while the main loop is
+        # stuck (the very fault this watchdog is for, celery#10205) would silence it with
+        # nothing left to act on the flag; the blueprint moves only once the loop acts.
+        return bool(consumer.controller.blueprint.state != bootsteps.RUN)
+
+    def withdraw() -> None:
+        # A draining worker takes no new round: readiness, `workers_alive` and the waiting
+        # reasons must not count it as a consumer while its last rounds finish.
+        r.redis.zrem(r.keys.workers(), hostname)
+
     def on_deaf(reason: str) -> None:
         log.critical("%s; exiting with status %d so that it is restarted", reason, EXIT_DEAF)
         # A warm shutdown lets the loop finish what it runs; if the loop itself is stuck,
@@ -156,10 +179,74 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
         broker_answers=broker_answers,
         saturated=saturated,
         on_deaf=on_deaf,
+        shutting_down=shutting_down,
+        withdraw=withdraw,
         probe_every_s=s.worker_probe_every_s,
         deaf_after_s=s.worker_deaf_after_s,
     )
     _watchdog.start()
+
+
+def task_state(outcome: str) -> str:
+    """The state a round's Celery task ends in, by the round's outcome: what Flower and
+    `celery events` show. A round that did not run (skipped, dropped, waiting) succeeded
+    as a task: its summary says why."""
+    if outcome in ("failed", "lost"):
+        return str(states.FAILURE)
+    if outcome == "cancelled":
+        return str(states.REVOKED)
+    return str(states.SUCCESS)
+
+
+def _end_task(task: Any, task_id: str, summary: dict[str, Any], **info: Any) -> dict[str, Any]:
+    """Return the summary (SUCCESS), or end the task as FAILURE or REVOKED."""
+    outcome = str(summary.get("outcome"))
+    state = task_state(outcome)
+    account_id = str(summary.get("account") or info.get("account_id") or "?")
+    if state == states.FAILURE:
+        raise RoundFailedError(
+            task_id=task_id,
+            account_id=account_id,
+            round_num=summary.get("round"),
+            outcome=outcome,
+            error=str(summary.get("error") or "no error recorded"),
+        )
+    if state == states.REVOKED:
+        # Celery's documented way to end a task in a state of one's choice: the event that
+        # monitors read, then Ignore (no result, message acked). Not by raising Celery's
+        # `Terminated` (what its own terminate reports): the main process would then fire
+        # `task_revoked` as if a control command had killed the round (control.py listens).
+        log.info(
+            "round %s of task %s (account %s) cancelled; Celery state REVOKED",
+            summary.get("round"),
+            task_id,
+            account_id,
+        )
+        try:
+            task.send_event("task-revoked", terminated=True, signum=None, expired=False)
+        except (OperationalError, OSError) as exc:
+            log.warning("task-revoked event of task %s not sent: %s", task_id, exc)
+        raise Ignore()
+    return summary
+
+
+# Internal tasks whose "received"/"succeeded" INFO lines Celery would log every few seconds.
+_QUIET_TASKS = frozenset({PROBE_TASK})
+# The loggers of those lines (celery.worker.strategy: received; celery.app.trace: the end).
+_TASK_LINE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+class _QuietInternalTasks(logging.Filter):
+    """Drops Celery's per-task lines of internal tasks, unless the log level is DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, dict) or args.get("name") not in _QUIET_TASKS:
+            return True
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_quiet_internal_tasks = _QuietInternalTasks()
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
@@ -168,6 +255,9 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     # that every worker line names the task and its account; the "succeeded" line shows
     # the round's summary, which names them too.
     celery_trace.LOG_RECEIVED = "Task %(name)s[%(id)s] received: %(kwargs)s"
+    for name in _TASK_LINE_LOGGERS:
+        # In the main process and, inherited through the fork, in every pool process.
+        logging.getLogger(name).addFilter(_quiet_internal_tasks)
     settings = settings or get_settings()
     app = Celery("taskdispatch", broker=broker_url(settings))
     app.conf.update(
@@ -192,17 +282,21 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
     # Each worker also consumes its own direct queue (<node>.dq2), where its probes go.
     app.conf.worker_direct = True
+    # Flower's Terminate and `celery control revoke|terminate` cancel a round (control.py).
+    install_round_controls(runner)
 
     @app.task(name=PROBE_TASK, send_events=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def probe() -> None:
         """The watchdog's self-probe: receiving it proves the consumer consumes."""
 
-    @app.task(name=ROUND_TASK, bind=True)  # type: ignore[untyped-decorator]
+    # `throws`: a failed round is expected, so Celery logs one line without a traceback.
+    @app.task(name=ROUND_TASK, bind=True, throws=(RoundFailedError,))  # type: ignore[untyped-decorator]
     def run_round(self: Any, task_id: str, fence: int, slot_ms: int, **info: Any) -> dict[str, Any]:
         """One round of one task (account_id and task_type ride along for Flower)."""
         r = runner()
         # The node name (w1@host) tells rounds apart in history better than the host alone.
         r.hostname = self.request.hostname or r.hostname
-        return r.run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
+        summary = r.run(RoundMessage(task_id=task_id, fence=fence, slot_ms=slot_ms))
+        return _end_task(self, task_id, summary, **info)
 
     return app

@@ -19,9 +19,9 @@ router = APIRouter(prefix="/api/v1/accounts", tags=["账户管理"])
 )
 async def account_tasks(account_id: str, dispatcher: DispatcherDep) -> AccountTasksResponse:
     tasks = await dispatcher.account_tasks(account_id)
-    reasons = await dispatcher.waiting_reasons(tasks)
+    found = await dispatcher.read([t.task_id for t in tasks])
     return AccountTasksResponse(
         account_id=account_id,
-        total=len(tasks),
-        tasks=[task_info(t, reason=r) for t, r in zip(tasks, reasons, strict=True)],
+        total=len(found),
+        tasks=[task_info(t, reason=r, progress=p) for t, r, p in found],
     )

@@ -49,6 +49,7 @@ def _status_response(status: DispatcherStatus, settings: Settings) -> Dispatcher
         workers_alive=status.workers_alive,
         running_rounds=rounds,
         due_backlog=status.due_backlog,
+        unconsumed_queues=status.unconsumed_queues,
         scheduling_lag_s=status.scheduling_lag_ms / 1000,
         limits=[limit_info(v, tz=timezone(settings.timezone)) for v in status.limits],
     )

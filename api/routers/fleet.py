@@ -36,7 +36,8 @@ _ADMIN_ACTIONS = frozenset({"patch", "delete"})
     summary="批量操作",
     description=(
         f"对 select（与列表相同的筛选条件）或 task_ids 选中的任务执行同一操作（最多 {BULK_MAX} 个，"
-        "超过返回 422）：pause（可带 until、note）、resume、reorder（priority_offset）、run，"
+        "超过返回 422）：pause（可带 until、note）、resume、reorder（priority_offset）、run、"
+        "cancel（停止正在执行的轮次，可带 then、note），"
         "以及需要 admin 角色的 patch（patch 为修改任务的请求体）和 delete。每个任务各自原子地修改，"
         "单个任务的 404/409 不影响其他任务，结果逐个列出。"
         "带同一 request_id 重发（如回复丢失后重试）返回第一次的结果，不会重复修改；"
@@ -67,6 +68,7 @@ async def bulk(
         note=body.note,
         priority_offset=body.priority_offset,
         patch=body.patch.model_dump(exclude_unset=True) if body.patch is not None else None,
+        then=body.then,
     )
     return bulk_response(result)
 
@@ -149,9 +151,17 @@ async def export_tasks(
     tag: Annotated[str | None, Query()] = None,
     sys_type: Annotated[str | None, Query()] = None,
     task_type: Annotated[str | None, Query()] = None,
+    queue: Annotated[str | None, Query(description="任务自己的队列 queue")] = None,
     q: Annotated[str | None, Query(description="账户 ID 或名称的前缀")] = None,
 ) -> StreamingResponse:
-    filters = {"status": status, "tag": tag, "sys_type": sys_type, "task_type": task_type, "q": q}
+    filters = {
+        "status": status,
+        "tag": tag,
+        "sys_type": sys_type,
+        "task_type": task_type,
+        "queue": queue,
+        "q": q,
+    }
     rows = dispatcher.export_tasks(**{k: v for k, v in filters.items() if v is not None})
     # The first row is read before answering: a bad filter is then a 422, not a cut stream.
     first = await anext(rows, None)

@@ -47,7 +47,11 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
         tasks.add_metric([name], count)
     families: list[Metric] = [tasks]
     gauges: list[tuple[str, str, float]] = [
-        ("due_backlog", "Tasks due but not yet claimed by a beat", status.due_backlog),
+        (
+            "due_backlog",
+            "Tasks due but not yet claimed by a beat, plus messages in queues nobody consumes",
+            status.due_backlog,
+        ),
         ("running_rounds", "Rounds in progress", len(status.running_rounds)),
         ("beats_alive", "Beats with a fresh heartbeat", status.beats_alive),
         ("workers_alive", "Workers with a fresh heartbeat", status.workers_alive),

@@ -108,7 +108,7 @@ async def days(
 async def preview(
     body: TaskCreateRequest, dispatcher: DispatcherDep, count: CountQuery = 10
 ) -> PreviewResponse:
-    return PreviewResponse.of(dispatcher.preview(count=count, **body.model_dump()))
+    return PreviewResponse.of(await dispatcher.preview(count=count, **body.model_dump()))
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""/api/v1/tasks: create, list, read, change, delete, pause, resume and reorder tasks."""
+"""/api/v1/tasks: create, list, read, change, delete, pause, resume, reorder tasks, and run or
+stop their rounds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from api.dependencies import ADMIN, OPERATOR, DispatcherDep
 from api.exceptions import error_responses
 from api.models import (
     TaskActionResponse,
+    TaskCancelRequest,
+    TaskCancelResponse,
     TaskCreateRequest,
     TaskDetail,
     TaskListResponse,
@@ -60,7 +63,7 @@ async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> Tas
     "/",
     summary="列出所有任务",
     description=(
-        "分页列出任务，可按 account_id、status、tag、sys_type、task_type 过滤，按 q 搜索"
+        "分页列出任务，可按 account_id、status、tag、sys_type、task_type、queue 过滤，按 q 搜索"
         "账户 ID 或名称的前缀，条件可组合；sort=created（默认）按创建顺序，sort=next 按下次"
         "执行时间（只含有下次执行的任务）；"
         "total 为所有匹配的任务数。limit 取 1..1000，offset >= 0。"
@@ -78,6 +81,9 @@ async def list_tasks(
     tag: Annotated[str | None, Query(description="只列出带该标签的任务")] = None,
     sys_type: Annotated[str | None, Query(description="只列出该 sys_type 的任务")] = None,
     task_type: Annotated[str | None, Query(description="只列出该 task_type 的任务")] = None,
+    queue: Annotated[
+        str | None, Query(description="只列出自己的队列 queue 为该值的任务（不含按规则路由的）")
+    ] = None,
     q: Annotated[str | None, Query(description="账户 ID 或名称的前缀（不区分大小写）")] = None,
     sort: Annotated[
         str, Query(description="created（创建顺序，默认）或 next（下次执行时间，最早在前）")
@@ -91,12 +97,14 @@ async def list_tasks(
         tag=tag,
         sys_type=sys_type,
         task_type=task_type,
+        queue=queue,
         q=q,
         sort=sort,
         limit=limit,
         offset=offset,
     )
-    return json_answer({"total": total, "tasks": [task_fields(t, reason=r) for t, r in page]})
+    tasks = [task_fields(t, reason=r, progress=p) for t, r, p in page]
+    return json_answer({"total": total, "tasks": tasks})
 
 
 @router.get(
@@ -107,8 +115,8 @@ async def list_tasks(
     responses=error_responses(404),
 )
 async def get_task(task_id: str, dispatcher: DispatcherDep) -> Response:
-    task, reason = await dispatcher.read_one(task_id)
-    return json_answer(task_fields(task, detail=True, reason=reason))
+    task, reason, progress = await dispatcher.read_one(task_id)
+    return json_answer(task_fields(task, detail=True, reason=reason, progress=progress))
 
 
 @router.patch(
@@ -118,6 +126,8 @@ async def get_task(task_id: str, dispatcher: DispatcherDep) -> Response:
     description=(
         "只修改请求体中出现的字段；显式 null 表示清除（task_end_time、user_* 参数）。"
         "修改 interval、时间窗口、时区或结束时间会重新计算下次执行时间，任务状态不变。"
+        "修改 queue 从下一轮起生效（已发往旧队列、尚未开始的轮次改发到新队列）；"
+        "queue 为 null 表示恢复按 sys_type 规则或默认队列。"
     ),
     responses=error_responses(404),
 )
@@ -163,6 +173,31 @@ async def pause_task(
     options = body or TaskPauseRequest()
     task = await dispatcher.pause_task(task_id, until=options.until, note=options.note)
     return TaskPauseResponse(message=text("task_paused"), task_id=task_id, status=task.status)
+
+
+@router.post(
+    "/{task_id}/cancel",
+    dependencies=[OPERATOR],
+    summary="停止正在执行的轮次",
+    description=(
+        "中断任务正在执行的轮次：处理函数在约 1 秒内收到中断（其 finally 会执行），忽略中断超过 "
+        "TASKDISPATCH_CANCEL_GRACE_S 秒的处理进程会被终止。该轮次记录为 cancelled（不计入失败次数，"
+        "不会重跑），账户锁和限流名额立即释放。then 为 next（默认）时按计划执行下一轮，为 pause "
+        "时任务暂停。没有正在执行的轮次时返回 409。"
+    ),
+    responses=error_responses(404, 409),
+)
+async def cancel_round(
+    task_id: str,
+    dispatcher: DispatcherDep,
+    body: Annotated[TaskCancelRequest | None, Body()] = None,
+) -> TaskCancelResponse:
+    options = body or TaskCancelRequest()
+    task = await dispatcher.cancel_round(task_id, then=options.then, note=options.note)
+    assert task.run_id is not None
+    return TaskCancelResponse(
+        message=text("task_cancelled"), task_id=task_id, status=task.status, run_id=task.run_id
+    )
 
 
 @router.post(

@@ -25,7 +25,7 @@
   const EVENT_TYPES = [
     "task.created", "task.updated", "task.deleted",
     "round.started", "round.finished", "round.failed", "round.skipped", "round.lost",
-    "round.waiting", "limit.saved", "limit.deleted",
+    "round.waiting", "round.progress", "limit.saved", "limit.deleted",
     "dispatcher.started", "dispatcher.stopped", "resync",
   ];
 
@@ -40,8 +40,10 @@
     create: "创建", patch: "修改", pause: "暂停", resume: "恢复", reorder: "调整优先级",
     run: "立即执行", delete: "删除", import: "导入",
   };
-  const DEFAULT_VIEW = { status: "", tag: "", sys_type: "", q: "", sort: "created", size: 50, page: 1 };
-  const FILTERS = ["status", "tag", "sys_type", "q"];
+  const DEFAULT_VIEW = {
+    status: "", tag: "", sys_type: "", queue: "", q: "", sort: "created", size: 50, page: 1,
+  };
+  const FILTERS = ["status", "tag", "sys_type", "queue", "q"];
 
   const $ = (id) => document.getElementById(id);
 
@@ -124,6 +126,7 @@
       status: status in STATUS_TEXT ? status : "",
       tag: params.get("tag") || "",
       sys_type: params.get("sys_type") || "",
+      queue: params.get("queue") || "",
       q: params.get("q") || "",
       sort: params.get("sort") === "next" ? "next" : "created",
       size: PAGE_SIZES.includes(size) ? size : DEFAULT_VIEW.size,
@@ -169,7 +172,8 @@
     $("filter-sort").value = view.sort;
     $("page-size").value = String(view.size);
     // Not while the operator types there: the field would jump under the cursor.
-    for (const [id, key] of [["filter-tag", "tag"], ["filter-sys-type", "sys_type"], ["filter-q", "q"]]) {
+    for (const [id, key] of [["filter-tag", "tag"], ["filter-sys-type", "sys_type"],
+      ["filter-queue", "queue"], ["filter-q", "q"]]) {
       if (document.activeElement !== $(id)) $(id).value = view[key];
     }
   }
@@ -370,12 +374,18 @@
     if (id) lastEventId = id;
     if (!EVENT_TYPES.includes(type)) return; // keep-alive comments and unknown types
     let taskId = null;
+    let payload = {};
     try {
-      taskId = JSON.parse(data || "{}").task_id || null;
+      payload = JSON.parse(data || "{}");
+      taskId = payload.task_id || null;
     } catch {
       // Unreadable data: treat it as being about the rows shown.
     }
     const onPage = taskId !== null && tasks.has(taskId);
+    if (type === "round.progress") {
+      if (onPage) showProgress(tasks.get(taskId), payload);
+      return;
+    }
     if (type.startsWith("round.")) {
       // A change of a task's state comes as task.updated as well; a round event matters
       // only for a row shown, whose latest run it changes.
@@ -386,6 +396,21 @@
       return;
     }
     refreshWithin(taskId === null || onPage ? VISIBLE_EVENT_MS : OTHER_EVENT_MS);
+  }
+
+  // A running round reports about once a second: its row takes the new progress in place,
+  // with no request (a page of busy rounds would otherwise re-read the page every second).
+  function showProgress(task, event) {
+    const round = task.current_round;
+    // The row shows another round (it ended, or a newer one started): the next read tells.
+    if (!round || event.round_num !== task.round_num + 1) return;
+    task.current_round = {
+      ...round,
+      progress: event.progress,
+      fraction: event.fraction,
+      progress_at: new Date(event.progress_ms).toISOString(),
+    };
+    renderSoon();
   }
 
   // A page left for another may be kept, frozen, in the back/forward cache: its stream
@@ -497,6 +522,7 @@
     if (filters.status) parts.push(`状态 ${STATUS_TEXT[filters.status]}`);
     if (filters.tag) parts.push(`标签 ${filters.tag}`);
     if (filters.sys_type) parts.push(`sys_type ${filters.sys_type}`);
+    if (filters.queue) parts.push(`队列 ${filters.queue}`);
     if (filters.q) parts.push(`账户以 “${filters.q}” 开头`);
     return parts.length ? parts.join("，") : "不限条件（所有任务）";
   }
@@ -610,10 +636,23 @@
     $("limits").tBodies[0].replaceChildren(...rows);
   }
 
+  function progressLine(round) {
+    if (!round || round.progress === null) return null;
+    const percent = round.fraction === null ? null : Math.round(round.fraction * 100);
+    return el("div", {
+      class: "progress small",
+      title: `更新于 ${formatDateTime(Date.parse(round.progress_at))}`,
+    },
+    percent === null ? null : el("progress", { max: 100, value: percent }),
+    percent === null ? null : `${percent}% `,
+    round.progress);
+  }
+
   function nextCell(task) {
     if (task.status === "running" && task.started_at) {
       return el("span", {}, "已运行 ",
-        el("span", { class: "countdown", "data-since": Date.parse(task.started_at) }));
+        el("span", { class: "countdown", "data-since": Date.parse(task.started_at) }),
+        progressLine(task.current_round));
     }
     if (task.status === "paused" && task.paused_until) {
       return `${formatTime(Date.parse(task.paused_until))} 恢复`;
@@ -684,7 +723,8 @@
       el("td", {},
         el("div", { class: "name" }, task.account_name),
         el("div", { class: "muted small" }, task.account_id),
-        task.tags.length ? el("div", { class: "tags small" }, task.tags.join(" · ")) : null),
+        task.tags.length ? el("div", { class: "tags small" }, task.tags.join(" · ")) : null,
+        task.queue ? el("div", { class: "queue small muted" }, `队列 ${task.queue}`) : null),
       el("td", {},
         el("span", { class: "badge status", "data-status": task.status },
           STATUS_TEXT[task.status] || task.status)),
@@ -804,6 +844,7 @@
     return {
       tag: $("filter-tag").value.trim(),
       sys_type: $("filter-sys-type").value.trim(),
+      queue: $("filter-queue").value.trim(),
       q: $("filter-q").value.trim(),
     };
   }
@@ -814,7 +855,7 @@
     });
   }
 
-  for (const id of ["filter-tag", "filter-sys-type", "filter-q"]) {
+  for (const id of ["filter-tag", "filter-sys-type", "filter-queue", "filter-q"]) {
     $(id).addEventListener("input", () => {
       clearTimeout(typingTimer);
       typingTimer = setTimeout(() => setView({ ...typedFilters(), page: 1 }), TYPING_MS);
@@ -962,7 +1003,8 @@
   // ---------------------------------------------------------------- create and edit
 
   const TEXT_FIELDS = ["sys_type", "task_type", "xhs_account_id", "xhs_account_name", "timezone",
-    "start_at", "task_end_time", "user_query", "user_topic", "user_style", "user_target_audience"];
+    "start_at", "task_end_time", "user_query", "user_topic", "user_style", "user_target_audience",
+    "queue"];
   const INT_FIELDS = ["interval", "jitter_s", "max_runs", "misfire_grace_s"];
   const LIST_FIELDS = ["windows", "blackout_dates", "tags"];
   const RUN_PARAMS = ["user_query", "user_topic", "user_style", "user_target_audience"];
@@ -992,7 +1034,7 @@
       task_end_time: task.task_end_time, interval: task.interval, jitter_s: task.jitter_s,
       max_runs: task.max_runs, misfire_policy: task.misfire_policy,
       misfire_grace_s: task.misfire_grace_s, windows: task.windows, weekdays: task.weekdays,
-      blackout_dates: task.blackout_dates, tags: task.tags,
+      blackout_dates: task.blackout_dates, tags: task.tags, queue: task.queue,
       ...Object.fromEntries(RUN_PARAMS.map((name) => [name, task.kwargs[name] ?? null])),
       kwargs: Object.keys(kwargs).length ? kwargs : null,
     };

@@ -3,7 +3,9 @@
 Picks a Redis (TASKDISPATCH_REDIS_URL if set, else its own embedded one on a fixed port,
 persisted under <data-dir>/redis), checks it, then runs and supervises the API, one worker,
 one beat and Flower, their output prefixed by name. Ctrl-C stops them in an order that lets
-rounds in progress finish. A child that dies takes the whole stack down, loudly: a dev stack
+rounds in progress finish: the worker gets as long as a round may last (the round time
+limit plus `STOP_MARGIN_S`), and one that exits with an error while stopping makes the
+supervisor exit 1. A child that dies takes the whole stack down, loudly: a dev stack
 with a silently missing worker or beat looks healthy while nothing runs. The one exception
 is a worker that exits because its consumer went deaf (`watchdog.EXIT_DEAF`): it is started
 again, as compose or Kubernetes would.
@@ -36,8 +38,9 @@ import redis
 from taskdispatch.checks import EvictionPolicyError, run_startup_checks
 from taskdispatch.connections import masked
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port, redis_answers
-from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.exceptions import InvalidTaskError, StoreUnavailableError
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.validation import check_queue
 from taskdispatch.watchdog import EXIT_DEAF
 
 __all__ = [
@@ -49,12 +52,18 @@ __all__ = [
     "Supervisor",
     "choose_redis",
     "main",
+    "worker_allowance",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
 TAIL_LINES = 20
-# After beat and worker used the grace period, the API and Flower still get this long.
-LAST_STOP_S = 5.0
+# The API and Flower, stopped last, get this long (uvicorn's own graceful timeout is 5 s).
+LAST_STOP_S = 10.0
+# What the worker gets on top of the round time limit (Celery's soft time limit) to stop: at
+# that limit a handler is interrupted, its round recorded `failed`; then the worker exits.
+STOP_MARGIN_S = 10.0
+# While the worker finishes its rounds, a line this often says what the stop waits for.
+STOP_NOTE_EVERY_S = 15.0
 BEAT_STOP_S = 10.0
 BANNER_WAIT_S = 30.0
 REDIS_CHECK_S = 1.0
@@ -64,7 +73,11 @@ EMBEDDED_REDIS_PORT = 16379
 # Restarts of a child that asks for them, before a persistent fault stops the stack.
 MAX_RESTARTS = 5
 REDIS_MISSES = 3
+# The worker's extra queues when `--queues` is not given (comma-separated).
+QUEUES_ENV = "TASKDISPATCH_RUN_QUEUES"
 _POLL_S = 0.2
+# A clean stop: exit 0, or death by the SIGTERM we sent (a program without a handler).
+_STOPPED_STATUSES = frozenset({0, -signal.SIGTERM})
 _COLORS = {"api": "36", "worker": "32", "beat": "33", "flower": "35", "redis": "34", "run": "1"}
 _ALARM = "1;31"
 
@@ -250,7 +263,9 @@ def build_children(
     api_port: int,
     flower_port: int,
     access_log: bool = False,
+    queues: Sequence[str] = (),
 ) -> list[Child]:
+    """The supervised processes; the worker consumes the default queue and `queues`."""
     env = {**os.environ, "TASKDISPATCH_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     # The API checks the address it serves on (no token on a public one is refused).
     env["API_HOST"] = api_host
@@ -271,7 +286,7 @@ def build_children(
         ),
         Child(
             "worker",
-            [*celery, "worker", "-l", level, "-n", "worker1@%h"],
+            [*celery, "worker", "-l", level, "-n", "worker1@%h", *_worker_queues(settings, queues)],
             env,
             restart_on=frozenset({EXIT_DEAF}),
         ),
@@ -315,18 +330,22 @@ class Supervisor:
         stop: StopRequest,
         *,
         grace_s: float,
+        grace_note: str = "",
         embedded_redis: EmbeddedRedis | None = None,
     ) -> None:
         self.children = {child.name: child for child in children}
         self.console = console
         self.stop = stop
         self.grace_s = grace_s
+        # Where the worker's allowance comes from, for the stop's first line.
+        self.grace_note = grace_note
         self.embedded_redis = embedded_redis
         self._redis_misses = 0
         self._redis_checked = 0.0
 
     def run(self, banner: Sequence[str], health_url: str) -> int:
-        """Run until a signal (exit 0 if everything stopped in time) or a child dies (exit 1)."""
+        """Run until a signal (exit 0 if everything stopped in time and without an error)
+        or a child dies (exit 1)."""
         for child in self.children.values():
             if self.stop.requested.is_set():
                 break
@@ -362,10 +381,12 @@ class Supervisor:
                 # Stopping now, so a Ctrl-C during the stop means "kill at once".
                 self.stop.requested.set()
                 return dead
+        note = f": {self.grace_note}" if self.grace_note else ""
         self.console.line(
             "run",
             f"{self.stop.signal_name}: stopping beat, then worker (rounds in progress finish, "
-            f"at most {self.grace_s:g} s), then api and flower; a second Ctrl-C kills at once",
+            f"at most {self.grace_s:g} s{note}), then api and flower; a second Ctrl-C kills "
+            "at once (rounds cut short are recorded lost and run again)",
         )
         return None
 
@@ -420,21 +441,32 @@ class Supervisor:
                 self.console.line("run", f"!!!   {text}", alarm=True)
 
     def _stop_all(self) -> bool:
-        """Ordered stop; True if every child exited on its own within its allowance."""
-        deadline = time.monotonic() + self.grace_s
-        clean = self._stop(["beat"], min(deadline, time.monotonic() + BEAT_STOP_S))
+        """Ordered stop; True if every child exited on its own, without an error, within its
+        allowance."""
+        clean = self._stop(["beat"], BEAT_STOP_S)
         # SIGTERM is Celery's warm shutdown: rounds in progress finish, no new ones start.
-        clean &= self._stop(["worker"], deadline)
-        clean &= self._stop(["api", "flower"], max(deadline, time.monotonic() + LAST_STOP_S))
+        clean &= self._stop(["worker"], self.grace_s, waiting_for="its rounds in progress")
+        clean &= self._stop(["api", "flower"], LAST_STOP_S)
         return clean
 
-    def _stop(self, names: list[str], until: float) -> bool:
+    def _stop(self, names: list[str], allowance_s: float, *, waiting_for: str = "") -> bool:
         group = [self.children[name] for name in names if name in self.children]
+        started = time.monotonic()
+        noted = started
         for child in group:
             child.send(signal.SIGTERM)
         while any(child.alive for child in group):
-            if self.stop.force.is_set() or time.monotonic() >= until:
+            now = time.monotonic()
+            if self.stop.force.is_set() or now - started >= allowance_s:
                 break
+            if waiting_for and now - noted >= STOP_NOTE_EVERY_S:
+                noted = now
+                self.console.line(
+                    "run",
+                    f"waiting for {' and '.join(c.name for c in group if c.alive)} to finish "
+                    f"{waiting_for}: {now - started:.0f} s of at most {allowance_s:g} s "
+                    "(Ctrl-C again kills at once)",
+                )
             time.sleep(0.1)
         clean = True
         for child in group:
@@ -442,10 +474,28 @@ class Supervisor:
                 clean = False
                 why = "second signal" if self.stop.force.is_set() else "did not stop in time"
                 self.console.line("run", f"{child.name}: {why}, SIGKILL", alarm=True)
+            elif child.proc is not None and child.proc.returncode not in _STOPPED_STATUSES:
+                clean = False
+                self._report_failed_stop(child.name, child.proc.returncode)
             child.kill_group()
             if child.reader is not None:
                 child.reader.join(timeout=1.0)
         return clean
+
+    def _report_failed_stop(self, name: str, code: int) -> None:
+        """A child that exited with an error while stopping: the stop was not clean (a
+        worker's rounds in progress may have been cut); the supervisor exits 1."""
+        if code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with status {code}"
+            if code == EXIT_DEAF:
+                how += " (its consumer watchdog gave up)"
+        self.console.line(
+            "run",
+            f"!!! {name} {how} while stopping (see its last lines above); exit status 1",
+            alarm=True,
+        )
 
 
 def _answers(url: str) -> bool:
@@ -475,9 +525,25 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-def _banner(choice: RedisChoice, *, api: str, flower_port: int, url_file: Path) -> list[str]:
+def worker_allowance(settings: Settings, grace_period_s: float | None) -> tuple[float, str]:
+    """How long the worker may take to stop, and where that figure comes from: as long as
+    a round may last (the round time limit, Celery's soft limit) plus STOP_MARGIN_S, unless
+    `--grace-period` says otherwise."""
+    if grace_period_s is not None:
+        return grace_period_s, "--grace-period"
+    limit_s = settings.round_time_limit_s
+    return (
+        limit_s + STOP_MARGIN_S,
+        f"TASKDISPATCH_ROUND_TIME_LIMIT_S {limit_s:g} s + {STOP_MARGIN_S:g} s",
+    )
+
+
+def _banner(
+    choice: RedisChoice, *, api: str, flower_port: int, url_file: Path, stop_s: float
+) -> list[str]:
     return [
-        "taskdispatch is running; Ctrl-C stops everything.",
+        "taskdispatch is running; Ctrl-C stops everything, rounds in progress finish first "
+        f"(up to {stop_s:g} s).",
         f"  Dashboard  {api}/",
         f"  API docs   {api}/docs  (reference: docs/api.md)",
         f"  Flower     http://127.0.0.1:{flower_port}",
@@ -485,6 +551,28 @@ def _banner(choice: RedisChoice, *, api: str, flower_port: int, url_file: Path) 
         "  For the celery CLI in another shell:",
         f"    export TASKDISPATCH_REDIS_URL=$(cat {url_file})",
     ]
+
+
+def _worker_queues(settings: Settings, queues: Sequence[str]) -> list[str]:
+    """The worker's `-Q` option: the default queue, then `queues` (none: Celery's default,
+    which is the default queue too)."""
+    if not queues:
+        return []
+    return ["-Q", ",".join(dict.fromkeys([settings.default_queue, *queues]))]
+
+
+def _queue_list(text: str) -> list[str]:
+    """`--queues a,b` (or TASKDISPATCH_RUN_QUEUES): each a name a task's `queue` may hold."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        try:
+            check_queue(name)
+        except InvalidTaskError:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a queue name: 1..64 letters, digits and _ . : @ -, starting "
+                "with a letter or digit, and not one of Celery's own (*.dq2, *.pidbox, celeryev.*)"
+            ) from None
+    return names
 
 
 def _parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
@@ -516,9 +604,23 @@ def _parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Name
     parser.add_argument(
         "--grace-period",
         type=float,
-        default=30.0,
+        default=None,
         metavar="SECONDS",
-        help="how long beat and worker may take to stop (rounds finish) before SIGKILL",
+        help=(
+            "how long the worker may take to stop (rounds in progress finish) before SIGKILL "
+            f"(default: TASKDISPATCH_ROUND_TIME_LIMIT_S + {STOP_MARGIN_S:g} s)"
+        ),
+    )
+    parser.add_argument(
+        "--queues",
+        type=_queue_list,
+        # A string default goes through `type` too: a bad $TASKDISPATCH_RUN_QUEUES is a usage error.
+        default=os.environ.get(QUEUES_ENV, ""),
+        metavar="Q1,Q2",
+        help=(
+            "more queues for the worker to consume besides the default one, e.g. the queues "
+            f"of tasks pinned to devices: dev-a,dev-b (default: ${QUEUES_ENV})"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -567,16 +669,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_port=args.api_port,
             flower_port=args.flower_port,
             access_log=args.access_log,
+            queues=args.queues,
         )
+        grace_s, grace_note = worker_allowance(settings, args.grace_period)
         supervisor = Supervisor(
             children,
             console,
             stop,
-            grace_s=args.grace_period,
+            grace_s=grace_s,
+            grace_note=grace_note,
             embedded_redis=choice.server,
         )
         api = f"http://{_display_host(api_host)}:{args.api_port}"
-        banner = _banner(choice, api=api, flower_port=args.flower_port, url_file=url_file)
+        banner = _banner(
+            choice, api=api, flower_port=args.flower_port, url_file=url_file, stop_s=grace_s
+        )
         return supervisor.run(banner, f"{api}/api/v1/health")
     finally:
         url_file.unlink(missing_ok=True)

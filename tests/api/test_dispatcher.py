@@ -40,6 +40,7 @@ async def test_status_empty_store_has_document_fields(client: httpx.AsyncClient)
         "workers_alive": 0,
         "running_rounds": [],
         "due_backlog": 0,
+        "unconsumed_queues": {},
         "scheduling_lag_s": 0.0,
         "limits": [],
     }

@@ -38,6 +38,7 @@ NEEDED = {
     ("POST", "/api/v1/tasks/{task_id}/resume"): "operator",
     ("POST", "/api/v1/tasks/{task_id}/reorder"): "operator",
     ("POST", "/api/v1/tasks/{task_id}/run"): "operator",
+    ("POST", "/api/v1/tasks/{task_id}/cancel"): "operator",
     ("GET", "/api/v1/tasks/{task_id}/runs"): "viewer",
     ("GET", "/api/v1/accounts/{account_id}/tasks"): "viewer",
     ("PUT", "/api/v1/limits/{name}"): "admin",

@@ -51,6 +51,10 @@ TASK_INFO_FIELDS = {
     "next_start",
     # Limits (docs/semantics.md).
     "tags",
+    # Routing (docs/semantics.md, "Queues").
+    "queue",
+    # Live progress (docs/api.md, "The round in progress").
+    "current_round",
 }
 
 MISSING = object()

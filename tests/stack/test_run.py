@@ -7,6 +7,7 @@ sent to that whole process group: only the supervisor may act on it, in its own 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -23,7 +24,8 @@ import psutil
 import pytest
 import redis
 
-from taskdispatch.dev.embedded_redis import free_port
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
+from taskdispatch.keys import Keys
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +67,7 @@ class Stack:
         data_dir: Path,
         log: Path,
         *,
-        grace_s: float = 20,
+        grace_s: float | None = 20,
         redis_port: int = 0,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -85,7 +87,9 @@ class Stack:
         }
         argv = [sys.executable, "-m", "taskdispatch", "run", "--redis-port", str(redis_port)]
         argv += ["--data-dir", str(data_dir), "--api-port", self.api.rsplit(":", 1)[1]]
-        argv += ["--flower-port", str(self.flower_port), "--grace-period", str(grace_s)]
+        argv += ["--flower-port", str(self.flower_port)]
+        # None: the supervisor's own allowance (the round time limit plus its margin).
+        argv += [] if grace_s is None else ["--grace-period", str(grace_s)]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -117,11 +121,11 @@ class Stack:
 
         wait_for(healthy, timeout_s=40, what="GET /api/v1/health")
 
-    def ctrl_c(self) -> int:
+    def ctrl_c(self, *, timeout_s: float = 45) -> int:
         """What a terminal does on Ctrl-C: SIGINT to the foreground process group."""
         self.collect()
         os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=45)
+        return self.proc.wait(timeout=timeout_s)
 
     def survivors(self) -> list[str]:
         alive = []
@@ -337,3 +341,27 @@ def test_run_round_longer_than_grace_is_killed_and_exit_is_nonzero(
     assert time.monotonic() - started < 20
     assert stack.survivors() == []
     assert "worker: did not stop in time, SIGKILL" in stack.log.read_text(errors="replace")
+
+
+def test_run_ctrl_c_mid_round_longer_than_30_s_lets_it_finish_and_records_it_ok(
+    start_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """Ctrl-C during a 40 s round with a 50 s round time limit: the worker may take 60 s
+    (the limit plus the margin, said in the stop line), the round runs to its end and is
+    recorded ok, nothing is lost or killed, and run exits 0."""
+    data_dir = tmp_path / "data"
+    stack = start_stack(data_dir, grace_s=None, env={"TASKDISPATCH_ROUND_TIME_LIMIT_S": "50"})
+    task_id = _start_long_round(stack, 40)
+    assert stack.ctrl_c(timeout_s=90) == 0
+    assert stack.survivors() == []
+    output = stack.log.read_text(errors="replace")
+    assert "at most 60 s: TASKDISPATCH_ROUND_TIME_LIMIT_S 50 s + 10 s" in output
+    assert "SIGKILL" not in output and "!!!" not in output and "consumer is deaf" not in output
+
+    # The stack is gone; its Redis's append-only file holds what the worker recorded.
+    with EmbeddedRedis(data_dir=data_dir / "redis", appendonly=True) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        runs = [json.loads(x) for x in client.lrange(Keys("td:").runs(task_id), 0, -1)]
+        client.close()
+    assert [r["outcome"] for r in runs] == ["ok"], runs
+    assert runs[0]["finished_ms"] - runs[0]["started_ms"] >= 40_000

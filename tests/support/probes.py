@@ -16,7 +16,7 @@ import redis
 from taskdispatch.keys import Keys
 from taskdispatch.models import CLAIMS_FIELD, Task
 from taskdispatch.service import TaskDispatcher
-from tests.support.handlers import ROUNDS_KEY, STARTS_KEY
+from tests.support.handlers import FINALLY_KEY, INTERRUPTS_KEY, ROUNDS_KEY, STARTS_KEY
 
 __all__ = [
     "ProbeRound",
@@ -121,6 +121,14 @@ class View:
 
     def probe_rounds(self) -> list[ProbeRound]:
         return [json.loads(x) for x in self.r.lrange(ROUNDS_KEY, 0, -1)]
+
+    def probe_interrupts(self) -> list[ProbeRound]:
+        """Rounds interrupted inside the probe handler, with the exception's name (`by`)."""
+        return [json.loads(x) for x in self.r.lrange(INTERRUPTS_KEY, 0, -1)]
+
+    def probe_finally(self) -> list[ProbeRound]:
+        """Rounds of the async probe whose `finally` block ran, and when (`at_ms`)."""
+        return [json.loads(x) for x in self.r.lrange(FINALLY_KEY, 0, -1)]
 
 
 def _key(x: ProbeRound) -> tuple[Any, ...]:

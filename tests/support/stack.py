@@ -27,8 +27,15 @@ from taskdispatch.settings import Settings
 from tests.support.probes import View, now_ms, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = (
-    "probe=tests.support.handlers:probe_round,probe_file=tests.support.handlers:probe_file_round"
+HANDLERS = ",".join(
+    f"{name}=tests.support.handlers:{function}"
+    for name, function in (
+        ("probe", "probe_round"),
+        ("probe_file", "probe_file_round"),
+        ("probe_async", "probe_async_round"),
+        ("probe_async_file", "probe_async_file_round"),
+        ("returns_coroutine", "returns_coroutine"),
+    )
 )
 # Short timings so that every behaviour shows within seconds. Everything else is pinned
 # too, so a developer's own TASKDISPATCH_* variables cannot leak into the processes.

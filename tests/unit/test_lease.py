@@ -6,6 +6,8 @@ use short TTLs so that a test sees several of them within a second or two.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import threading
 import time
@@ -13,11 +15,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from billiard.exceptions import SoftTimeLimitExceeded
+from billiard.pool import soft_timeout_sighandler
 
 from taskdispatch.clock import now_ms
 from taskdispatch.connections import lease_client
 from taskdispatch.keys import Keys
-from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost
+from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost, RoundCancelled
 from taskdispatch.settings import Settings
 from tests.support.probes import wait_until
 from tests.support.proxy import FlakyProxy
@@ -25,6 +29,7 @@ from tests.support.proxy import FlakyProxy
 KEYS = Keys("td:")
 LOCK = KEYS.lock("acct-1")
 RUNNING = KEYS.running()
+TASK_KEY = KEYS.task("task-1")
 TTL_MS = 1000
 
 MakeLease = Callable[..., AccountLease]
@@ -50,6 +55,7 @@ def make_lease(redis_url: str) -> Iterator[MakeLease]:
         lease = AccountLease(
             client,
             lock_key=LOCK,
+            task_key=TASK_KEY,
             running_key=RUNNING,
             task_id="task-1",
             ttl_ms=ttl_ms,
@@ -201,3 +207,166 @@ def test_guard_installed_restores_the_previous_sigusr2_handler() -> None:
     with HandlerGuard().installed():
         assert signal.getsignal(signal.SIGUSR2) is not before
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+class _AsyncProbe:
+    """An async handler that awaits `sleep_s` and lists what happened to it in `marks`."""
+
+    def __init__(self, *, sleep_s: float = 10.0, cleanup_s: float = 0.0) -> None:
+        self.sleep_s = sleep_s
+        self.cleanup_s = cleanup_s
+        self.started = threading.Event()
+        self.marks: list[str] = []
+
+    async def __call__(self) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(self.sleep_s)
+        except asyncio.CancelledError as exc:
+            self.marks.append(f"cancelled: {exc}")
+            raise
+        finally:
+            if self.cleanup_s:
+                await asyncio.sleep(self.cleanup_s)
+            self.marks.append("finally")
+        return "slept"
+
+
+def _interrupt_once_started(probe: _AsyncProbe, interrupt: Callable[[], object]) -> None:
+    def run() -> None:
+        probe.started.wait(5)
+        interrupt()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+@pytest.mark.parametrize("error", [LeaseLost, RoundCancelled])
+def test_guard_async_interrupt_cancels_the_coroutine_mid_await_and_raises_its_error(
+    error: type[BaseException],
+) -> None:
+    """An async handler interrupted mid-await gets CancelledError (with the reason) there,
+    its finally runs, and `call` raises the interrupt's exception."""
+    guard, probe = HandlerGuard(), _AsyncProbe()
+    _interrupt_once_started(probe, lambda: guard.interrupt("stop now", error=error))
+    with guard.installed(), pytest.raises(error, match="stop now"):
+        guard.call(probe)
+    assert probe.marks == ["cancelled: stop now", "finally"]
+
+
+def test_guard_async_interrupted_coroutine_may_await_in_its_finally() -> None:
+    """The cancel is sent once: awaits in the coroutine's cleanup are not cut short."""
+    guard, probe = HandlerGuard(), _AsyncProbe(cleanup_s=0.3)  # several repeat periods
+    _interrupt_once_started(probe, lambda: guard.interrupt("lease gone"))
+    with guard.installed(), pytest.raises(LeaseLost):
+        guard.call(probe)
+    assert probe.marks == ["cancelled: lease gone", "finally"]
+
+
+def test_guard_async_handler_returns_what_its_coroutine_returns() -> None:
+    """Not interrupted, `call` returns the coroutine's result."""
+    with HandlerGuard().installed() as guard:
+        assert guard.call(_AsyncProbe(sleep_s=0)) == "slept"
+
+
+def test_guard_async_handlers_of_one_process_share_one_event_loop() -> None:
+    """Rounds of one process run on one loop, kept (not closed) between them."""
+    first = HandlerGuard().call(_running_loop)
+    second = HandlerGuard().call(_running_loop)
+    assert first is second
+    assert not first.is_running() and not first.is_closed()
+
+
+def test_guard_async_handler_in_a_forked_process_runs_on_a_loop_of_its_own() -> None:
+    """A pool process forked from a process that had a loop makes its own."""
+    parent_loop = HandlerGuard().call(_running_loop)
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only, never return into pytest
+        status = 1
+        try:
+            status = 0 if HandlerGuard().call(_running_loop) is not parent_loop else 2
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+
+
+def test_guard_async_interrupt_in_another_thread_cancels_the_coroutine() -> None:
+    """Outside the main thread (a threads pool) the interrupt cancels the coroutine too."""
+    probe = _AsyncProbe()
+    raised: list[BaseException] = []
+    guards: list[HandlerGuard] = []
+
+    def run() -> None:
+        guard = HandlerGuard()
+        guards.append(guard)
+        try:
+            with guard.installed():
+                guard.call(probe)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert probe.started.wait(5)
+    guards[0].interrupt("cancelled by ops", error=RoundCancelled)
+    thread.join(5)
+    assert [type(exc) for exc in raised] == [RoundCancelled]
+    assert probe.marks == ["cancelled: cancelled by ops", "finally"]
+
+
+def test_guard_async_soft_time_limit_cancels_the_coroutine_and_raises_it() -> None:
+    """Celery's soft time limit (billiard's SIGUSR1 handler) during an async handler cancels
+    the coroutine, lets its finally run, then raises SoftTimeLimitExceeded from `call`."""
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        guard, probe = HandlerGuard(), _AsyncProbe()
+        main = threading.get_ident()
+        _interrupt_once_started(probe, lambda: signal.pthread_kill(main, signal.SIGUSR1))
+        with guard.installed(), pytest.raises(SoftTimeLimitExceeded):
+            guard.call(probe)
+        assert probe.marks == ["cancelled: SoftTimeLimitExceeded()", "finally"]
+        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize("handler_kind", ["sync", "async"])
+def test_guard_interrupted_before_the_call_raises_without_running_the_handler(
+    handler_kind: str,
+) -> None:
+    """An interrupt that came before the handler started stops it from starting at all."""
+    ran: list[str] = []
+
+    def sync_handler() -> None:
+        ran.append("sync")
+
+    async def async_handler() -> None:
+        ran.append("async")
+
+    guard = HandlerGuard()
+    with guard.installed():
+        guard.interrupt("cancelled early", error=RoundCancelled)
+        with pytest.raises(RoundCancelled, match="cancelled early"):
+            guard.call(sync_handler if handler_kind == "sync" else async_handler)
+    assert ran == []
+
+
+def test_guard_async_coroutine_cancelled_from_inside_raises_runtime_error() -> None:
+    """A coroutine that ends cancelled by its own doing fails the round (a plain error),
+    not a cancel or a lost lease."""
+
+    async def cancels_itself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    with (
+        HandlerGuard().installed() as guard,
+        pytest.raises(RuntimeError, match="cancelled from inside"),
+    ):
+        guard.call(cancels_itself)

@@ -767,3 +767,95 @@ def test_updated_null_for_required_field_raises_naming_it(field: str, value: Any
     with pytest.raises(InvalidTaskError) as info:
         lifecycle.updated(stored(), {field: value}, now_ms=NOW)
     assert info.value.field == field
+
+
+# --------------------------------------------------------------------------- queue moves
+# A slot due at 09:50, claimed by the beat with fence 5: its message waits on the old queue.
+CLAIMED_SLOT = at(8, 9, 50)
+
+
+def claimed(**overrides: Any) -> Task:
+    return stored(next_ms=CLAIMED_SLOT, **overrides)
+
+
+def stands(task: Task, fence: int) -> bool:
+    return lifecycle.stands_for(task, fence=fence, slot_ms=CLAIMED_SLOT, now_ms=NOW)
+
+
+def test_new_task_keeps_its_own_queue() -> None:
+    """A create body's queue is the task's own; without one the task has none."""
+    assert create(queue="dev-a").queue == "dev-a"
+    assert create().queue is None
+
+
+def test_new_task_bad_queue_raises_naming_queue() -> None:
+    """A queue name a worker could not consume is refused on `queue`."""
+    with pytest.raises(InvalidTaskError) as info:
+        create(queue="dev a")
+    assert (info.value.key, info.value.field) == ("queue_format", "queue")
+
+
+def test_updated_queue_of_pending_task_refences_the_same_slot() -> None:
+    """A move keeps the slot but re-fences it (the beat claims it again at once, for the new
+    queue) and marks every earlier claim as one of the old queue."""
+    new = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    assert (new.queue, new.status, new.next_ms) == ("dev-b", PENDING, CLAIMED_SLOT)
+    assert (new.fence, new.queue_fence) == (6, 6)
+
+
+def test_stands_for_message_claimed_before_a_queue_move_is_stale() -> None:
+    """The message left on the old queue never starts the slot, though it is due and an
+    older claim of the same slot otherwise would."""
+    moved = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    assert stands(claimed().evolve(fence=6), 5), "without a move an older claim stands"
+    assert not stands(moved, 5)
+
+
+def test_stands_for_claims_after_a_queue_move_stand_as_before() -> None:
+    """Claims under the new queue behave as any claims: the latest stands, and so does an
+    earlier one of the same slot once due (a long queue re-claimed meanwhile)."""
+    moved = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    reclaimed = moved.evolve(fence=moved.fence + 2)
+    assert stands(reclaimed, moved.fence + 2)
+    assert stands(reclaimed, moved.fence + 1)
+    assert not stands(reclaimed, 5)
+
+
+def test_updated_queue_of_running_task_leaves_the_round_alone() -> None:
+    """A round in progress runs on where it is: no re-fence; the slot after it is claimed
+    afresh, so it goes to the new queue."""
+    task = claimed(status=RUNNING, run_id="r1")
+    new = lifecycle.updated(task, {"queue": "dev-b"}, now_ms=NOW)
+    assert (new.queue, new.status, new.fence, new.queue_fence) == ("dev-b", RUNNING, 5, 0)
+
+
+def test_updated_queue_null_moves_back_to_the_rule() -> None:
+    """`queue: null` drops the task's own queue; it is a move like any other."""
+    new = lifecycle.updated(claimed(queue="dev-a"), {"queue": None}, now_ms=NOW)
+    assert (new.queue, new.fence, new.queue_fence) == (None, 6, 6)
+
+
+def test_updated_same_queue_is_no_move() -> None:
+    """Sending the queue the task already has changes neither the fence nor the floor."""
+    task = claimed(queue="dev-a")
+    new = lifecycle.updated(task, {"queue": "dev-a"}, now_ms=NOW)
+    assert (new.fence, new.queue_fence) == (5, 0)
+
+
+def test_updated_queue_with_timing_change_refences_once() -> None:
+    """A move made with a reschedule uses the reschedule's new fence as the floor."""
+    new = lifecycle.updated(claimed(), {"queue": "dev-b", "interval": 600}, now_ms=NOW)
+    assert (new.fence, new.queue_fence) == (6, 6)
+
+
+def test_updated_queue_of_paused_task_refences_it() -> None:
+    """A paused task moved: no earlier claim may start its slot after a resume either."""
+    new = lifecycle.updated(claimed(status=PAUSED), {"queue": "dev-b"}, now_ms=NOW)
+    assert (new.status, new.fence, new.queue_fence) == (PAUSED, 6, 6)
+
+
+def test_updated_bad_queue_raises_naming_queue() -> None:
+    """A PATCH's queue is checked like a create's."""
+    with pytest.raises(InvalidTaskError) as info:
+        lifecycle.updated(claimed(), {"queue": "w1@host.dq2"}, now_ms=NOW)
+    assert (info.value.key, info.value.field) == ("queue_reserved", "queue")

@@ -1306,6 +1306,7 @@ async def _renewing(
     lease = AccountLease(
         client,
         lock_key=KEYS.lock("acct-a"),
+        task_key=KEYS.task(a),
         running_key=KEYS.running(),
         task_id=a,
         ttl_ms=RENEW_TTL_MS,

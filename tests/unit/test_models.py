@@ -69,6 +69,7 @@ FULL = make_task(
         pytest.param(make_task(windows=hour_window((20, 0))), id="window-until-midnight"),
         pytest.param(make_task(windows=((540, 690), (840, 1320))), id="two-windows"),
         pytest.param(make_task(next_ms=0, round_num=0, fence=0), id="zero-ints"),
+        pytest.param(make_task(queue="dev-a", fence=9, queue_fence=8), id="own-queue"),
     ],
 )
 def test_task_hash_round_trip_returns_equal_task(task: Task) -> None:
@@ -109,6 +110,7 @@ def test_task_to_hash_writes_every_set_field_as_a_string() -> None:
         "run_id",
         "paused_until_ms",
         "pause_note",
+        "queue",
     ],
 )
 def test_task_to_hash_none_is_left_out_and_read_back_as_none(name: str) -> None:
@@ -127,6 +129,7 @@ def test_task_to_hash_none_is_left_out_and_read_back_as_none(name: str) -> None:
         ("misfire_policy", "run_once"),
         ("misfire_grace_s", 60),
         ("tags", ()),
+        ("queue_fence", 0),
     ],
 )
 def test_task_to_hash_default_is_left_out_and_read_back_as_default(name: str, value: Any) -> None:

@@ -6,7 +6,9 @@ due with `run_now`; `runner_for` runs their rounds with the "probe" handler each
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -263,3 +265,47 @@ async def test_round_handler_gets_the_message_fence_and_the_round_run_id(
     ctx: RunContext = seen["ctx"]
     assert ctx.fencing_token == msg.fence
     assert ctx.run_id and ctx.run_id == seen["stored_run_id"]
+
+
+@pytest.mark.parametrize("result", [{"at": object()}, {"score": math.nan}], ids=["object", "nan"])
+async def test_round_result_not_json_serialisable_fails_the_round_without_it(
+    redis_url: str, runner: Runner, result: Any
+) -> None:
+    """A result history cannot store as JSON fails the round, naming why; none is stored."""
+    task_id = await _due_task(redis_url, "acct-result")
+    run, client = runner(lambda ctx: result)
+    assert run.run(message_for(client, task_id))["outcome"] == "failed"
+    [record] = _runs(client, task_id)
+    assert record["outcome"] == "failed" and record["result"] is None
+    assert "not JSON-serialisable" in record["error"]
+    assert _task(client, task_id).failures == 1
+
+
+async def test_round_sync_handler_returning_a_coroutine_fails_naming_async_def(
+    redis_url: str, runner: Runner
+) -> None:
+    """A plain function that returns a coroutine fails its round (never `ok`), and the
+    error says to declare the handler `async def`."""
+    task_id = await _due_task(redis_url, "acct-coroutine")
+    run, client = runner(lambda ctx: asyncio.sleep(0))
+    assert run.run(message_for(client, task_id))["outcome"] == "failed"
+    [record] = _runs(client, task_id)
+    assert record["result"] is None
+    assert record["error"].startswith("TypeError: the handler returned coroutine")
+    assert "`async def`" in record["error"]
+
+
+def test_round_async_handler_records_ok_with_what_its_coroutine_returned(
+    redis_url: str, runner: Runner
+) -> None:
+    """An async handler's round runs its coroutine to the end and records its result."""
+    task_id = asyncio.run(_due_task(redis_url, "acct-async"))
+
+    async def handler(ctx: RunContext) -> dict[str, int]:
+        await asyncio.sleep(0.01)
+        return {"round": ctx.round_num}
+
+    run, client = runner(handler)
+    assert run.run(message_for(client, task_id))["outcome"] == "ok"
+    [record] = _runs(client, task_id)
+    assert (record["outcome"], record["result"]) == ("ok", {"round": 1})

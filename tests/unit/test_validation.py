@@ -255,3 +255,47 @@ def test_refusal_is_invalid_task_error_naming_its_field(
     with pytest.raises(InvalidTaskError) as info:
         call()
     assert (info.value.key, info.value.field) == (key, field)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("dev-a", id="device"),
+        pytest.param("celery", id="default"),
+        pytest.param("mac_intel.eu:1@lab", id="every-punctuation"),
+        pytest.param("q" * 64, id="longest"),
+        pytest.param(None, id="none-means-the-rule"),
+    ],
+)
+def test_check_queue_celery_queue_name_is_returned(value: str | None) -> None:
+    """A plain Celery queue name (or None: no queue of its own) is accepted as it is."""
+    assert validation.check_queue(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        pytest.param("", "queue_format", id="empty"),
+        pytest.param("q" * 65, "queue_format", id="too-long"),
+        pytest.param("dev a", "queue_format", id="space"),
+        pytest.param("dev-a,dev-b", "queue_format", id="comma-splits-a-Q-list"),
+        pytest.param("-dev", "queue_format", id="leading-dash"),
+        pytest.param("队列", "queue_format", id="non-ascii"),
+        pytest.param(3, "queue_format", id="not-text"),
+        pytest.param("w1@host.dq2", "queue_reserved", id="worker-direct-queue"),
+        pytest.param("celery@host.celery.pidbox", "queue_reserved", id="broadcast"),
+        pytest.param("celeryev.abc", "queue_reserved", id="events"),
+    ],
+)
+def test_check_queue_bad_name_is_refused_naming_queue(value: object, key: str) -> None:
+    """A name a worker's -Q could not take, or one of Celery's own queues, fails on `queue`."""
+    with pytest.raises(InvalidTaskError) as info:
+        validation.check_queue(value)
+    assert (info.value.key, info.value.field) == (key, "queue")
+
+
+def test_task_query_bad_queue_filter_is_refused_naming_queue() -> None:
+    """The `queue` filter of a listing takes the same names as the field."""
+    with pytest.raises(InvalidTaskError) as info:
+        validation.task_query(queue="a b")
+    assert (info.value.key, info.value.field) == ("queue_format", "queue")

@@ -12,6 +12,10 @@ class World:
     now: float = 0.0
     broker_up: bool = True
     full: bool = False
+    probe_every_s: float = 5
+    stopping: bool = False
+    withdrawn: int = 0
+    deaf: list[str] = field(default_factory=list)
     probes: list[float] = field(default_factory=list)
     alive: list[float] = field(default_factory=list)
 
@@ -21,11 +25,16 @@ class World:
             record_alive=lambda: self.alive.append(self.now),
             broker_answers=lambda: self.broker_up,
             saturated=lambda: self.full,
-            on_deaf=lambda reason: None,
-            probe_every_s=5,
+            on_deaf=self.deaf.append,
+            shutting_down=lambda: self.stopping,
+            withdraw=self.withdraw,
+            probe_every_s=self.probe_every_s,
             deaf_after_s=15,
             clock=lambda: self.now,
         )
+
+    def withdraw(self) -> None:
+        self.withdrawn += 1
 
 
 def _run(world: World, dog: ConsumeWatchdog, until: float, *, answer: bool = False) -> str | None:
@@ -61,6 +70,21 @@ def test_watchdog_idle_worker_answering_its_probe_is_never_deaf() -> None:
     assert world.alive[-1] >= 55
 
 
+def test_watchdog_probe_period_as_short_as_a_step_answered_probes_are_never_deaf() -> None:
+    """A 1 s probe period: each answer is already a period old at the next look, yet an
+    answered probe still proves consumption."""
+    world = World(probe_every_s=1)
+    dog = world.watchdog()
+    for _ in range(60):
+        world.now += 1.002  # a look takes a little time on top of the step
+        assert dog.step() is None
+        if world.probes and world.probes[-1] == world.now:
+            world.now += 0.001
+            dog.received()  # the probe comes back at once
+    assert len(world.probes) >= 20
+    assert world.alive[-1] >= 55
+
+
 def test_watchdog_unanswered_probe_with_broker_up_is_deaf_after_the_limit() -> None:
     """No message for the period plus the deaf limit while the broker answers: deaf."""
     world = World()
@@ -87,3 +111,18 @@ def test_watchdog_saturated_worker_is_alive_without_receiving() -> None:
     dog = world.watchdog()
     assert _run(world, dog, 100) is None
     assert world.probes == [] and len(world.alive) == 100
+
+
+def test_watchdog_shutting_down_worker_is_never_deaf_and_withdraws_its_heartbeat() -> None:
+    """A warm shutdown stops fetching on purpose: however long the silence and whatever
+    probe is pending, no verdict, no probe, no heartbeat; the heartbeat is withdrawn once."""
+    world = World()
+    dog = world.watchdog()
+    assert _run(world, dog, 8) is None
+    assert world.probes == [5.0], "a probe is pending when the shutdown starts"
+    alive_before = len(world.alive)
+    world.stopping = True
+    assert _run(world, dog, 200) is None
+    assert world.probes == [5.0]
+    assert len(world.alive) == alive_before
+    assert world.withdrawn == 1
