@@ -26,7 +26,7 @@ from taskdispatch.bodies import (
     Text,
 )
 from taskdispatch.history import RunRecord
-from taskdispatch.lifecycle import due_at
+from taskdispatch.lifecycle import due_at, is_cancelling
 from taskdispatch.messages import text
 from taskdispatch.models import Outcome, Task, TaskStatus
 from taskdispatch.progress import RoundProgress
@@ -171,6 +171,10 @@ class CurrentRound(BaseModel):
     )
     fraction: float | None = Field(description="The share of the round done, 0..1, if reported.")
     progress_at: str | None = Field(description="When the handler last reported progress.")
+    stopping: bool = Field(
+        False,
+        description="An operator asked this round to stop (POST /cancel); it ends cancelled.",
+    )
 
 
 class TaskInfo(BaseModel):
@@ -542,6 +546,7 @@ def current_round_fields(task: Task, progress: RoundProgress | None) -> dict[str
         "progress": None if shown is None else shown.message,
         "fraction": None if shown is None else shown.fraction,
         "progress_at": None if shown is None else to_local_iso(shown.at_ms, tz),
+        "stopping": is_cancelling(task),
     }
 
 

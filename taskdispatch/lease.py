@@ -249,12 +249,11 @@ class HandlerGuard:
         raise_limit = previous
 
         def on_limit(signum: int, frame: FrameType | None) -> None:
-            if task.done():
-                raise_limit(signum, frame)
-                return
             try:
                 raise_limit(signum, frame)
             except BaseException as exc:
+                if task.done():
+                    raise  # the coroutine has ended: the limit goes where it lands
                 stopped_by.append(exc)
                 task.get_loop().call_soon_threadsafe(task.cancel, repr(exc))
 

@@ -24,7 +24,7 @@
   const AUDIT_LIMIT = 100;
   const EVENT_TYPES = [
     "task.created", "task.updated", "task.deleted",
-    "round.started", "round.finished", "round.failed", "round.skipped", "round.lost",
+    "round.started", "round.finished", "round.failed", "round.skipped", "round.lost", "round.cancelled",
     "round.waiting", "round.progress", "limit.saved", "limit.deleted",
     "dispatcher.started", "dispatcher.stopped", "resync",
   ];
@@ -32,13 +32,13 @@
   const STATUS_TEXT = {
     pending: "待执行", running: "运行中", paused: "已暂停", completed: "已完成", error: "出错",
   };
-  const OUTCOME_TEXT = { ok: "成功", failed: "失败", skipped: "跳过", lost: "丢失" };
+  const OUTCOME_TEXT = { ok: "成功", failed: "失败", skipped: "跳过", lost: "丢失", cancelled: "已停止" };
   const ROLE_RANK = { viewer: 1, operator: 2, admin: 3 };
   const ROLE_TEXT = { viewer: "只读", operator: "操作员", admin: "管理员" };
-  const BULK_TEXT = { pause: "暂停", resume: "恢复", run: "立即执行", delete: "删除" };
+  const BULK_TEXT = { pause: "暂停", resume: "恢复", run: "立即执行", cancel: "停止本轮", delete: "删除" };
   const AUDIT_TEXT = {
     create: "创建", patch: "修改", pause: "暂停", resume: "恢复", reorder: "调整优先级",
-    run: "立即执行", delete: "删除", import: "导入",
+    run: "立即执行", cancel: "停止本轮", delete: "删除", import: "导入",
   };
   const DEFAULT_VIEW = {
     status: "", tag: "", sys_type: "", queue: "", q: "", sort: "created", size: 50, page: 1,
@@ -649,6 +649,14 @@
   }
 
   function nextCell(task) {
+    const round = task.current_round;
+    if (round?.stopping) {
+      return el("span", { class: "stopping" }, "本轮正在停止…", progressLine(round));
+    }
+    if (task.status === "paused" && round) {
+      // Paused while its round runs: the round finishes (or is stopped), no next one follows.
+      return el("span", { class: "stopping" }, "已暂停，本轮仍在运行", progressLine(round));
+    }
     if (task.status === "running" && task.started_at) {
       return el("span", {}, "已运行 ",
         el("span", { class: "countdown", "data-since": Date.parse(task.started_at) }),
@@ -681,6 +689,7 @@
       if (task.status === "pending" || task.status === "running") buttons.push(button("pause", "暂停"));
       if (task.status === "paused" || task.status === "error") buttons.push(button("resume", "恢复"));
       if (task.status === "pending") buttons.push(button("run", "立即执行"));
+      if (task.current_round && !task.current_round.stopping) buttons.push(button("cancel", "停止本轮"));
     }
     if (may("admin")) buttons.push(button("edit", "编辑"));
     buttons.push(button("audit", "记录"));
@@ -935,7 +944,10 @@
     $("bulk-scope").textContent = allMatching
       ? `符合筛选条件的全部任务：${filterText(scope.select)}（执行时按条件重新选择）。`
       : "本页选中的任务。";
-    $("bulk-pause-fields").hidden = action !== "pause";
+    $("bulk-pause-fields").hidden = action !== "pause" && action !== "cancel";
+    $("bulk-until-field").hidden = action !== "pause";
+    $("bulk-then-field").hidden = action !== "cancel";
+    $("bulk-then").value = "next";
     $("bulk-warning").hidden = action !== "delete";
     $("bulk-until").value = "";
     $("bulk-note").value = "";
@@ -956,9 +968,10 @@
     event.preventDefault();
     if (!bulk) return;
     const body = { action: bulk.action, request_id: bulk.request_id, ...bulk.scope };
-    if (bulk.action === "pause") {
-      if ($("bulk-until").value) body.until = $("bulk-until").value;
-      if ($("bulk-note").value.trim()) body.note = $("bulk-note").value.trim();
+    if (bulk.action === "pause" && $("bulk-until").value) body.until = $("bulk-until").value;
+    if (bulk.action === "cancel") body.then = $("bulk-then").value;
+    if ((bulk.action === "pause" || bulk.action === "cancel") && $("bulk-note").value.trim()) {
+      body.note = $("bulk-note").value.trim();
     }
     $("bulk-confirm").disabled = true;
     $("bulk-error").hidden = true;
@@ -1248,6 +1261,47 @@
 
   $("audit-close").addEventListener("click", () => $("audit-dialog").close());
 
+  // ---------------------------------------------------------------- stopping a round
+
+  let cancelling = null; // the task whose round the open dialog stops
+
+  function openCancel(taskId) {
+    const task = tasks.get(taskId);
+    if (!task) return;
+    cancelling = taskId;
+    $("cancel-title").textContent = `停止 ${task.account_id} 正在执行的轮次？`;
+    $("cancel-then").value = "next";
+    $("cancel-note").value = "";
+    $("cancel-error").hidden = true;
+    $("cancel-confirm").disabled = false;
+    $("cancel-dialog").showModal();
+  }
+
+  $("cancel-close").addEventListener("click", () => $("cancel-dialog").close());
+
+  $("cancel-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!cancelling) return;
+    const body = { then: $("cancel-then").value };
+    if ($("cancel-note").value.trim()) body.note = $("cancel-note").value.trim();
+    $("cancel-confirm").disabled = true;
+    try {
+      await api(`${taskPath(cancelling)}/cancel`, { method: "POST", body });
+      $("cancel-dialog").close();
+      cancelling = null;
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        askForToken();
+        return;
+      }
+      $("cancel-error").hidden = false;
+      $("cancel-error").textContent = errorText(error);
+    } finally {
+      $("cancel-confirm").disabled = false;
+    }
+    await refresh();
+  });
+
   // ---------------------------------------------------------------- row actions
 
   const ACTIONS = {
@@ -1271,6 +1325,7 @@
     const { action, taskId } = button.dataset;
     if (action === "edit") return openTaskForm(taskId);
     if (action === "audit") return openAudit(taskId);
+    if (action === "cancel") return openCancel(taskId);
     button.disabled = true;
     try {
       await ACTIONS[action](taskId);

@@ -451,6 +451,8 @@ class Supervisor:
 
     def _stop(self, names: list[str], allowance_s: float, *, waiting_for: str = "") -> bool:
         group = [self.children[name] for name in names if name in self.children]
+        # A child already dead was reported when it died; only the stop's own are judged.
+        stopping = {child.name for child in group if child.alive}
         started = time.monotonic()
         noted = started
         for child in group:
@@ -474,7 +476,11 @@ class Supervisor:
                 clean = False
                 why = "second signal" if self.stop.force.is_set() else "did not stop in time"
                 self.console.line("run", f"{child.name}: {why}, SIGKILL", alarm=True)
-            elif child.proc is not None and child.proc.returncode not in _STOPPED_STATUSES:
+            elif (
+                child.name in stopping
+                and child.proc is not None
+                and child.proc.returncode not in _STOPPED_STATUSES
+            ):
                 clean = False
                 self._report_failed_stop(child.name, child.proc.returncode)
             child.kill_group()

@@ -10,16 +10,19 @@ is missing.
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
 
+from taskdispatch import lifecycle
 from taskdispatch.history import RunRecord, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.limits import LimitBook, admit
 from taskdispatch.models import Task
+from taskdispatch.transaction import Change, Read, transact
 from tests.support.dashboard import require_browser
 
 require_browser()
@@ -58,6 +61,39 @@ def record_ok_round(store: redis.Redis, task_id: str) -> None:
         # The fields the round updates that no index depends on.
         pipe.hset(keys.task(task_id), mapping={"round_num": "1", "last_ms": str(now_ms - 60_000)})
         pipe.execute()
+
+
+def start_round(store: redis.Redis, task_id: str) -> str:
+    """Mark the task's round as started, the way a worker's start transaction does."""
+    run_id = uuid.uuid4().hex
+
+    def plan(read: Read) -> Change:
+        assert read.task is not None
+        now_ms = time.time_ns() // 1_000_000
+        return Change(lifecycle.started(read.task, run_id=run_id, worker="w1@h", now_ms=now_ms))
+
+    transact(store, Keys(PREFIX), task_id, plan)
+    return run_id
+
+
+def test_dashboard_stop_round_asks_then_and_note_and_shows_the_round_stopping(
+    api: Api, browser: Any, store: redis.Redis
+) -> None:
+    """A running row offers "停止本轮"; confirming with "pause" and a note asks the API to
+    cancel, and the row then says the round is stopping."""
+    task = api.create("account_1")
+    run_id = start_round(store, task["task_id"])
+    browser.get(f"{api.url}/")
+    wait_for(lambda: "cancel" in table(browser).get("account_1", {}).get("buttons", []), "stop")
+    click(browser, 'tr[data-account="account_1"] button[data-action="cancel"]')
+    wait_for(lambda: browser.find_element(By.ID, "cancel-dialog").is_displayed(), "the dialog")
+    browser.find_element(By.CSS_SELECTOR, '#cancel-then option[value="pause"]').click()
+    browser.find_element(By.ID, "cancel-note").send_keys("验证码")
+    click(browser, "#cancel-confirm")
+    wait_for(lambda: table(browser)["account_1"]["stopping"] == "本轮正在停止…", "stopping")
+    stored = Task.from_hash(store.hgetall(Keys(PREFIX).task(task["task_id"])))
+    assert (stored.cancel_of, stored.status, stored.pause_note) == (run_id, "paused", "验证码")
+    assert "cancel" not in table(browser)["account_1"]["buttons"]
 
 
 def test_dashboard_lists_accounts_and_pause_button_pauses(

@@ -211,6 +211,7 @@ return [...document.querySelectorAll('#accounts tbody tr')].map((row) => ({
   reason_text: row.querySelector('.reason').textContent,
   buttons: [...row.querySelectorAll('button[data-action]')].map((b) => b.dataset.action),
   pick: Boolean(row.querySelector('input.pick')),
+  stopping: row.querySelector('.stopping')?.textContent ?? null,
 }));
 """
 
