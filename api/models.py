@@ -726,9 +726,7 @@ class BulkRequest(StrictBody):
     )
     dry_run: bool = Field(False, description="Answer what would change; write nothing.")
     until: Text | None = Field(None, description="pause: resume by itself at this time.")
-    note: Text | None = Field(
-        None, description="pause, cancel: why; also kept in the audit trail."
-    )
+    note: Text | None = Field(None, description="pause, cancel: why; also kept in the audit trail.")
     then: Literal["next", "pause"] = Field(
         "next", description="cancel: after the round stops, the next slot or a pause."
     )

@@ -11,7 +11,7 @@ from taskdispatch.exceptions import (
     UnknownTaskTypeError,
 )
 from taskdispatch.handlers import RunContext
-from taskdispatch.lease import LeaseLost
+from taskdispatch.lease import LeaseLost, RoundCancelled
 from taskdispatch.limits import Limit, Match
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.service import DispatcherStatus, TaskDispatcher
@@ -27,6 +27,7 @@ __all__ = [
     "Limit",
     "LimitNotFoundError",
     "Match",
+    "RoundCancelled",
     "RunContext",
     "Settings",
     "StoreUnavailableError",

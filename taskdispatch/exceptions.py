@@ -5,6 +5,7 @@ TaskDispatchError                  base of everything below
 │   └── UnknownTaskTypeError       task_type not registered         (400)
 ├── TaskNotFoundError              no task with that id             (404)
 ├── LimitNotFoundError             no limit of that name            (404)
+├── NotificationNotFoundError      no notification of that name     (404)
 ├── AccountTaskExistsError         one task per account             (400)
 ├── TaskConflictError              not allowed in the task's state  (409)
 ├── StoreUnavailableError          Redis cannot be reached          (503)
@@ -31,6 +32,7 @@ __all__ = [
     "AccountTaskExistsError",
     "InvalidTaskError",
     "LimitNotFoundError",
+    "NotificationNotFoundError",
     "RoundFailedError",
     "StoreUnavailableError",
     "TaskConflictError",
@@ -75,6 +77,12 @@ class TaskNotFoundError(TaskDispatchError):
 class LimitNotFoundError(TaskDispatchError):
     def __init__(self, name: str) -> None:
         super().__init__("limit_not_found", name=name)
+        self.name = name
+
+
+class NotificationNotFoundError(TaskDispatchError):
+    def __init__(self, name: str) -> None:
+        super().__init__("notification_not_found", name=name)
         self.name = name
 
 

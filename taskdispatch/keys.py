@@ -165,3 +165,60 @@ class Keys:
     def wake(self) -> str:
         """List: pushed when a change makes a task due sooner, so beats stop sleeping."""
         return f"{self.prefix}wake"
+
+    def notifications(self) -> str:
+        """Hash: notification name -> its definition (JSON)."""
+        return f"{self.prefix}notifications"
+
+    def notify_watch_lock(self) -> str:
+        """String with a TTL of `notify_watch_every_s`: held by the process whose condition
+        watcher looks this period (conditions.py), so the fleet looks once per period."""
+        return f"{self.prefix}notify:watch:lock"
+
+    def notify_conditions(self) -> str:
+        """Hash: each open condition (`task.overdue|<task_id>`, `beat.down|fleet`, ...) ->
+        what its opening event said (JSON), written with the event (conditions.py)."""
+        return f"{self.prefix}notify:conditions"
+
+    def notify_watch(self) -> str:
+        """Hash: the condition watcher's own bookkeeping: its last look (token, ms) and its
+        cursors through the next-run index (conditions.py)."""
+        return f"{self.prefix}notify:watch"
+
+    def notify_intake_lock(self) -> str:
+        """String with a TTL: the token of the one process that takes events from the stream
+        into the notifications' groups now (notifier.py), so they are taken in order."""
+        return f"{self.prefix}notify:intake:lock"
+
+    def notify_group(self, name: str, event: str) -> str:
+        """Hash: the open group of notification `name` for `event`: subject (a task_id, a
+        queue, a worker, `fleet`) -> what the message lists about it (JSON)."""
+        return f"{self.prefix}notify:group:{name}:{event}"
+
+    def notify_windows(self) -> str:
+        """Sorted set: `<name>|<event>` of each open group, scored by the ms its grouping
+        window closes (then the group becomes one delivery)."""
+        return f"{self.prefix}notify:windows"
+
+    def notify_open(self, name: str) -> str:
+        """Set: `<event>|<subject>` of each condition notification `name` has announced and
+        whose recovery it has not seen, so the same alert is not sent twice meanwhile."""
+        return f"{self.prefix}notify:open:{name}"
+
+    def notify_delivery(self, delivery_id: str) -> str:
+        """Hash: one message to send (its notification, event, tasks, attempts), deleted when
+        it was delivered or given up."""
+        return f"{self.prefix}notify:delivery:{delivery_id}"
+
+    def notify_due(self) -> str:
+        """Sorted set: delivery id scored by the ms of its next attempt (a sender's claim
+        pushes it forward, so a sender that dies leaves it to another)."""
+        return f"{self.prefix}notify:due"
+
+    def notify_recent(self, name: str) -> str:
+        """List: the latest attempts of notification `name` (JSON), newest first, capped."""
+        return f"{self.prefix}notify:recent:{name}"
+
+    def notify_stats(self) -> str:
+        """Hash: `delivered|<name>` and `given_up|<name>` counters (for /metrics)."""
+        return f"{self.prefix}notify:stats"

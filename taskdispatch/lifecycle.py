@@ -28,8 +28,8 @@ from taskdispatch.settings import Settings
 
 __all__ = [
     "CANCEL_THEN",
-    "CancelThen",
     "SCHEDULED_STATUS",
+    "CancelThen",
     "RetryPolicy",
     "auto_resumed",
     "cancel_requested",

@@ -263,9 +263,7 @@ class TaskDispatcher:
             by=self.actor,
             now_ms=self.clock(),
         )
-        _, new = await self.store.mutate(
-            task_id, change, stamp=self._stamp("cancel", note=note)
-        )
+        _, new = await self.store.mutate(task_id, change, stamp=self._stamp("cancel", note=note))
         assert new is not None
         return new
 
@@ -288,11 +286,10 @@ class TaskDispatcher:
 
     async def status(self) -> DispatcherStatus:
         now = self.clock()
-        s = self.settings
         snap = await self.store.snapshot(
             now_ms=now,
             alive_since_ms=now - ALIVE_MS,
-            broker_is_store=s.effective_broker_url == s.redis_url,
+            broker_is_store=self.settings.broker_is_store,
         )
         return DispatcherStatus(
             enabled=snap.enabled,
@@ -734,9 +731,7 @@ def _bulk_change(
     if action == "delete":
         return lambda t: None
     if action == "cancel":
-        return lambda t: lifecycle.cancel_requested(
-            t, then=then, by=by, note=note, now_ms=now_ms
-        )
+        return lambda t: lifecycle.cancel_requested(t, then=then, by=by, note=note, now_ms=now_ms)
     if action == "reorder":
         if type(priority_offset) is not int:
             raise InvalidTaskError("bulk_needs", field="priority_offset", action=action)

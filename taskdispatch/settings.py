@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     worker_deaf_after_s: float = 10.0
     runs_kept: int = 50
     max_consecutive_failures: int = 3
+    # Alerts: how often the fleet (one process per period) looks for conditions such as an
+    # overdue task or a dead beat (taskdispatch/conditions.py).
+    notify_watch_every_s: float = Field(5.0, gt=0)
+    # The dashboard's address as receivers reach it (e.g. https://td.example.com), for the
+    # link in each alert; unset: alerts carry no link.
+    public_url: str | None = None
+    # Delivery (taskdispatch/notifier.py): a failing receiver is retried with backoff from
+    # notify_backoff_s (doubling, at most 10 min) until notify_retry_for_s after the first
+    # attempt, then given up. A process that dies holding a delivery or the event intake
+    # leaves it to another after notify_claim_s.
+    notify_retry_for_s: float = Field(3600.0, gt=0)
+    notify_backoff_s: float = Field(5.0, gt=0)
+    notify_claim_s: float = Field(30.0, gt=0)
 
     @field_validator("key_prefix")
     @classmethod
@@ -113,6 +126,12 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Whether the Celery queues are lists on the store's Redis, which can then tell how
+        many messages wait in each (`store.holding_messages`)."""
+        return self.effective_broker_url == self.redis_url
 
 
 @lru_cache

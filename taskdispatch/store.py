@@ -8,7 +8,7 @@ costs O(log N + page) and a count O(1).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,13 @@ from taskdispatch.reasons import World
 from taskdispatch.transaction import Change, Marker, Read, atransact
 from taskdispatch.write import queue_wake
 
-__all__ = ["LimitView", "Snapshot", "TaskStore"]
+__all__ = [
+    "LimitView",
+    "Snapshot",
+    "TaskStore",
+    "holding_messages",
+    "unconsumed_candidates",
+]
 
 Mutation = Callable[[Task], Task | None]
 Extra = Callable[[Any], None]
@@ -365,8 +371,7 @@ class TaskStore:
         oldest_due_ms = int(head[0][1]) if head and head[0][1] <= now_ms else None
         unconsumed: dict[str, int] = {}
         if broker_is_store:
-            dead = {_text(q) for q in published} - _live_queues(live, queues_of)
-            unconsumed = await self._unconsumed(sorted(dead))
+            unconsumed = await self._unconsumed(unconsumed_candidates(published, live, queues_of))
         return Snapshot(
             counts={status.value: int(n) for status, n in zip(TaskStatus, counts, strict=True)},
             enabled=dispatcher_enabled(enabled),
@@ -388,7 +393,7 @@ class TaskStore:
             for queue in queues:
                 pipe.llen(queue)
             lengths = await pipe.execute()
-        return {q: int(n) for q, n in zip(queues, lengths, strict=True) if int(n)}
+        return holding_messages(queues, lengths)
 
     async def alive(self, *, alive_since_ms: int) -> tuple[int, int]:
         """(beats, workers) with a heartbeat since `alive_since_ms`, in one round trip."""
@@ -666,6 +671,22 @@ _AUDIT_BATCH = 500
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def unconsumed_candidates(
+    published: Iterable[Any], live: Iterable[Any], queues_of: Mapping[Any, Any]
+) -> list[str]:
+    """The queues a beat has published to (`published`) that none of the `live` workers
+    consumes, sorted: where rounds may wait unserved, for the status's `unconsumed_queues`
+    and the watcher's `queue.unserved` (conditions.py), once each queue's broker list is
+    measured (`holding_messages`)."""
+    return sorted({_text(q) for q in published} - _live_queues(live, queues_of))
+
+
+def holding_messages(queues: Sequence[str], lengths: Sequence[Any]) -> dict[str, int]:
+    """Each of `queues` with the messages waiting in it (`lengths`: their LLEN, in order),
+    for those holding any."""
+    return {q: int(n) for q, n in zip(queues, lengths, strict=True) if int(n)}
 
 
 def _live_queues(live: Iterable[Any], queues_of: Mapping[Any, Any]) -> frozenset[str]:

@@ -229,8 +229,9 @@ def tags(value: Any, *, field: str = "tags") -> tuple[str, ...]:
 # broker's list (Redis) or queue (AMQP) name, and short enough to keep the task hash compact
 # (models.PIECE_BYTES; the beat's claim script reads it, so it is never stored in pieces).
 _QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
-# Celery's own queues: a worker's direct queue (`<node>.dq2`, where only its probes go),
-# the broadcast and event queues. A round published there would never run as one.
+# Celery's own queues: a worker's direct queue (`<node>.dq2`: its watchdog's probes, and
+# not among the queues a worker announces), the broadcast and the event queues (fanout:
+# no worker takes a task from them).
 _CELERY_QUEUE_SUFFIXES = (".dq2", ".pidbox")
 _CELERY_QUEUE_PREFIXES = ("celeryev.",)
 

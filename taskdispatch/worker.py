@@ -94,15 +94,25 @@ def _on_worker_ready(sender: Any, **_: Any) -> None:
     r = runner()
     # Not the worker's own direct queue: only the probes use it.
     names = (q.name for q in sender.task_consumer.queues if not q.name.endswith(".dq2"))
-    queues = ",".join(sorted(names))
+    announced = {
+        r.keys.worker_queues(): ",".join(sorted(names)),
+        r.keys.worker_handlers(): announcement(r.registry),
+    }
     try:
         with r.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(r.keys.worker_queues(), sender.hostname, queues)
-            pipe.hset(r.keys.worker_handlers(), sender.hostname, announcement(r.registry))
+            _announce(pipe, sender.hostname, announced)
             pipe.execute()
     except RedisError as exc:
         log.warning("worker queues and task types not announced: %s", exc)
-    _start_watchdog(sender, r)
+    _start_watchdog(sender, r, announced)
+
+
+def _announce(pipe: Any, hostname: str, announced: dict[str, str]) -> None:
+    """Queue this worker's announcements (hash key -> its value for this worker). Sent at
+    start and with every heartbeat, so a Redis that lost its data while the worker lived
+    learns them again within seconds."""
+    for key, value in announced.items():
+        pipe.hset(key, hostname, value)
 
 
 @task_received.connect  # type: ignore[untyped-decorator]
@@ -114,7 +124,7 @@ def _on_task_received(**_: Any) -> None:
 _watchdog: ConsumeWatchdog | None = None
 
 
-def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
+def _start_watchdog(consumer: Any, r: RoundRunner, announced: dict[str, str]) -> None:
     global _watchdog
     s = r.settings
     app = consumer.app
@@ -130,6 +140,7 @@ def _start_watchdog(consumer: Any, r: RoundRunner) -> None:
         with r.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(r.keys.workers(), {hostname: now})
             pipe.zremrangebyscore(r.keys.workers(), "-inf", now - HEARTBEAT_RETENTION_MS)
+            _announce(pipe, hostname, announced)
             pipe.execute()
         last_alive[0] = time.monotonic()
 

@@ -61,6 +61,8 @@ def queue_task_write(
         pipe.zrem(keys.due(), old.task_id)
         pipe.zrem(keys.running(), old.task_id)
         pipe.zrem(keys.resume(), old.task_id)
+        if old.run_id is not None:
+            pipe.delete(keys.progress(old.task_id))  # its round's progress goes with it
         for limit_name in old.waits:
             queue_leave(pipe, keys, old.task_id, limit_name, now_ms=now_ms())
         queue_event(pipe, keys, "task.deleted", task_id=old.task_id, account_id=old.account_id)

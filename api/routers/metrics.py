@@ -64,6 +64,15 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
     ]
     for name, doc, value in gauges:
         families.append(GaugeMetricFamily(f"taskdispatch_{name}", doc, value=value))
+    # Per queue, so that an alert names the queue that needs a worker (due_backlog sums them).
+    unconsumed = GaugeMetricFamily(
+        "taskdispatch_queue_unconsumed_messages",
+        "Rounds waiting in a queue no live worker consumes",
+        labels=["queue"],
+    )
+    for queue, count in status.unconsumed_queues.items():
+        unconsumed.add_metric([queue], count)
+    families.append(unconsumed)
 
     per_limit: list[tuple[str, str, Callable[[LimitView], int | None]]] = [
         ("in_use", "Rounds holding a place in the limit", lambda v: v.in_use),

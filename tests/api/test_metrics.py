@@ -83,3 +83,19 @@ async def test_metrics_with_token_needs_bearer(secured_client: httpx.AsyncClient
     authorized = await secured_client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert authorized.status_code == 200
     assert "taskdispatch_tasks" in authorized.text
+
+
+async def test_metrics_names_each_queue_no_live_worker_consumes(
+    client: httpx.AsyncClient, dispatcher: TaskDispatcher
+) -> None:
+    """Rounds waiting in a queue without a live consumer show per queue; a consumer hides it."""
+    # Arranged as a beat leaves it: the queue noted as published, its messages in its list.
+    await dispatcher.redis.sadd(dispatcher.keys.published_queues(), "dev-a")
+    await dispatcher.redis.lpush("dev-a", "m1", "m2")
+    gauge = "taskdispatch_queue_unconsumed_messages"
+    assert value((await client.get("/metrics")).text, gauge, queue="dev-a") == 2
+
+    now = time.time_ns() // 1_000_000
+    await dispatcher.redis.hset(dispatcher.keys.worker_queues(), "w1@host", "celery,dev-a")
+    await dispatcher.redis.zadd(dispatcher.keys.workers(), {"w1@host": now})
+    assert value((await client.get("/metrics")).text, gauge, queue="dev-a") is None

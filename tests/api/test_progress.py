@@ -66,6 +66,7 @@ async def test_read_running_task_with_progress_shows_it(
         "progress": "第 2 步，共 5 步",
         "fraction": 0.4,
         "progress_at": "2026-01-08T10:31:15.250+08:00",
+        "stopping": False,
     }
 
 

@@ -139,3 +139,20 @@ def test_api_configured_with_a_handler_it_cannot_import_starts_and_accepts_the_t
 def _known(response: httpx.Response) -> set[str]:
     """The known task types a 400 for an unknown one lists (after its last colon)."""
     return {name.strip() for name in response.json()["error"].rsplit(":", 1)[1].split(",")}
+
+
+def test_worker_announces_its_task_types_again_after_redis_lost_them(stack):
+    """A Redis that lost the announcements while the worker lived (a restart without
+    persistence) has them back within a few heartbeats, without restarting the worker."""
+    s = stack(workers=1, beats=1)
+    announced = s.keys.worker_handlers()
+    wait_until(lambda: s.view.r.hget(announced, s.node(0)), 15, message="the announcement")
+    s.view.r.delete(announced, s.keys.worker_queues())
+    wait_until(
+        lambda: (
+            s.view.r.hget(announced, s.node(0)) and s.view.r.hget(s.keys.worker_queues(), s.node(0))
+        ),
+        10,
+        message="the announcement again",
+    )
+    assert "probe_async" in s.view.r.hget(announced, s.node(0))

@@ -33,9 +33,13 @@ INTERVAL_S = 600
 LEASE_TTL_S = 3.0
 
 
-async def _stuck_round(s: Stack, dispatcher: TaskDispatcher, account: str) -> str:
+async def _stuck_round(
+    s: Stack, dispatcher: TaskDispatcher, account: str, *, task_type: str = "probe"
+) -> str:
     """A task whose round has started and would run for minutes."""
-    task_id = await add_probe_task(dispatcher, account, sleep_s=STUCK_S, interval=INTERVAL_S)
+    task_id = await add_probe_task(
+        dispatcher, account, sleep_s=STUCK_S, interval=INTERVAL_S, task_type=task_type
+    )
     await dispatcher.run_now(task_id)
     wait_until(
         lambda: _starts(s, task_id) == 1 and s.view.task(task_id).run_id is not None,
@@ -54,14 +58,14 @@ def _interrupts(s: Stack, task_id: str) -> list[str]:
 
 
 async def _cancelled_then_quiet(
-    s: Stack, dispatcher: TaskDispatcher, task_id: str
+    s: Stack, dispatcher: TaskDispatcher, task_id: str, *, interrupt: str = "RoundCancelled"
 ) -> dict[str, Any]:
     """The round ends cancelled, interrupted inside its handler; the slot is not run again
     for three lease TTLs; returns the round's record."""
     wait_until(
         lambda: s.view.runs(task_id, "cancelled"), timeout_s=10, message="a cancelled record"
     )
-    assert _interrupts(s, task_id) == ["RoundCancelled"]
+    assert _interrupts(s, task_id) == [interrupt]
     task = s.view.task(task_id)
     assert (task.failures, task.run_id) == (0, None)
     holds_for(
@@ -174,3 +178,15 @@ async def test_celery_control_revoke_of_a_running_round_cancels_it(
     record = await _cancelled_then_quiet(s, dispatcher, task_id)
     assert record["cancelled_by"] == "celery control revoke"
     await _run_now_starts_at_once(s, dispatcher, task_id)
+
+
+async def test_cancel_of_an_async_round_cancels_its_coroutine_mid_await(
+    stack: Any, dispatcher: TaskDispatcher
+) -> None:
+    """An async handler awaiting gets CancelledError at its await, its finally runs, and the
+    round is cancelled like a plain one."""
+    s = stack(workers=1, beats=1)
+    task_id = await _stuck_round(s, dispatcher, "acct-async", task_type="probe_async")
+    await dispatcher.cancel_round(task_id)
+    await _cancelled_then_quiet(s, dispatcher, task_id, interrupt="CancelledError")
+    assert [x["task_id"] for x in s.view.probe_finally()] == [task_id]

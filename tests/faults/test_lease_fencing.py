@@ -18,7 +18,7 @@ from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
 from taskdispatch.models import Task
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
-from tests.support.probes import add_probe_task
+from tests.support.probes import add_probe_task, wait_until
 from tests.support.proxy import FlakyProxy
 from tests.support.runner import message_for, runner_for
 
@@ -33,14 +33,16 @@ async def _due_task(url: str, account: str) -> str:
         return task_id
 
 
-def _cut_off(proxy: FlakyProxy, *, after_s: float, for_s: float) -> None:
-    def run() -> None:
-        time.sleep(after_s)
-        proxy.partition()
-        time.sleep(for_s)
-        proxy.heal()
-
-    threading.Thread(target=run, daemon=True).start()
+def _cut_off(proxy: FlakyProxy, *, for_s: float) -> float:
+    """Partition the proxy now, heal it `for_s` later; returns the moment of the cut
+    (monotonic). Call it once the round's handler runs: a cut timed from the round's call
+    raced the round's own start under load (its first command went into the partition)."""
+    cut_s = time.monotonic()
+    proxy.partition()
+    heal = threading.Timer(for_s, proxy.heal)
+    heal.daemon = True
+    heal.start()
+    return cut_s
 
 
 async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis_url, proxy):
@@ -52,6 +54,7 @@ async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis
 
     def handler(ctx: Any) -> None:
         seen["token"] = ctx.fencing_token
+        seen["cut"] = _cut_off(proxy, for_s=2 * TTL_S)
         try:
             time.sleep(30)
         finally:
@@ -61,13 +64,12 @@ async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis
 
     runner, client = runner_for(proxy.url, handler, lease_ttl_s=TTL_S)
     msg = message_for(direct, task_id)
-    _cut_off(proxy, after_s=0.5, for_s=2 * TTL_S)
-    started = time.monotonic()
     summary = runner.run(msg)
 
     assert summary["outcome"] == "lost", summary
     assert seen["lease_left_ms"] > 0, "the handler outlived its lease"
-    assert seen["ended"] - started < 0.5 + TTL_S, "the handler was not stopped in time"
+    # The last renewal Redis applied came before the cut: the lease ends within a TTL of it.
+    assert seen["ended"] - seen["cut"] < TTL_S, "the handler was not stopped in time"
     assert seen["token"] == msg.fence
     [record] = [r for r in _runs(direct, task_id) if r["outcome"] == "lost"]
     assert record["reason"] == "lease_unrenewable"
@@ -100,24 +102,28 @@ def test_guard_interrupts_a_handler_in_another_thread() -> None:
     """Outside the main thread (threads pool) the interrupt arrives as an async exception,
     and the guard keeps the reason."""
     outcome: list[str] = []
-    ready = threading.Event()
+    running = threading.Event()
     guards: list[HandlerGuard] = []
+
+    def handler() -> None:
+        running.set()
+        for _ in range(500):
+            time.sleep(0.01)
 
     def body() -> None:
         guard = HandlerGuard()
         guards.append(guard)
         with guard.installed():
             try:
-                ready.set()
-                guard.call(lambda: [time.sleep(0.01) for _ in range(500)])
+                guard.call(handler)
                 outcome.append("finished")
             except LeaseLost:
                 outcome.append(guard.reason or "")
 
     thread = threading.Thread(target=body)
     thread.start()
-    ready.wait(5)
-    time.sleep(0.1)
+    # Interrupt once the handler runs, never before the call (which raises on its own).
+    assert running.wait(30), "the handler never started"
     guards[0].interrupt("stop now")
     thread.join(timeout=5)
     assert outcome == ["stop now"]
@@ -132,6 +138,8 @@ def test_guard_after_the_handler_returned_raises_nothing() -> None:
         time.sleep(0.05)  # a signal would be delivered here
 
 
+# Set by the child's handler: its round started, so the partition can only hit the handler.
+_STUBBORN_STARTED = "test:stubborn-started"
 _STUBBORN = """
 import sys
 from taskdispatch import lease
@@ -147,6 +155,7 @@ def stubborn_round(proxy_url: str, direct_url: str) -> None:
     task_id = direct.get(KEYS.account("acct-stubborn"))
 
     def handler(ctx: Any) -> None:
+        direct.set(_STUBBORN_STARTED, os.getpid())
         while True:
             try:
                 time.sleep(30)
@@ -164,18 +173,32 @@ async def test_pool_process_whose_handler_ignores_the_fence_exits_before_expiry(
     lock = KEYS.lock("acct-stubborn")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     child = subprocess.Popen([sys.executable, "-c", _STUBBORN, proxy.url, redis_url], cwd=root)
-    _cut_off(proxy, after_s=1.5, for_s=2 * TTL_S)
-    # Lease first, process second: an expired lease seen while the process still lives is
-    # a fence that came too late.
-    alive_after_expiry = False
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        expired = direct.pttl(lock) == -2 and direct.llen("test:swallowed") > 0
-        if child.poll() is not None:
-            break
-        alive_after_expiry |= expired
-        time.sleep(0.01)
-    assert child.wait(timeout=5) == EXIT_FENCED
+    try:
+        # The child's import alone may take longer than any fixed delay under load: cut once
+        # its handler runs.
+        wait_until(
+            lambda: direct.exists(_STUBBORN_STARTED) or child.poll() is not None,
+            timeout_s=60,
+            interval_s=0.02,
+            message="the child's round to start",
+        )
+        assert child.poll() is None, f"the child ended before the cut: {child.returncode}"
+        _cut_off(proxy, for_s=2 * TTL_S)
+        # Lease first, process second: an expired lease seen while the process still lives
+        # is a fence that came too late.
+        alive_after_expiry = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            expired = direct.pttl(lock) == -2 and direct.llen("test:swallowed") > 0
+            if child.poll() is not None:
+                break
+            alive_after_expiry |= expired
+            time.sleep(0.01)
+        assert child.wait(timeout=5) == EXIT_FENCED
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     assert direct.llen("test:swallowed") == 1, "the handler was not interrupted first"
     assert not alive_after_expiry, "the pool process outlived its lease"
     direct.close()

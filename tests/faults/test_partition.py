@@ -7,11 +7,18 @@ import time
 import pytest
 
 from tests.support.probes import add_probe_task, now_ms, probe_file_records, wait_until
-from tests.support.stack import Stack, e2e_env
+from tests.support.stack import START_TIMEOUT_S, Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 
 TTL_S = 3.0
+# A's round must still run when the cut comes, after worker B started (however long that
+# takes under load, up to START_TIMEOUT_S); the fence ends it within a TTL of the cut. An
+# 8 s round could end on its own before a slow B was up. B's rerun, as long, cannot end
+# (and be recorded) before the test has looked.
+ROUND_S = START_TIMEOUT_S + 4 * TTL_S
+# How Celery logs a round task that ended with RoundFailedError (the round lost or failed).
+_ROUND_TASK_FAILED = "raised expected: RoundFailedError("
 
 
 async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
@@ -30,14 +37,17 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
     try:
         a.start(workers=1, beats=0, concurrency=1, queues="celery")
         s = stack(workers=0, beats=1, env=env)
-        task_id = await add_probe_task(dispatcher, "acct-cut", sleep_s=8.0, task_type="probe_file")
+        task_id = await add_probe_task(
+            dispatcher, "acct-cut", sleep_s=ROUND_S, task_type="probe_file"
+        )
         first = wait_until(
             lambda: probe_file_records(probe_dir)[0], timeout_s=15, message="A's round"
         )[0]
         assert first["pid"] in {p.pid for p in a.workers[0].group()}
         b = stack(workers=1, beats=0, env=env)
 
-        time.sleep(0.5)
+        a_ended = [x for x in probe_file_records(probe_dir)[1] if x["pid"] == first["pid"]]
+        assert not a_ended, f"A's round ended before the cut: {a_ended}"
         proxy.partition()
         cut_s = time.monotonic()
         rerun = wait_until(
@@ -67,12 +77,20 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
             timeout_s=15,
             message="worker A's heartbeat after the partition",
         )
-        time.sleep(TTL_S)  # A's final write had time to land, if it could
+        # A's round task ends after its final write was tried: from then on, a single record
+        # by A shows that write was fenced out.
+        [a_task_end] = wait_until(
+            lambda: [x for x in a.workers[0].log().splitlines() if _ROUND_TASK_FAILED in x],
+            timeout_s=30,
+            message="A's round task to end",
+        )
+        assert "(account acct-cut) lost:" in a_task_end, a_task_end
         assert a.workers[0].alive() and b.workers[0].alive()
         assert [r["worker"] for r in s.view.runs(task_id)] == [a.node(0)], s.view.runs(task_id)
         print(
             f"\nA handler end -> B rerun start: {rerun['start_ms'] - a_end} ms; A ran "
             f"{a_end - first['start_ms']} ms, lost reason {lost[0]['reason']}"
         )
+        b.kill_worker(0)  # its rerun has shown all it had to; a warm stop would wait it out
     finally:
         a.stop()

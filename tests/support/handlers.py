@@ -54,7 +54,7 @@ def _node() -> str | None:
 
 def probe_round(ctx: RunContext) -> dict[str, Any]:
     """Record start (with the worker's node name), sleep `kwargs["sleep_s"]` (default 0),
-    record the whole round."""
+    record the whole round; then fail with `kwargs["error"]` as the message, if given."""
     client = _client()
     start = {
         "task_id": ctx.task_id,
@@ -75,6 +75,8 @@ def probe_round(ctx: RunContext) -> dict[str, Any]:
         client.rpush(INTERRUPTS_KEY, json.dumps(interrupt))
         raise
     client.rpush(ROUNDS_KEY, json.dumps({**start, "end_ms": _now_ms()}))
+    if ctx.kwargs.get("error"):
+        raise RuntimeError(str(ctx.kwargs["error"]))
     return {"slept_s": sleep_s, "pid": start["pid"]}
 
 

@@ -209,6 +209,15 @@ class Stack:
         self._wait_ready(proc, lambda: f"{self.node(i)} ready." in proc.log())
         return i
 
+    def add_beat(self, *, log_level: str = "info") -> int:
+        """Start one more beat (its own log, e.g. after one was killed); returns its index."""
+        i = len(self.beats)
+        path = self.log_dir / f"beat{i + 1}.log"
+        proc = Proc(f"beat {i + 1}", ["beat", "-l", log_level], self._proc_env, path)
+        self.beats.append(proc)
+        self._wait_ready(proc, lambda: self._beat_heartbeat(proc))
+        return i
+
     def worker_running_pid(self, pid: int) -> int:
         """Index of the worker whose process group holds `pid` (a pool child)."""
         for i, worker in enumerate(self.workers):
