@@ -8,10 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Requirements first: code changes then reuse the cached dependency layer. The runtime set
-# only: no test, lint or benchmark tool is in the image (.dockerignore leaves tests/ out).
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# The locked runtime set first: code changes then reuse the cached dependency layer. No test,
+# lint or benchmark tool is in the image (.dockerignore leaves tests/ and the other locks out).
+COPY requirements/runtime.lock requirements/
+RUN pip install -r requirements/runtime.lock
 
 COPY . .
 # The package itself (the `taskdispatch` command the healthchecks call); its dependencies

@@ -4,16 +4,34 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: venv run test test-fast test-repeat lint format api bench bench-quick
+.PHONY: venv lock run test test-fast test-repeat lint format api bench bench-quick
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# The virtualenv installs the generated lock with plain pip (no other tool needed), then the
+# package itself editable; its dependencies are the ones just installed.
+$(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (PYTHON=$(PYTHON))"; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Regenerates requirements/*.lock from pyproject.toml (README, "Dependencies"). dev.lock is the
+# one resolution (the dependencies and the `dev` group); runtime.lock (the image) and bench.lock
+# (make bench) are resolved under it, so a package has the same version everywhere. Pins
+# already in a lock are kept unless LOCK_ARGS lifts them, e.g. LOCK_ARGS='--upgrade-package
+# fastapi' or LOCK_ARGS=--upgrade. uv runs from a throwaway virtualenv.
+UV_VERSION := 0.13.10
+UV_COMPILE = "$$tmp/bin/uv" pip compile --quiet --universal --annotation-style line \
+	--custom-compile-command 'make lock' $(LOCK_ARGS) pyproject.toml
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && \
+	"$$tmp/bin/python" -m pip install -q --disable-pip-version-check uv==$(UV_VERSION) && \
+	$(UV_COMPILE) --group dev -o requirements/dev.lock && \
+	$(UV_COMPILE) -c requirements/dev.lock -o requirements/runtime.lock && \
+	$(UV_COMPILE) --group bench -c requirements/dev.lock -o requirements/bench.lock
 
 run: venv
 	$(VENV)/bin/taskdispatch run $(RUN_ARGS)
@@ -47,9 +65,9 @@ format: venv
 
 # Benchmarks: docs/benchmarks.md and docs/img/bench-*.png (see bench/README.md).
 bench: venv
-	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/bench.lock
 	$(PY) -m bench
 
 bench-quick: venv
-	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/bench.lock
 	$(PY) -m bench --quick

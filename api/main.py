@@ -6,6 +6,7 @@ module is safe anywhere. The lifespan owns the one `TaskDispatcher` every reques
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from api.routers import (
     health,
     limits,
     metrics,
+    notifications,
     schedule,
     tasks,
 )
@@ -41,6 +43,7 @@ from taskdispatch.access import AccessConfigError, TokenBook, anonymous_refusal
 from taskdispatch.checks import run_startup_checks
 from taskdispatch.exceptions import StoreUnavailableError
 from taskdispatch.keys import Keys
+from taskdispatch.notifier import NotifyLoop
 from taskdispatch.ratelimit import parse_rate_limit
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
@@ -66,9 +69,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StoreUnavailableError as exc:
         # Unlike a worker, the API is useful without Redis: it answers 503 until Redis is back.
         log.error("%s", exc)
-    async with TaskDispatcher(app.state.settings) as task_dispatcher:
-        app.state.dispatcher = task_dispatcher
-        yield
+    # Every API process sends alerts too, so they go out while all beats are down.
+    notifier = NotifyLoop(settings)
+    notifier.start()
+    try:
+        async with TaskDispatcher(app.state.settings) as task_dispatcher:
+            app.state.dispatcher = task_dispatcher
+            yield
+    finally:
+        await asyncio.to_thread(notifier.stop)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit.router,
         accounts.router,
         limits.router,
+        notifications.router,
         metrics.router,
         events.router,
     ):

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from taskdispatch.audit import AuditEntry
 from taskdispatch.bodies import (
+    NotificationMatch,
+    NotificationRequest,
     StrictBody,
     TaskCancelRequest,
     TaskCreateRequest,
@@ -29,6 +31,7 @@ from taskdispatch.history import RunRecord
 from taskdispatch.lifecycle import due_at, is_cancelling
 from taskdispatch.messages import text
 from taskdispatch.models import Outcome, Task, TaskStatus
+from taskdispatch.notifications import Attempt, Notification
 from taskdispatch.progress import RoundProgress
 from taskdispatch.schedule import format_windows, to_local_iso
 from taskdispatch.service import BulkResult
@@ -44,6 +47,7 @@ __all__ = [
     "Component",
     "ConsistencyResponse",
     "CurrentRound",
+    "DeliveryAttemptInfo",
     "DispatcherStatusResponse",
     "ErrorDetail",
     "ErrorResponse",
@@ -54,6 +58,13 @@ __all__ = [
     "LimitMatch",
     "LimitRequest",
     "LimitSavedResponse",
+    "NotificationDetail",
+    "NotificationInfo",
+    "NotificationListResponse",
+    "NotificationMatch",
+    "NotificationRequest",
+    "NotificationSavedResponse",
+    "NotificationTestResponse",
     "PrincipalInfo",
     "ReadinessResponse",
     "RunInfo",
@@ -76,12 +87,14 @@ __all__ = [
     "TaskSavedResponse",
     "TaskUpdateRequest",
     "WaitingReason",
+    "attempt_info",
     "audit_entry_info",
     "bulk_response",
     "current_round_fields",
     "json_answer",
     "limit_info",
     "local_time",
+    "notification_info",
     "run_info",
     "task_fields",
     "task_info",
@@ -360,6 +373,46 @@ class LimitListResponse(BaseModel):
 
 class LimitSavedResponse(ActionResponse):
     limit: LimitInfo
+
+
+class NotificationInfo(BaseModel):
+    name: str
+    url: str
+    events: list[str]
+    format: str
+    has_secret: bool = Field(description="Whether messages are signed (the secret is never shown).")
+    match: NotificationMatch
+    overdue_after_s: int
+    group_window_s: int
+    created_at: str
+    updated_at: str
+
+
+class DeliveryAttemptInfo(BaseModel):
+    at: str = Field(description="When the attempt ended.")
+    event: str
+    delivery_id: str = Field(description="The X-Taskdispatch-Delivery header, the same on retries.")
+    outcome: Literal["delivered", "retrying", "given_up"]
+    attempts: int = Field(description="Attempts made for this delivery so far.")
+    status_code: int | None = Field(description="The receiver's HTTP status (null: none came).")
+    error: str | None
+    next_attempt_at: str | None = Field(description="When it is tried again (retrying).")
+
+
+class NotificationDetail(NotificationInfo):
+    recent_deliveries: list[DeliveryAttemptInfo] = Field(description="Newest first.")
+
+
+class NotificationListResponse(BaseModel):
+    notifications: list[NotificationInfo] = Field(description="In name order.")
+
+
+class NotificationSavedResponse(ActionResponse):
+    notification: NotificationInfo
+
+
+class NotificationTestResponse(ActionResponse):
+    delivery_id: str = Field(description="The test message's delivery id.")
 
 
 class RunningRound(BaseModel):
@@ -664,6 +717,36 @@ def limit_info(view: LimitView, *, tz: ZoneInfo) -> LimitInfo:
         next_start=None if view.next_start_ms is None else to_local_iso(view.next_start_ms, tz),
         created_at=str(to_local_iso(limit.created_ms, tz)),
         updated_at=str(to_local_iso(limit.updated_ms, tz)),
+    )
+
+
+def notification_info(notification: Notification, *, tz: ZoneInfo) -> NotificationInfo:
+    """The API view of a notification: everything but its secret."""
+    match = notification.match
+    return NotificationInfo(
+        name=notification.name,
+        url=notification.url,
+        events=list(notification.events),
+        format=notification.format,
+        has_secret=notification.secret is not None,
+        match=NotificationMatch(tags=list(match.tags) or None, queue=match.queue),
+        overdue_after_s=notification.overdue_after_s,
+        group_window_s=notification.group_window_s,
+        created_at=str(to_local_iso(notification.created_ms, tz)),
+        updated_at=str(to_local_iso(notification.updated_ms, tz)),
+    )
+
+
+def attempt_info(attempt: Attempt, *, tz: ZoneInfo) -> DeliveryAttemptInfo:
+    return DeliveryAttemptInfo(
+        at=str(to_local_iso(attempt.at_ms, tz)),
+        event=attempt.event,
+        delivery_id=attempt.delivery_id,
+        outcome=attempt.outcome,
+        attempts=attempt.attempts,
+        status_code=attempt.status_code,
+        error=attempt.error,
+        next_attempt_at=to_local_iso(attempt.next_ms, tz),
     )
 
 

@@ -28,6 +28,7 @@ from bench import (
     limits,
     machine,
     memory,
+    notifications,
     report,
     tick,
     worker,
@@ -45,6 +46,7 @@ SECTIONS = (
     "api",
     "memory",
     "limits",
+    "notifications",
     "capacity",
     "durability",
 )
@@ -95,6 +97,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "api": lambda: api.run(server.url, profile, work, _log),
             "memory": lambda: memory.run(server.url, profile, _log),
             "limits": lambda: limits.run(server.url, profile, _log),
+            "notifications": lambda: notifications.run(server.url, profile, _log),
             "capacity": lambda: capacity.run(server.url, profile, work, _log),
             "durability": lambda: durability.run(server.url, profile, work, _log),
             "worker": lambda: worker.run(server.url, profile, work, _log),
@@ -119,9 +122,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     img_dir = args.img_dir or args.out.parent / "img"
     try:
         images = plots.draw_all(results, img_dir)
-    except ImportError as exc:  # matplotlib comes from bench/requirements.txt
+    except ImportError as exc:  # matplotlib comes from requirements/bench.lock
         _log(f"no pictures: {exc}")
-        images, results["no_images"] = {}, f"{exc} (pip install -r bench/requirements.txt)"
+        images, results["no_images"] = {}, f"{exc} (pip install -r requirements/bench.lock)"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report.render(results, images), encoding="utf-8")
     if args.json:

@@ -240,7 +240,7 @@ def _profiles(url: str, n: int, log: Callable[[str], None]) -> dict[str, Any] | 
                 "reads": reads,
                 **profile_reads(url, target, reads),
             }
-        except ImportError:  # pyinstrument comes from bench/requirements.txt
+        except ImportError:  # pyinstrument comes from requirements/bench.lock
             return None
     return out
 

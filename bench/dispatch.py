@@ -212,7 +212,7 @@ def run(url: str, profile: Profile, log: Callable[[str], None]) -> dict[str, Any
     td_load(due)
     try:
         out["taskdispatch"]["profile"] = profile_call(td_drain)
-    except ImportError:  # pyinstrument comes from bench/requirements.txt
+    except ImportError:  # pyinstrument comes from requirements/bench.lock
         out["taskdispatch"]["profile"] = None
     flush(client)
     return out

@@ -34,6 +34,7 @@ from taskdispatch.connections import broker_client, store_client
 from taskdispatch.keys import DISPATCHER_OFF, ENABLED_FIELD, Keys
 from taskdispatch.lifecycle import SCHEDULED_STATUS
 from taskdispatch.liveness import HEARTBEAT_RETENTION_MS
+from taskdispatch.notifier import NotifyLoop
 from taskdispatch.recovery import Housekeeper
 from taskdispatch.routing import queue_for
 from taskdispatch.settings import Settings, get_settings
@@ -282,9 +283,13 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         self._broker = _broker_probe(s)
         self._broker_checked_s = 0.0
         self._summary = _Summary()
+        # Alerts are sent from a thread of its own (started by the first tick), so that no
+        # tick waits for a receiver.
+        self._notifier = NotifyLoop(s)
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        self._notifier.start()
         celery_s = super().tick(*args, **kwargs)
         try:
             self._watch_restarts()
@@ -536,6 +541,10 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         except RedisError:
             deadline = min(deadline, time.monotonic() + 1.0)
         time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self._notifier.stop()
+        super().close()
 
     @property
     def info(self) -> str:

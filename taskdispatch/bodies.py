@@ -17,6 +17,8 @@ from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.validation import DEFAULTS, check_json
 
 __all__ = [
+    "NotificationMatch",
+    "NotificationRequest",
     "RunParams",
     "StrictBody",
     "TaskCancelRequest",
@@ -206,3 +208,52 @@ class TaskCancelRequest(StrictBody):
         description="After the round stops: 'next' keeps the schedule, 'pause' pauses the task.",
     )
     note: Text | None = Field(None, description="Why the round is stopped, kept in its record.")
+
+
+class NotificationMatch(StrictBody):
+    """Which tasks' events a notification takes (both given: both must hold)."""
+
+    tags: list[Text] | None = Field(None, description="Tasks carrying any of these tags.")
+    queue: Text | None = Field(None, description="Tasks whose rounds go to this Celery queue.")
+
+
+class NotificationRequest(StrictBody):
+    """Body of PUT /api/v1/notifications/{name}: where alerts go, for which events, how."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...",
+                    "events": ["task.error", "task.recovered", "beat.down", "beat.up"],
+                    "format": "wecom",
+                    "match": {"tags": ["team:a"]},
+                    "group_window_s": 30,
+                },
+                {
+                    "url": "https://alerts.example.com/taskdispatch",
+                    "events": ["task.error", "task.overdue", "queue.unserved"],
+                    "secret": "a-long-random-secret",
+                    "overdue_after_s": 600,
+                },
+            ]
+        }
+    )
+
+    url: Text = Field(description="The receiver: an http:// or https:// URL (no redirect).")
+    events: list[Text] = Field(description="The events to send (see docs/api.md).")
+    format: Text = Field("json", description="json | wecom | dingtalk | feishu | slack.")
+    secret: Text | None = Field(
+        None,
+        description="Signs each message (X-Taskdispatch-Signature; DingTalk's and Feishu's own "
+        "signature). Never shown. Omitted: the current secret is kept; null removes it.",
+    )
+    match: NotificationMatch | None = Field(
+        None, description="Only events of these tasks; null: every task."
+    )
+    overdue_after_s: StrictInt = Field(
+        300, description="task.overdue once a pending task is this many seconds past due."
+    )
+    group_window_s: StrictInt = Field(
+        30, description="Events of one kind within this many seconds go out as one message."
+    )

@@ -185,6 +185,7 @@ MESSAGES: dict[str, str] = {
     "notify_worker_up": "{count} 个 worker 恢复了心跳：{names}",
     "notify_test": "这是 taskdispatch 发给通知 {name} 的测试消息",
     "notify_more": "{names} 等 {count} 个",
+    "notify_messages": "{count} 条消息等待执行",
     "notify_link": "查看",
     # Rate limiting.
     "rate_limited": "请求过于频繁：每{per}最多 {count} 次，请 {retry_after} 秒后重试",

@@ -19,7 +19,7 @@ import json
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis as AsyncRedis
@@ -41,6 +41,7 @@ __all__ = [
     "RECOVERY_OF",
     "TASK_EVENTS",
     "Attempt",
+    "AttemptOutcome",
     "Notification",
     "NotifyMatch",
     "check_name",
@@ -156,6 +157,9 @@ class Notification:
         )
 
 
+AttemptOutcome = Literal["delivered", "retrying", "given_up"]
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt to deliver a message, as the notification's recent list keeps it.
@@ -166,7 +170,7 @@ class Attempt:
     at_ms: int
     event: str
     delivery_id: str
-    outcome: str
+    outcome: AttemptOutcome
     attempts: int
     status_code: int | None = None
     error: str | None = None

@@ -26,7 +26,8 @@ Three steps, each safe with any number of beats and API processes running them:
    redirect is followed and no proxy from the environment is used.
 
 `NotifyLoop` runs the three in a daemon thread of every beat and every API process, with the
-condition watcher (`conditions.watch_conditions`), only while a notification exists.
+condition watcher (`conditions.watch_conditions`); the intake reads the stream only while a
+notification exists.
 docs/reliability.md states the guarantees; docs/redis-keys.md the keys.
 """
 
@@ -58,9 +59,11 @@ from taskdispatch.notifications import (
     RECOVERY_OF,
     TASK_EVENTS,
     Attempt,
+    AttemptOutcome,
     Notification,
     get_notification,
     parse_notifications,
+    put_notification,
 )
 from taskdispatch.notify_formats import Message, Outgoing, refusal, render
 from taskdispatch.routing import queue_of
@@ -76,10 +79,10 @@ __all__ = [
     "Notifier",
     "NotifyLoop",
     "delivery_counts",
-    "ensure_group",
     "post",
     "queue_delivery",
     "queue_test",
+    "save_notification",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,7 +153,10 @@ for i = 1, (#KEYS - 2) / 2 do
         local at = ok and tonumber(decoded['at_ms']) or now
         entries[#entries + 1] = {at, value}
       end
-      table.sort(entries, function(a, b) return a[1] < b[1] end)
+      table.sort(entries, function(a, b)
+        if a[1] == b[1] then return a[2] < b[2] end
+        return a[1] < b[1]
+      end)
       local listed = {}
       for j = 1, math.min(cap, #entries) do listed[j] = entries[j][2] end
       redis.call('HSET', delivery_key, 'name', name, 'event', event,
@@ -254,10 +260,20 @@ def queue_delivery(
     pipe.zadd(keys.notify_due(), {delivery_id: now_ms})
 
 
-async def ensure_group(redis: AsyncRedis, keys: Keys, *, from_now: bool) -> None:
-    """Create the consumer group on the events stream (from its end) if it is missing;
-    `from_now` also moves an existing group to the end: with no notification defined, the
-    intake stops, and the events it left behind concern no notification to come."""
+async def save_notification(
+    redis: AsyncRedis, keys: Keys, name: str, body: Mapping[str, Any], *, now_ms: int
+) -> Notification:
+    """PUT /notifications/{name}: save the definition (`notifications.put_notification`),
+    then make sure the intake's consumer group exists. The first notification also moves
+    the group to the stream's end: with none defined the intake stopped, and the events it
+    left behind concern no notification to come."""
+    first = not await redis.hlen(keys.notifications())
+    saved = await put_notification(redis, keys, name, body, now_ms=now_ms)
+    await _ensure_group(redis, keys, from_now=first)
+    return saved
+
+
+async def _ensure_group(redis: AsyncRedis, keys: Keys, *, from_now: bool) -> None:
     try:
         await redis.xgroup_create(keys.events(), GROUP, id="$", mkstream=True)
     except ResponseError as exc:
@@ -443,7 +459,7 @@ class Notifier:
 
     # -- 1. intake ---------------------------------------------------------------------------
 
-    def intake(self, *, now_ms: int) -> int:
+    def intake(self) -> int:
         """Take new events into the notifications' groups, if this process may (it holds the
         intake lock); returns how many stream entries it took."""
         keys = self.keys
@@ -452,7 +468,7 @@ class Notifier:
         taken = 0
         for _ in range(_INTAKE_BATCHES):
             entries = self._read()
-            if not entries or not self._take(entries, now_ms=now_ms):
+            if not entries or not self._take(entries):
                 break
             taken += len(entries)
             if len(entries) < _INTAKE_BATCH:
@@ -483,7 +499,7 @@ class Notifier:
                 entries.extend((str(entry_id), fields or {}) for entry_id, fields in items)
         return entries
 
-    def _take(self, entries: list[tuple[str, dict[str, str]]], *, now_ms: int) -> bool:
+    def _take(self, entries: list[tuple[str, dict[str, str]]]) -> bool:
         """Turn one batch into group writes and acknowledge it, in one MULTI fenced by the
         intake lock (and retried when the definitions change meanwhile); False when this
         process no longer holds the lock."""
@@ -616,7 +632,8 @@ class Notifier:
             "task_id": subject,
             "account_id": task.account_id if task else data.get("account_id"),
             "account_name": task.account_name if task else None,
-            "status": task.status.value if task else None,
+            # What a task.error is about, even if the task was resumed since.
+            "status": "error" if event.kind == "task.error" else _status(task),
             "queue": queue_of(task, self.settings) if task else data.get("queue"),
             "reason": data.get("error") or data.get("reason") or data.get("cancelled_by"),
             "last_error": data.get("last_error") or (task.last_error if task else None),
@@ -696,6 +713,8 @@ class Notifier:
         at = wall_ms()
         made = int(fields.get("attempts", 0)) + 1
         first_ms = int(fields.get("first_try_ms") or at)
+        outcome: AttemptOutcome
+        next_ms: int | None
         if why is None:
             outcome, next_ms = "delivered", None
         elif at - first_ms >= self.settings.notify_retry_for_s * 1000:
@@ -781,6 +800,10 @@ def _message(delivery_id: str, fields: Mapping[str, str]) -> Message:
     )
 
 
+def _status(task: Task | None) -> str | None:
+    return task.status.value if task else None
+
+
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -796,7 +819,7 @@ Watcher = Callable[..., Any]
 
 class NotifyLoop:
     """The notifier (and the condition watcher) in a daemon thread of a beat or an API
-    process: every `_TICK_S`, while a notification exists, intake, watch, flush and send.
+    process: every `_TICK_S`, intake (while a notification exists), watch, flush and send.
 
     It has its own Redis client; nothing a round or a tick does waits for it, and a Redis
     outage only makes it log and try again at the next iteration."""
@@ -842,12 +865,11 @@ class NotifyLoop:
             self._stop.wait(_TICK_S)
 
     def run_once(self, *, now_ms: int) -> None:
-        """One iteration: intake and watch (while a notification exists), flush, send."""
+        """One iteration: intake (while a notification exists), watch, flush, send."""
         keys = self.keys
-        defined = int(self.redis.hlen(keys.notifications()))
-        if defined:
-            self.notifier.intake(now_ms=now_ms)
-            self._watch(now_ms)
+        if self.redis.hlen(keys.notifications()):
+            self.notifier.intake()
+        self._watch(now_ms)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(keys.notify_windows(), "-inf", now_ms, start=0, num=_FLUSH_BATCH)
             pipe.zrangebyscore(keys.notify_due(), "-inf", now_ms, start=0, num=_SEND_BATCH)

@@ -159,7 +159,10 @@ def _detail(event: str, entry: Mapping[str, Any]) -> str:
         why = str(entry.get("last_error") or entry.get("reason") or "")
     else:
         who = str(entry.get("subject"))
-        why = str(entry["count"]) if entry.get("count") is not None else ""
+        if entry.get("messages") is not None:
+            why = text("notify_messages", count=entry["messages"])
+        else:
+            why = ",".join(str(q) for q in entry.get("queues") or ())
     if len(why) > _DETAIL_CHARS:
         why = why[: _DETAIL_CHARS - 1] + "…"
     return f"{who}：{why}" if why else who

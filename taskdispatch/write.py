@@ -111,6 +111,20 @@ def queue_task_write(
         next_ms=new.next_ms,
         round_num=new.round_num,
     )
+    # Entering and leaving `error` are alerts (notifier.py): in this transaction, so every
+    # such change is reported once, whichever process made it.
+    was_error = old is not None and old.status == TaskStatus.ERROR
+    if new.status == TaskStatus.ERROR and not was_error:
+        queue_event(
+            pipe,
+            keys,
+            "task.error",
+            task_id=new.task_id,
+            account_id=new.account_id,
+            last_error=new.last_error,
+        )
+    elif was_error and new.status != TaskStatus.ERROR:
+        queue_event(pipe, keys, "task.recovered", task_id=new.task_id, account_id=new.account_id)
 
 
 def _slot(task: Task) -> tuple[int | None, int]:

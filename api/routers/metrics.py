@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from api.dependencies import DispatcherDep
+from taskdispatch.notifier import delivery_counts
 from taskdispatch.service import LimitView, TaskDispatcher
 
 __all__ = ["render_metrics", "router"]
@@ -108,6 +109,24 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
             sum_value=stats.lag_sum_s,
         )
     )
+    notified = await delivery_counts(dispatcher.redis, dispatcher.keys)
+    for name, doc, per_notification in (
+        ("delivered", "Alert messages a receiver took", notified.delivered),
+        ("given_up", "Alert messages given up after notify_retry_for_s", notified.given_up),
+    ):
+        counter = CounterMetricFamily(
+            f"taskdispatch_notifications_{name}", doc, labels=["notification"]
+        )
+        for notification, total in sorted(per_notification.items()):
+            counter.add_metric([notification], total)
+        families.append(counter)
+    families.append(
+        GaugeMetricFamily(
+            "taskdispatch_notifications_pending",
+            "Alert messages waiting to be sent or retried",
+            value=notified.pending,
+        )
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     return generate_latest(registry)
@@ -118,7 +137,8 @@ async def render_metrics(dispatcher: TaskDispatcher) -> bytes:
     summary="Prometheus 指标",
     description=(
         "任务数（按状态）、待派发积压、调度延迟、存活的 beat / worker、各结果的轮次计数、"
-        "开始延迟直方图，以及各限流规则的占用、容量、等待数与等待次数；数据来自 Redis，"
+        "开始延迟直方图，各限流规则的占用、容量、等待数与等待次数，以及各告警通知的"
+        "已送达、已放弃与待发送的消息数；数据来自 Redis，"
         "任一 API 副本返回的都是整个部署的数值。"
     ),
     response_class=Response,

@@ -221,7 +221,7 @@
         for (const id of selected) if (!tasks.has(id)) selected.delete(id);
         showBanner(null);
         $("loading").hidden = true;
-        $("content").hidden = false;
+        $("content").hidden = notificationsShown; // the notifications page is open
         render();
         loadDetails();
         return true;
@@ -372,6 +372,11 @@
       else if (line.startsWith("data:")) data += line.slice(5).trim();
     }
     if (id) lastEventId = id;
+    if (type.startsWith("notification.")) {
+      // Saved or deleted by someone else: the notifications page, when open, shows it.
+      if (notificationsShown) loadNotifications();
+      return;
+    }
     if (!EVENT_TYPES.includes(type)) return; // keep-alive comments and unknown types
     let taskId = null;
     let payload = {};
@@ -447,6 +452,8 @@
     form.hidden = false;
     $("loading").hidden = true;
     $("content").hidden = true;
+    $("notifications-page").hidden = true;
+    notificationsShown = false;
     $("whoami").hidden = true;
     for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
     if (stream) {
@@ -1348,6 +1355,301 @@
       else showNotice(`操作失败：${errorText(error)}`);
     }
     await refresh();
+  });
+
+  // ---------------------------------------------------------------- notifications page
+
+  // A page of its own, read only when shown (a page load of the accounts makes the same
+  // few requests as before): the notifications, an edit form (admin), a test button, and
+  // the recent deliveries of the one chosen, re-read every few seconds while shown.
+  const NOTIFY_EVENTS = [
+    ["task.error", "任务出错"], ["task.recovered", "出错的任务恢复"],
+    ["task.overdue", "任务超时未执行"], ["task.caught_up", "超时的任务已开始"],
+    ["queue.unserved", "队列无 worker 消费"], ["queue.served", "队列恢复消费"],
+    ["beat.down", "beat 全部掉线"], ["beat.up", "beat 恢复"],
+    ["worker.down", "worker 掉线"], ["worker.up", "worker 恢复"],
+    ["round.failed", "轮次失败（消息较多）"], ["round.lost", "轮次丢失（消息较多）"],
+    ["round.cancelled", "轮次被停止"],
+  ];
+  const FORMAT_TEXT = {
+    json: "JSON", wecom: "企业微信", dingtalk: "钉钉", feishu: "飞书", slack: "Slack",
+  };
+  const DELIVERY_TEXT = { delivered: "已送达", retrying: "重试中", given_up: "已放弃" };
+  const NOTIFY_DEFAULTS = {
+    format: "json", events: ["task.error", "task.recovered"], overdue_after_s: 300, group_window_s: 30,
+  };
+  const DELIVERIES_POLL_MS = 2000;
+
+  let notificationsShown = false;
+  let notificationList = []; // NotificationInfo, in name order
+  let deliveriesOf = null; // the notification whose recent deliveries are shown
+  let deliveriesTimer = null;
+  let notifyEditing = null; // the NotificationInfo being edited, null while creating
+
+  const notifyPath = (name) => `/notifications/${encodeURIComponent(name)}`;
+  const notifyForm = $("notification-form");
+
+  $("n-events").replaceChildren(...NOTIFY_EVENTS.map(([event, label]) =>
+    el("label", {}, el("input", { type: "checkbox", name: "events", value: event }), ` ${label} `,
+      el("code", {}, event))));
+
+  function showNotificationsPage(shown) {
+    notificationsShown = shown;
+    $("notifications-page").hidden = !shown;
+    $("content").hidden = shown || !me;
+    for (const [id, current] of [["page-accounts", !shown], ["page-notifications", shown]]) {
+      if (current) $(id).setAttribute("aria-current", "page");
+      else $(id).removeAttribute("aria-current");
+    }
+    clearTimeout(deliveriesTimer);
+    if (shown) loadNotifications();
+  }
+
+  $("page-accounts").addEventListener("click", () => showNotificationsPage(false));
+  $("page-notifications").addEventListener("click", () => showNotificationsPage(true));
+
+  async function loadNotifications() {
+    $("notifications").setAttribute("aria-busy", "true");
+    try {
+      notificationList = (await api("/notifications/")).notifications;
+      renderNotifications();
+      if (deliveriesOf && !notificationList.some((n) => n.name === deliveriesOf)) deliveriesOf = null;
+      await loadDeliveries();
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken();
+      else showNotice(`无法读取通知：${errorText(error)}`);
+    } finally {
+      $("notifications").setAttribute("aria-busy", "false");
+    }
+  }
+
+  function notifyMatchText(match) {
+    const parts = [];
+    if (match.tags && match.tags.length) parts.push(`标签 ${match.tags.join("、")}`);
+    if (match.queue) parts.push(`队列 ${match.queue}`);
+    return parts.length ? parts.join(" 且 ") : "所有任务";
+  }
+
+  function renderNotifications() {
+    const rows = notificationList.map((n) => {
+      const button = (action, label, cls) => el("button", {
+        type: "button", class: cls, "data-notify-action": action, "data-name": n.name,
+      }, label);
+      const actions = [button("deliveries", "投递记录")];
+      if (may("admin")) {
+        actions.push(button("test", "测试"), button("edit", "编辑"), button("delete", "删除", "danger"));
+      }
+      return el("tr", { "data-name": n.name, "aria-selected": String(n.name === deliveriesOf) },
+        el("td", {}, el("div", { class: "name" }, n.name),
+          n.has_secret ? el("div", { class: "muted small" }, "已签名") : null),
+        el("td", { class: "url small" }, n.url),
+        el("td", { class: "events small", title: n.events.join(", ") }, n.events.join(", ")),
+        el("td", {}, FORMAT_TEXT[n.format] || n.format),
+        el("td", { class: "small" }, notifyMatchText(n.match)),
+        el("td", {}, el("div", { class: "actions" }, ...actions)));
+    });
+    $("notifications").tBodies[0].replaceChildren(...rows);
+    $("notifications-empty").hidden = rows.length > 0;
+    $("notifications-empty").textContent = may("admin")
+      ? "还没有通知：点击「新建通知」，把告警发到 webhook 或企业微信、钉钉、飞书、Slack 群。"
+      : "还没有通知。";
+  }
+
+  // The chosen notification's recent deliveries; read again every few seconds while the
+  // page shows them (a test message's outcome arrives a moment after the click).
+  async function loadDeliveries() {
+    clearTimeout(deliveriesTimer);
+    $("deliveries-section").hidden = !deliveriesOf;
+    if (!deliveriesOf || !notificationsShown) return;
+    const name = deliveriesOf;
+    try {
+      const detail = await api(notifyPath(name));
+      if (name !== deliveriesOf) return;
+      renderDeliveries(detail);
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        askForToken();
+        return;
+      }
+      $("deliveries-status").textContent = `无法读取投递记录：${errorText(error)}`;
+    }
+    if (notificationsShown && deliveriesOf === name) {
+      deliveriesTimer = setTimeout(loadDeliveries, DELIVERIES_POLL_MS);
+    }
+  }
+
+  function renderDeliveries(detail) {
+    $("deliveries-title").textContent = `最近的投递 · ${detail.name}`;
+    const items = detail.recent_deliveries;
+    $("deliveries-status").textContent = items.length
+      ? `最新在前，共 ${items.length} 条；每次尝试一条，重试沿用同一投递 ID`
+      : "还没有投递。";
+    $("deliveries").tBodies[0].replaceChildren(...items.map((d) => el("tr", {
+      "data-delivery-id": d.delivery_id, "data-event": d.event, "data-outcome": d.outcome,
+    },
+    el("td", {}, formatDateTime(Date.parse(d.at))),
+    el("td", { class: "mono" }, d.event),
+    el("td", {}, el("span", { class: "badge", "data-outcome": d.outcome }, DELIVERY_TEXT[d.outcome] || d.outcome)),
+    el("td", { class: "num status-code" }, d.status_code === null ? "—" : String(d.status_code)),
+    el("td", { class: "num attempts" }, String(d.attempts)),
+    el("td", { class: "error small" }, [d.error || "",
+      d.next_attempt_at ? `（${formatTime(Date.parse(d.next_attempt_at))} 重试）` : ""].join("") || "—"),
+    el("td", { class: "mono small" }, d.delivery_id))));
+    for (const row of $("notifications").tBodies[0].rows) {
+      row.setAttribute("aria-selected", String(row.dataset.name === detail.name));
+    }
+  }
+
+  function showDeliveries(name) {
+    deliveriesOf = name;
+    renderNotifications();
+    $("deliveries-status").textContent = "加载中…";
+    $("deliveries").tBodies[0].replaceChildren();
+    loadDeliveries();
+  }
+
+  $("notifications").addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-notify-action]");
+    if (!button) return;
+    const { notifyAction: action, name } = button.dataset;
+    if (action === "deliveries") return showDeliveries(name);
+    if (action === "edit") return openNotificationForm(notificationList.find((n) => n.name === name));
+    if (action === "delete" && !window.confirm(`删除通知 ${name}？未发出的消息和投递记录一并删除。`)) return;
+    button.disabled = true;
+    try {
+      if (action === "test") {
+        const answer = await api(`${notifyPath(name)}/test`, { method: "POST" });
+        showNotice(`已发送测试消息（投递 ID ${answer.delivery_id}），结果见下方投递记录`);
+        showDeliveries(name);
+      } else if (action === "delete") {
+        await api(notifyPath(name), { method: "DELETE" });
+        showNotice(`已删除通知 ${name}`);
+        if (deliveriesOf === name) deliveriesOf = null;
+        await loadNotifications();
+      }
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken();
+      else showNotice(`操作失败：${errorText(error)}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // ---- the form
+
+  const notifyInput = (name) => notifyForm.elements.namedItem(name);
+
+  function openNotificationForm(notification) {
+    notifyEditing = notification || null;
+    clearNotifyErrors();
+    const values = notification || NOTIFY_DEFAULTS;
+    notifyInput("name").value = notification ? notification.name : "";
+    notifyInput("name").disabled = Boolean(notification);
+    notifyInput("url").value = notification ? notification.url : "";
+    notifyInput("format").value = values.format;
+    const chosen = new Set(values.events);
+    for (const box of notifyForm.querySelectorAll('input[name="events"]')) box.checked = chosen.has(box.value);
+    notifyInput("secret").value = "";
+    // Write-only: the API never returns the secret, only whether there is one.
+    notifyInput("secret").placeholder = notification?.has_secret
+      ? "已设置；留空则保留原密钥" : "未设置（可选；设置后消息带签名）";
+    $("n-clear-secret").checked = false;
+    $("n-clear-secret-field").hidden = !notification?.has_secret;
+    notifyInput("match_tags").value = (notification?.match.tags || []).join(", ");
+    notifyInput("match_queue").value = notification?.match.queue || "";
+    notifyInput("overdue_after_s").value = values.overdue_after_s;
+    notifyInput("group_window_s").value = values.group_window_s;
+    $("notification-title").textContent = notification ? `编辑通知 ${notification.name}` : "新建通知";
+    $("notification-submit").textContent = notification ? "保存修改" : "创建";
+    $("notification-submit").disabled = false;
+    $("notification-dialog").showModal();
+    notifyInput(notification ? "url" : "name").focus();
+  }
+
+  $("create-notification").addEventListener("click", () => openNotificationForm(null));
+  $("notification-cancel").addEventListener("click", () => $("notification-dialog").close());
+
+  function clearNotifyErrors() {
+    $("notification-form-error").hidden = true;
+    for (const node of notifyForm.querySelectorAll(".field-error")) {
+      node.hidden = true;
+      node.textContent = "";
+    }
+    for (const node of notifyForm.querySelectorAll(".field.invalid")) node.classList.remove("invalid");
+  }
+
+  // "events[2]" is the events field, "match.tags[0]" the tags field.
+  function showNotifyFieldError(field, message) {
+    const path = field.replace(/\[.*$/, "");
+    const block = notifyForm.querySelector(`.field[data-field="${CSS.escape(path)}"]`)
+      || notifyForm.querySelector(`.field[data-field="${CSS.escape(path.split(".")[0])}"]`);
+    if (!block) return;
+    block.classList.add("invalid");
+    const slot = block.querySelector(".field-error");
+    slot.hidden = false;
+    slot.textContent = slot.textContent ? `${slot.textContent}；${message}` : message;
+  }
+
+  // The PUT body: the whole definition (PUT replaces it), the secret only when one is typed
+  // or the operator asks to remove it (left out, the stored one is kept).
+  function notifyBody() {
+    const problems = {};
+    const number = (name) => {
+      const box = notifyInput(name);
+      if (box.validity.badInput || box.value === "") problems[name] = "请输入整数秒";
+      return Number(box.value);
+    };
+    const tags = splitList(notifyInput("match_tags").value);
+    const queue = notifyInput("match_queue").value.trim();
+    const body = {
+      url: notifyInput("url").value.trim(),
+      events: [...notifyForm.querySelectorAll('input[name="events"]:checked')].map((box) => box.value),
+      format: notifyInput("format").value,
+      match: { tags: tags.length ? tags : null, queue: queue || null },
+      overdue_after_s: number("overdue_after_s"),
+      group_window_s: number("group_window_s"),
+    };
+    const secret = notifyInput("secret").value;
+    if (secret) body.secret = secret;
+    else if ($("n-clear-secret").checked) body.secret = null;
+    if (!notifyEditing && !notifyInput("name").value.trim()) problems.name = "请填写名称";
+    if (body.events.length === 0) problems.events = "至少选择一个事件";
+    return { body, problems };
+  }
+
+  notifyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearNotifyErrors();
+    const { body, problems } = notifyBody();
+    const showError = (message) => {
+      $("notification-form-error").hidden = false;
+      $("notification-form-error").textContent = message;
+    };
+    if (Object.keys(problems).length) {
+      for (const [field, message] of Object.entries(problems)) showNotifyFieldError(field, message);
+      showError("请先更正标出的字段。");
+      return;
+    }
+    const name = notifyEditing ? notifyEditing.name : notifyInput("name").value.trim();
+    $("notification-submit").disabled = true;
+    try {
+      await api(notifyPath(name), { method: "PUT", body });
+      $("notification-dialog").close();
+      showNotice(`已保存通知 ${name}`);
+      notifyEditing = null;
+      await loadNotifications();
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        askForToken();
+        return;
+      }
+      showError(errorText(error));
+      if (error instanceof ApiError) {
+        for (const detail of error.details) showNotifyFieldError(detail.field, detail.message);
+      }
+    } finally {
+      $("notification-submit").disabled = false;
+    }
   });
 
   // ---------------------------------------------------------------- start

@@ -49,6 +49,7 @@ def test_protected_operations_cover_every_router(secured_app: FastAPI) -> None:
         "tasks",
         "accounts",
         "limits",
+        "notifications",
         "events",
         "audit",
         "me",

@@ -75,7 +75,8 @@ async def test_section_8_1_documentation_pages_respond(client: httpx.AsyncClient
 
 async def test_section_7_1_openapi_info_and_tags(client: httpx.AsyncClient) -> None:
     """Title, description and version as in section 7.1; the four tags of the document,
-    and those of what this server adds (limits, bulk operations, audit, the caller's role)."""
+    and those of what this server adds (limits, bulk operations, audit, the caller's role,
+    alerts)."""
     schema = (await client.get("/openapi.json")).json()
     assert schema["info"] == {
         "title": "任务调度器 API",
@@ -92,6 +93,7 @@ async def test_section_7_1_openapi_info_and_tags(client: httpx.AsyncClient) -> N
         "批量操作",
         "审计",
         "认证",
+        "告警通知",
     }
 
 

@@ -45,6 +45,11 @@ NEEDED = {
     ("GET", "/api/v1/limits/"): "viewer",
     ("GET", "/api/v1/limits/{name}"): "viewer",
     ("DELETE", "/api/v1/limits/{name}"): "admin",
+    ("PUT", "/api/v1/notifications/{name}"): "admin",
+    ("GET", "/api/v1/notifications/"): "viewer",
+    ("GET", "/api/v1/notifications/{name}"): "viewer",
+    ("DELETE", "/api/v1/notifications/{name}"): "admin",
+    ("POST", "/api/v1/notifications/{name}/test"): "admin",
     ("GET", "/metrics"): "viewer",
     ("POST", "/api/v1/tasks/bulk"): "operator",
     ("POST", "/api/v1/tasks/import"): "admin",
@@ -56,6 +61,8 @@ NEEDED = {
     ("GET", "/api/v1/events"): "viewer",
 }
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/health/ready")}
+# A notification whose receiver refuses connections (the discard port): nothing is sent.
+NOTIFICATION = {"url": "http://127.0.0.1:9/hook", "events": ["task.error"]}
 
 
 @pytest.fixture
@@ -97,6 +104,8 @@ def _request(method: str, path: str, ids: dict[str, str]) -> dict[str, Any]:
         body = {"interval": 120}
     elif (method, path) == ("POST", "/api/v1/tasks/{task_id}/reorder"):
         body = {"priority_offset": 60}
+    elif path.startswith("/api/v1/notifications") and method == "PUT":
+        body = NOTIFICATION
     elif method == "PUT":
         body = {"max_concurrent": 2}
     elif (method, path) == ("POST", "/api/v1/tasks/bulk"):
@@ -117,6 +126,7 @@ async def test_route_with_role_is_refused_only_below_the_role_it_needs(
     created = await client.post("/api/v1/tasks/", json=create_body("account_1"), headers=admin)
     task_id = created.json()["task_id"]
     await client.put("/api/v1/limits/l1", json={"max_concurrent": 1}, headers=admin)
+    await client.put("/api/v1/notifications/l1", json=NOTIFICATION, headers=admin)
     if path.endswith("/resume"):
         await client.post(f"/api/v1/tasks/{task_id}/pause", headers=admin)
     ids = {"task_id": task_id, "account_id": "account_1", "name": "l1"}

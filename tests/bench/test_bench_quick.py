@@ -4,7 +4,7 @@
 its own Redis and writes a report to a temporary directory (never docs/). Only the shape of
 the results is checked, never a timing. Scheduling lag is left out (it needs real worker and
 beat processes for tens of seconds; tests/bench/test_batch_publish.py runs a real worker).
-The comparisons (RedBeat, pictures, profile) come from bench/requirements.txt: without them
+The comparisons (RedBeat, pictures, profile) come from requirements/bench.lock: without them
 the suite must still measure taskdispatch, and their test is skipped saying so.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = "tick,dispatch,api,memory,limits"
+SECTIONS = "tick,dispatch,api,memory,limits,notifications"
 BENCH = [sys.executable, "-m", "bench", "--profile", "test", "--only", SECTIONS]
 
 
@@ -110,6 +110,27 @@ def test_taskdispatch_parts_produce_well_formed_results(bench_run: dict[str, Any
         assert heading in report
 
 
+def test_notifications_cost_no_round_trip_on_the_round(bench_run: dict[str, Any]) -> None:
+    """A notification, matching the rounds or not, adds nothing to a round's path; only the
+    one that matches groups the task; its intake runs only while one is defined."""
+    notify = bench_run["notifications"]
+    cases = {c["case"]: c for c in notify["cases"]}
+    assert list(cases) == [
+        "no notification",
+        "1 notification, matching no round",
+        "1 notification, taking every round",
+    ]
+    for case in cases.values():
+        _stat(case["round_trips"])
+        _stat(case["intake_round_trips"])
+    assert {c["extra_round_trips"] for c in cases.values()} == {0.0}
+    assert cases["no notification"]["intake_round_trips"]["hi"] == 0
+    assert cases["1 notification, matching no round"]["grouped_tasks"] == 0
+    assert cases["1 notification, taking every round"]["grouped_tasks"] == 1
+    _stat(notify["idle_loop"]["round_trips"])
+    assert "## 10. Cost of notifications per round" in bench_run["_report"]
+
+
 def test_report_figures_are_formatted_never_raw_statistics(bench_run: dict[str, Any]) -> None:
     """Every figure in the report is rendered as text, none as a Python dict."""
     assert "{'median'" not in bench_run["_report"]
@@ -123,7 +144,7 @@ def test_comparisons_produce_well_formed_results(bench_run: dict[str, Any]) -> N
         ) or ("redbeat" not in missing)
         pytest.skip(
             f"comparison packages not installed ({', '.join(missing)}): "
-            "pip install -r bench/requirements.txt (make bench does)"
+            "pip install -r requirements/bench.lock (make bench does)"
         )
     (point,) = bench_run["tick"]["redbeat"]
     _stat(point["tick_s"])

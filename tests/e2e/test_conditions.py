@@ -1,26 +1,21 @@
 """Conditions with real processes: a task on a queue no worker consumes becomes
-`task.overdue` and its queue `queue.unserved`; the only beat killed gives `beat.down`, a new
-one `beat.up`.
-
-The watcher runs in the test process (`_watching`), as it does in every API process: a
-killed beat cannot announce its own death.
+`task.overdue` and its queue `queue.unserved` (the watcher running in the beat); the only
+beat killed gives `beat.down` and a new one `beat.up` (the watcher running in this
+process's notifier loop, as in every API process: a dead beat cannot announce its death).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import redis
 
-from taskdispatch.conditions import watch_conditions
-from taskdispatch.keys import Keys
 from taskdispatch.liveness import ALIVE_MS
 from taskdispatch.notifications import put_notification
+from taskdispatch.notifier import NotifyLoop
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.probes import add_probe_task, now_ms, wait_until
@@ -30,35 +25,19 @@ pytestmark = pytest.mark.e2e
 
 ENV = {"TASKDISPATCH_NOTIFY_WATCH_EVERY_S": "0.5"}
 OVERDUE_AFTER_S = 2
-# A look every half second; the events show within a few of them.
+# The notifier loop runs every second; an event shows within a few of its iterations.
 SLACK_S = 8.0
 
 
 @contextmanager
-def _watching(settings: Settings) -> Iterator[None]:
-    """The watcher's loop in a thread of this process, as an API process runs it."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    keys = Keys(settings.key_prefix)
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def loop() -> None:
-        while not stop.wait(0.1):
-            try:
-                watch_conditions(client, keys, settings, now_ms=now_ms())
-            except Exception as exc:
-                failures.append(exc)
-                return
-
-    thread = threading.Thread(target=loop, name="watcher", daemon=True)
-    thread.start()
+def _api_notifier(settings: Settings) -> Iterator[None]:
+    """The notifier loop (with the watcher) of an API process, in this process."""
+    loop = NotifyLoop(settings)
+    loop.start()
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=10)
-        client.close()
-    assert not failures, failures
+        loop.stop()
 
 
 def _events(s: Stack, kind: str) -> list[dict[str, Any]]:
@@ -75,20 +54,19 @@ async def _notify(dispatcher: TaskDispatcher, **body: Any) -> None:
 async def test_conditions_task_on_a_queue_without_worker_is_overdue_and_its_queue_unserved(
     stack: Any, dispatcher: TaskDispatcher
 ) -> None:
-    """A task on dev-c, which no worker consumes: task.overdue (naming dev-c) within its
-    threshold and a few seconds, and queue.unserved for dev-c, each once."""
+    """A task on dev-c, which no worker consumes: the beat's watcher announces task.overdue
+    (naming dev-c) within its threshold and a few seconds, and queue.unserved for dev-c."""
     s: Stack = stack(workers=1, beats=1, queues="celery", env=ENV)
     await _notify(dispatcher, overdue_after_s=OVERDUE_AFTER_S)
-    with _watching(s.settings):
-        task_id = await add_probe_task(dispatcher, "acct-stranded", queue="dev-c")
-        [overdue] = wait_until(
-            lambda: _events(s, "task.overdue"),
-            timeout_s=1 + OVERDUE_AFTER_S + SLACK_S,
-            message="task.overdue",
-        )
-        [unserved] = wait_until(
-            lambda: _events(s, "queue.unserved"), timeout_s=SLACK_S, message="queue.unserved"
-        )
+    task_id = await add_probe_task(dispatcher, "acct-stranded", queue="dev-c")
+    [overdue] = wait_until(
+        lambda: _events(s, "task.overdue"),
+        timeout_s=1 + OVERDUE_AFTER_S + SLACK_S,
+        message="task.overdue",
+    )
+    [unserved] = wait_until(
+        lambda: _events(s, "queue.unserved"), timeout_s=SLACK_S, message="queue.unserved"
+    )
     assert (overdue["task_id"], overdue["account_id"], overdue["queue"]) == (
         task_id,
         "acct-stranded",
@@ -106,7 +84,7 @@ async def test_conditions_killing_the_only_beat_gives_beat_down_and_a_new_one_be
     beat: beat.up, reason cleared."""
     s: Stack = stack(workers=0, beats=1, env=ENV)
     await _notify(dispatcher)
-    with _watching(s.settings):
+    with _api_notifier(s.settings):
         wait_until(
             lambda: s.redis.hexists(s.keys.notify_watch(), "look_ms"),
             timeout_s=SLACK_S,

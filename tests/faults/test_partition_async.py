@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -39,7 +38,13 @@ async def test_async_handler_partitioned_is_cancelled_before_its_lease_expires(
         assert first["pid"] in {p.pid for p in a.workers[0].group()}
         b = stack(workers=1, beats=0, env=env)
 
-        time.sleep(0.5)  # a renewal or two before the cut
+        # Cut after a renewal A made (its running score moved on), not at a guessed moment.
+        started_score = s.redis.zscore(s.keys.running(), task_id)
+        wait_until(
+            lambda: (s.redis.zscore(s.keys.running(), task_id) or 0) > (started_score or 0),
+            timeout_s=2 * TTL_S,
+            message="a renewal of A's lease",
+        )
         proxy.partition()
         [end] = wait_until(
             lambda: [x for x in probe_file_records(probe_dir)[1] if x["pid"] == first["pid"]],

@@ -118,10 +118,10 @@ def test_env_example_documents_exactly_the_settings() -> None:
 
 
 def test_dockerfile_is_slim_and_not_root() -> None:
-    """python:3.11-slim, requirements.txt installed, a non-root USER."""
+    """python:3.11-slim, the runtime lock installed, a non-root USER."""
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
-    assert "pip install -r requirements.txt" in text
+    assert "pip install -r requirements/runtime.lock" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
 

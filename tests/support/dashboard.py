@@ -50,7 +50,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver && .venv/bin/pip install selenium==4.51.0"
+INSTALL = "apt-get install -y chromium chromium-driver && make venv"  # selenium: dev.lock
 PREFIX = "tddash:"
 WAIT_S = 15.0
 ADMIN_TOKEN = "dash-s3cret-token-0123"

@@ -488,13 +488,13 @@ async def test_watch_conditions_old_slots_of_paused_tasks_are_read_once(
 async def test_watch_conditions_more_overdue_tasks_than_a_page_are_each_announced_once(
     client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Seven late tasks sharing one slot time, two per page: four looks announce each
-    once (the cursor counts the members of one score it passed)."""
+    """Seven late tasks whose slots fall on three instants (three, three, one), two per
+    page: successive looks announce each once."""
     monkeypatch.setattr(conditions, "SCAN_PAGE", 2)
     now = now_ms()
-    ids = {await _late_task(settings, f"acct-{n}", now=now) for n in range(7)}
+    ids = {await _late_task(settings, f"acct-{n}", now=now + n // 3 * 1000) for n in range(7)}
     _notify(client)
-    for n in range(5):
+    for n in range(8):
         _alive(client, now + n * PERIOD_MS)
         _look(client, settings, now + n * PERIOD_MS)
     announced = [d["task_id"] for _, d in _events(client)]

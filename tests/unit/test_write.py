@@ -191,3 +191,45 @@ def test_write_appends_one_event_to_the_stream(
         "task-1",
         "account_1",
     )
+
+
+ERROR = TaskStatus.ERROR
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "alert"),
+    [
+        pytest.param(
+            make_task(),
+            make_task(status=ERROR, next_ms=None, last_error="login expired"),
+            {"type": "task.error", "last_error": "login expired"},
+            id="enters-error",
+        ),
+        pytest.param(
+            make_task(status=ERROR, next_ms=None),
+            make_task(status=PENDING),
+            {"type": "task.recovered"},
+            id="leaves-error",
+        ),
+        pytest.param(
+            make_task(status=ERROR, next_ms=None),
+            make_task(status=ERROR, next_ms=None, account_name="renamed"),
+            None,
+            id="stays-in-error",
+        ),
+        pytest.param(make_task(status=ERROR, next_ms=None), None, None, id="deleted-in-error"),
+        pytest.param(make_task(), make_task(status=PAUSED), None, id="other-change"),
+    ],
+)
+def test_write_status_entering_or_leaving_error_adds_its_alert_event(
+    fake: fakeredis.FakeRedis, old: Task, new: Task | None, alert: dict[str, Any] | None
+) -> None:
+    """task.error when a task enters error (with its last error), task.recovered when it
+    leaves it other than by deletion; nothing for other changes."""
+    fake.hset(KEYS.task("task-1"), mapping=old.to_hash())
+    write(fake, old, new)
+    found = [e for e in events(fake) if e["type"] in ("task.error", "task.recovered")]
+    if alert is None:
+        assert found == []
+    else:
+        assert found == [{**alert, "task_id": "task-1", "account_id": "account_1"}]
