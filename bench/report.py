@@ -171,6 +171,17 @@ def _headline(r: dict[str, Any]) -> list[str]:
         rows.append(
             (f"Redis bytes per stored task at {mem['n']:,}", "≤ 1 KiB", f"{b:,.0f} B", b <= 1024)
         )
+        api = mem.get("api_created")
+        if api:
+            b = api["bytes_per_task"]
+            rows.append(
+                (
+                    f"Redis bytes per task created through the API at {api['n']:,}",
+                    "≤ 2.5 KiB",
+                    f"{b:,.0f} B",
+                    b <= 2560,
+                )
+            )
     notify = r.get("notifications")
     if notify and not _failed(notify):
         extra = max(c["extra_round_trips"] for c in notify["cases"])
@@ -517,7 +528,7 @@ def _api(api: dict[str, Any]) -> list[str]:
         "in its time zone), and answer its 40 fields with times in the task's zone; the models "
         "are built without validating twice. A write costs its commands: the hash and its "
         "index entries, the due score and wake token, the live event and the audit entry "
-        "(`XADD`, `LPUSH`, `LTRIM`) in one transaction.",
+        "(one script: `XADD` and the task's link to it) in one transaction.",
         "",
     ]
     for name, prof in (api.get("profile") or {}).items():
@@ -573,6 +584,20 @@ def _memory(m: dict[str, Any]) -> list[str]:
         "would need fewer of them, i.e. slower filters (docs/redis-keys.md lists each).",
         "",
     ]
+    api = m.get("api_created")
+    if api:
+        out += [
+            f"**Created through the API.** {api['n']:,} tasks created by `POST /api/v1/tasks/` "
+            "in-process (the design document's create body, one account each; one run), with "
+            f"everything the API writes for them: {api['bytes_per_task']:,.0f} B per task, of "
+            f"which {api['audit_bytes_per_task']:,.0f} B its audit entry, stored once in the "
+            f"trail ({api['audit_keys']} audit key in all), and "
+            f"{api['events_bytes_per_task']:,.0f} B its share of the event stream (capped at "
+            "10,000 entries: past that, nothing per task); the task hash, its link to its "
+            f"newest audit entry included, is a `{api['hash_encoding']}` of "
+            f"{api['hash_bytes']:,} B.",
+            "",
+        ]
     return out
 
 

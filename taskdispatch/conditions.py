@@ -12,6 +12,13 @@ written by one script that first checks that no other look wrote since this one 
 (`_COMMIT`), so a condition is announced once, whatever the number of processes. The
 notifier (notifier.py) then reads them from the stream like every other event.
 
+Each notification has its own `overdue_after_s`. A task is overdue from the smallest of
+them on, and its `task.overdue` is announced again (with its `overdue_s`) each time it
+crosses the threshold of a notification asking for it that none of its announcements
+reached yet (`_Opened.told`): the notifier keeps an event for the notifications whose
+threshold its `overdue_s` crossed, and drops it for those that have the condition open.
+A notification configured while a task is overdue is thus told too.
+
 The cost of a look does not grow with the tasks stored: overdue tasks are found by a
 cursor through the next-run index (`Keys.next_runs`) that reads only the slots that
 crossed the threshold since the last look, at most `SCAN_PAGE` of them (`_Cursor`), plus
@@ -92,7 +99,12 @@ def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: in
     enabled = dispatcher_enabled(flag)
     last_look_ms = int(book[_LOOK_MS]) if _LOOK_MS in book else None
     cursor = _Cursor.parse(book.get(_CURSOR))
-    cutoff_ms = now_ms - _threshold_s(definitions) * 1000
+    notifications = parse_notifications({_text(k): _text(v) for k, v in definitions.items()})
+    # Late from the smallest threshold on; each notification's own is in `overdue_after_s`.
+    cutoff_ms = now_ms - min(n.overdue_after_s for n in notifications.values()) * 1000
+    overdue_after_s = {
+        n.name: n.overdue_after_s for n in notifications.values() if "task.overdue" in n.events
+    }
     scanning = enabled and cursor.score_ms <= cutoff_ms
     open_hosts = _subjects(opened, "worker.down")
     dead_queues = (
@@ -131,7 +143,13 @@ def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: in
 
     found = _Found()
     found.tasks(
-        task_ids, rows, enabled=enabled, cutoff_ms=cutoff_ms, now_ms=now_ms, settings=settings
+        task_ids,
+        rows,
+        enabled=enabled,
+        cutoff_ms=cutoff_ms,
+        overdue_after_s=overdue_after_s,
+        now_ms=now_ms,
+        settings=settings,
     )
     found.beat(beat_head, enabled=enabled, alive_since=alive_since)
     found.workers(
@@ -145,26 +163,36 @@ def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: in
 @dataclass(frozen=True)
 class _Opened:
     """An open condition as kept in `Keys.notify_conditions`: what it is about (the fields
-    both its events carry) and since when it holds."""
+    both its events carry), since when it holds, and the notifications its announcements
+    were due to reach (`_Holds.due`) so far."""
 
     subject: dict[str, Any]
     since_ms: int
+    told: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, raw: str) -> _Opened:
         data = json.loads(raw)
-        return cls(subject=data["subject"], since_ms=int(data["since_ms"]))
+        return cls(
+            subject=data["subject"],
+            since_ms=int(data["since_ms"]),
+            told=tuple(data.get("told", ())),
+        )
 
     def to_json(self) -> str:
-        return json.dumps({"subject": self.subject, "since_ms": self.since_ms})
+        return json.dumps({"subject": self.subject, "since_ms": self.since_ms, "told": self.told})
 
 
 @dataclass(frozen=True)
 class _Holds:
-    """A condition that holds now: what it is about, and what its opening event adds."""
+    """A condition that holds now: what it is about, what its opening event adds, and the
+    notifications it is due to reach, when that depends on how long it lasted (an overdue
+    task: those asking for task.overdue whose threshold it crossed); an open condition is
+    announced again when some of them were not due at its earlier announcements."""
 
     subject: dict[str, Any]
     detail: dict[str, Any]
+    due: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -182,10 +210,13 @@ class _Found:
         *,
         enabled: bool,
         cutoff_ms: int,
+        overdue_after_s: Mapping[str, int],
         now_ms: int,
         settings: Settings,
     ) -> None:
-        """task.overdue: pending, no round started, its slot at or before the cutoff."""
+        """task.overdue: pending, no round started, its slot at or before the cutoff; due to
+        reach the notifications (name -> threshold in `overdue_after_s`) whose threshold
+        it crossed."""
         for task_id, row in zip(task_ids, rows, strict=True):
             cid = f"task.overdue|{task_id}"
             status, run_id, next_ms, account_id, own_queue, sys_type = (_text(x) for x in row)
@@ -204,9 +235,12 @@ class _Found:
                 queue = queue_for(
                     queue=own_queue or None, sys_type=sys_type or "", settings=settings
                 )
+                # The notifier's rule too: an event reaches a notification from its threshold on.
+                overdue_s = (now_ms - int(next_ms)) // 1000
                 self.holds[cid] = _Holds(
                     {"task_id": task_id, "account_id": account_id, "queue": queue},
-                    {"overdue_s": (now_ms - int(next_ms)) // 1000},
+                    {"overdue_s": overdue_s},
+                    frozenset(name for name, s in overdue_after_s.items() if s <= overdue_s),
                 )
             else:
                 self.ended[cid] = "cleared"
@@ -312,12 +346,6 @@ class _Cursor:
         return _Cursor(last, len(page) + (self.skip if last == self.score_ms else 0))
 
 
-def _threshold_s(definitions: Mapping[Any, Any]) -> int:
-    """The smallest `overdue_after_s` of the notifications (each filters by its own)."""
-    parsed = parse_notifications({_text(k): _text(v) for k, v in definitions.items()})
-    return min(n.overdue_after_s for n in parsed.values())
-
-
 def _subjects(opened: Mapping[str, _Opened], kind: str) -> list[str]:
     """The subjects (task id, hostname, queue) of the open conditions of `kind`."""
     prefix = f"{kind}|"
@@ -341,11 +369,21 @@ def _commit(
     events: list[list[str]] = []
     said: list[str] = []
     for cid, holds in found.holds.items():
-        if cid not in opened:
-            kind = cid.split("|", 1)[0]
-            opens[cid] = _Opened(holds.subject, now_ms).to_json()
-            events.append(_flat(event_fields(kind, **holds.subject, **holds.detail)))
+        kind = cid.split("|", 1)[0]
+        was_open = opened.get(cid)
+        if was_open is None:
+            opens[cid] = _Opened(holds.subject, now_ms, tuple(sorted(holds.due))).to_json()
             said.append(f"condition {cid} began: {holds.detail}")
+        elif holds.due - set(was_open.told):
+            # Announced again for the notifications it reaches now; those it reached before
+            # have it open and drop the repeat.
+            told = tuple(sorted(holds.due | set(was_open.told)))
+            opens[cid] = _Opened(holds.subject, was_open.since_ms, told).to_json()
+            newly = sorted(holds.due - set(was_open.told))
+            said.append(f"condition {cid} announced again for {newly}: {holds.detail}")
+        else:
+            continue
+        events.append(_flat(event_fields(kind, **holds.subject, **holds.detail)))
     for cid, was in opened.items():
         if cid not in found.holds:
             kind = _CLOSING[cid.split("|", 1)[0]]
@@ -386,8 +424,8 @@ def _text(value: Any) -> Any:
 # events stream.
 # ARGV[1] the bookkeeping's token field, ARGV[2] the token this look read ('' when none),
 # ARGV[3] the stream's approximate cap, ARGV[4] JSON {book: {field: value} (the new token
-# among them), open: {condition: state}, close: [condition], events: [[field, value, ...]
-# per event]}.
+# among them), open: {condition: state} (opened, or announced again), close: [condition],
+# events: [[field, value, ...] per event]}.
 # Returns 1 when written, 0 when another look wrote first.
 _COMMIT = """
 local conditions, book, events = KEYS[1], KEYS[2], KEYS[3]

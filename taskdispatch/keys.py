@@ -146,11 +146,13 @@ class Keys:
         return f"{self.prefix}limit_waiters:{name}"
 
     def audit(self) -> str:
-        """Stream: the audit trail of every change (who, what, before -> after), capped."""
+        """Stream: the audit trail of every change (who, what, before -> after), capped; the
+        one copy of each entry, linked per task (audit.py)."""
         return f"{self.prefix}audit"
 
     def task_audit(self, task_id: str) -> str:
-        """List: the audit entries (JSON) of one task, newest first, capped; deleted with it."""
+        """List, written by the release before only: full copies (JSON) of one task's audit
+        entries, newest first; read after its linked entries, deleted with the task."""
         return f"{self.prefix}audit:{task_id}"
 
     def bulk(self, request_id: str, task_id: str) -> str:

@@ -611,6 +611,8 @@ class Notifier:
             if event.kind == "task.overdue":
                 overdue_s = event.data.get("overdue_s")
                 if overdue_s is not None and overdue_s < notification.overdue_after_s:
+                    # Not late enough for this one yet: the watcher announces the task again
+                    # once it crosses this threshold (conditions.py).
                     return False
             if task is None:
                 return match.covers(tags=None, queue=event.data.get("queue"))

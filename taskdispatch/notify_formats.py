@@ -52,6 +52,8 @@ ID_HEADER = "X-Taskdispatch-Delivery"
 SIGNATURE_HEADER = "X-Taskdispatch-Signature"
 # The fields of a task entry a message shows (the stored entry may carry more).
 TASK_FIELDS = ("task_id", "account_id", "account_name", "status", "queue", "reason", "last_error")
+# Fields an event adds to each listed task of the JSON body.
+_EVENT_FIELDS: dict[str, tuple[str, ...]] = {"task.overdue": ("overdue_s",)}
 # WeCom refuses markdown content over 4096 bytes; the others take far more, but a chat
 # message listing 50 accounts with long errors is unreadable anyway.
 _BUDGET_BYTES = {"wecom": 4000, "dingtalk": 12_000, "feishu": 12_000, "slack": 12_000}
@@ -214,7 +216,12 @@ def render(
     payload: dict[str, Any]
     if fmt == "json":
         listed = [dict(e) for e in message.entries]
-        tasks = [{k: e.get(k) for k in TASK_FIELDS} for e in listed]
+        # The fields every entry has, and what its event adds (a task.overdue's overdue_s).
+        tasks = [
+            {k: e.get(k) for k in TASK_FIELDS}
+            | {k: e[k] for k in _EVENT_FIELDS.get(message.event, ()) if k in e}
+            for e in listed
+        ]
         payload = {
             "event": message.event,
             "notification": message.notification,

@@ -431,10 +431,8 @@ class RoundRunner:
 
     def _audit(self, stamp: Stamp, old: Task, new: Task) -> Callable[[Any], None]:
         entry = stamp.task_entry(old, new)
-        s = self.settings
-        return lambda pipe: queue_audit(
-            pipe, self.keys, entry, kept=s.audit_kept, kept_per_task=s.audit_kept_per_task
-        )
+        kept = self.settings.audit_kept
+        return lambda pipe: queue_audit(pipe, self.keys, entry, kept=kept)
 
     def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
         """Another round of this account still runs: look again shortly, do not wait a claim."""

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # Requests per token (or client address) across all API processes: "<n>/<second|
     # minute|hour>", e.g. "600/minute"; unset means no limit.
     rate_limit: str | None = None
-    # Audit entries kept: in the whole trail, and per task.
+    # Audit entries kept in the whole trail, and shown at most on a task's own page.
     audit_kept: int = 100_000
     audit_kept_per_task: int = 200
     cors_origins: list[str] = Field(default_factory=list)

@@ -15,7 +15,15 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from taskdispatch.audit import AuditEntry, AuditQuery, Stamp, queue_audit
+from taskdispatch.audit import (
+    LINK_FIELD,
+    PREV_FIELD,
+    TASK_PAGE,
+    AuditEntry,
+    AuditQuery,
+    Stamp,
+    queue_audit,
+)
 from taskdispatch.events import queue_event
 from taskdispatch.exceptions import (
     AccountTaskExistsError,
@@ -74,24 +82,18 @@ class TaskStore:
         self.audit_kept = audit_kept
         self.audit_kept_per_task = audit_kept_per_task
         self._read = redis.register_script(_READ)
+        self._task_page = redis.register_script(TASK_PAGE)
 
-    def queue_audit(self, pipe: Any, entry: AuditEntry, *, task_list: bool = True) -> None:
-        queue_audit(
-            pipe,
-            self.keys,
-            entry,
-            kept=self.audit_kept,
-            kept_per_task=self.audit_kept_per_task,
-            task_list=task_list,
-        )
+    def queue_audit(self, pipe: Any, entry: AuditEntry, *, linked: bool = True) -> None:
+        queue_audit(pipe, self.keys, entry, kept=self.audit_kept, linked=linked)
 
     def _audited(self, stamp: Stamp | None, old: Task | None, new: Task | None) -> Extra | None:
-        """The audit entry of a task's change, for the change's own MULTI (a delete goes to
-        the trail only: the task's own list is deleted with it)."""
+        """The audit entry of a task's change, for the change's own MULTI (a delete's is not
+        linked: the task's hash goes with it)."""
         if stamp is None:
             return None
         entry = stamp.task_entry(old, new)
-        return lambda pipe: self.queue_audit(pipe, entry, task_list=new is not None)
+        return lambda pipe: self.queue_audit(pipe, entry, linked=new is not None)
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
@@ -194,9 +196,7 @@ class TaskStore:
                 return found, None
             for entry_id, fields in batch:
                 scanned += 1
-                entry = AuditEntry.from_json(
-                    _text((fields or {}).get("e", "{}")), entry_id=_text(entry_id)
-                )
+                entry = AuditEntry.from_fields(_text(entry_id), _fields(fields))
                 if query.matches(entry):
                     found.append(entry)
                     if len(found) == query.limit:
@@ -208,9 +208,17 @@ class TaskStore:
         return found, high[1:]
 
     async def task_audit(self, task_id: str, *, limit: int) -> list[AuditEntry]:
-        """The task's own entries, newest first."""
-        raw = await self.redis.lrange(self.keys.task_audit(task_id), 0, limit - 1)
-        return [AuditEntry.from_json(_text(item)) for item in raw]
+        """The task's own entries, newest first, at most `audit_kept_per_task` (one round
+        trip: `audit.TASK_PAGE`)."""
+        keys = self.keys
+        linked, legacy = await self._task_page(
+            keys=[keys.audit(), keys.task(task_id), keys.task_audit(task_id)],
+            args=[LINK_FIELD, PREV_FIELD, min(limit, self.audit_kept_per_task)],
+        )
+        return [
+            *(AuditEntry.from_fields(_text(i), _fields(f)) for i, f in linked),
+            *(AuditEntry.from_json(_text(text)) for text in legacy),
+        ]
 
     async def audit(self, entry: AuditEntry) -> None:
         """Write an entry that belongs to no task change (a bulk request's summary)."""
@@ -671,6 +679,14 @@ _AUDIT_BATCH = 500
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _fields(raw: Mapping[Any, Any] | Sequence[Any] | None) -> dict[str, str]:
+    """A stream entry's fields, as redis-py gives them (a mapping) or a script (flat)."""
+    if not raw:
+        return {}
+    pairs = raw.items() if isinstance(raw, Mapping) else zip(raw[::2], raw[1::2], strict=True)
+    return {_text(k): _text(v) for k, v in pairs}
 
 
 def unconsumed_candidates(

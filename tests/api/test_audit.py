@@ -8,12 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 from fastapi import FastAPI
 
 from api.main import create_app
+from taskdispatch.audit import LINK_FIELD
+from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
 from tests.support.api import CreateTask, create_body, serve
 
+KEYS = Keys("tdtest:")
 ALICE = "alice-token-0123456789"
 OPS = "ops-bot-token-0123456789"
 
@@ -200,3 +204,58 @@ async def test_audit_deleted_task_leaves_its_deletion_in_the_trail(
         ("delete", "gone"),
         ("create", "gone"),
     ]
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """The test's Redis, to look at how the trail is stored."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def _reorders(client: httpx.AsyncClient, task_id: str, count: int) -> None:
+    for offset in range(1, count + 1):
+        url = f"/api/v1/tasks/{task_id}/reorder"
+        response = await client.post(url, json={"priority_offset": offset})
+        assert response.status_code == 200, response.text
+
+
+async def test_audit_entry_is_stored_once_in_the_trail(
+    client: httpx.AsyncClient, create_task: CreateTask, store: redis.asyncio.Redis
+) -> None:
+    """The trail holds each entry; the task's hash only names its newest; no other copy."""
+    task_id = (await create_task("a"))["task_id"]
+    await _reorders(client, task_id, 1)
+    trail = await store.xrange(KEYS.audit())
+    assert [fields["action"] for _, fields in trail] == ["create", "reorder"]
+    assert await store.hget(KEYS.task(task_id), LINK_FIELD) == trail[-1][0]
+    assert [key async for key in store.scan_iter(match=f"{KEYS.audit()}*")] == [KEYS.audit()]
+
+
+async def test_audit_task_page_names_its_entries_by_their_trail_ids(
+    client: httpx.AsyncClient, create_task: CreateTask
+) -> None:
+    """A task's own page and the trail filtered by the task list the same entries, even
+    with another task's changes between them."""
+    a = (await create_task("a"))["task_id"]
+    b = (await create_task("b"))["task_id"]
+    for task_id in (a, b, a):
+        await _reorders(client, task_id, 2)
+    own = (await client.get(f"/api/v1/tasks/{a}/audit")).json()["entries"]
+    trail = (await client.get("/api/v1/audit", params={"task_id": a})).json()["entries"]
+    assert [e["id"] for e in own] == [e["id"] for e in trail]
+    assert [e["action"] for e in own] == ["reorder"] * 4 + ["create"]
+
+
+async def test_audit_task_page_drops_entries_the_trail_trimmed(
+    client: httpx.AsyncClient, create_task: CreateTask, store: redis.asyncio.Redis
+) -> None:
+    """Entries the capped trail no longer holds are gone from the task's page too."""
+    task_id = (await create_task("a"))["task_id"]
+    await _reorders(client, task_id, 5)
+    await store.xtrim(KEYS.audit(), maxlen=3, approximate=False)
+    kept = [entry_id for entry_id, _ in reversed(await store.xrange(KEYS.audit()))]
+    own = (await client.get(f"/api/v1/tasks/{task_id}/audit")).json()["entries"]
+    assert [e["id"] for e in own] == kept
+    assert len(kept) == 3

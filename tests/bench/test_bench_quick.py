@@ -74,6 +74,9 @@ def test_taskdispatch_parts_produce_well_formed_results(bench_run: dict[str, Any
     memory = bench_run["memory"]
     _stat(memory["bytes_per_task"])
     assert memory["hash_fields"] > 0
+    created = memory["api_created"]  # through the API: the audit trail is the one audit key
+    assert (created["n"], created["audit_keys"]) == (1_000, 1)
+    assert created["bytes_per_task"] > created["audit_bytes_per_task"] > 0
 
     api = bench_run["api"]
     assert "error" not in api, api

@@ -18,13 +18,19 @@ from taskdispatch.service import TaskDispatcher
 from tests.support.api import ApiProcess
 from tests.support.probes import add_probe_task, holds_for, now_ms, wait_until
 from tests.support.receiver import Receiver
-from tests.support.stack import e2e_env
+from tests.support.stack import Stack, e2e_env
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-secret-0123456789"
 # The first retry 1 s after a failure.
 FAST_RETRY = {"TASKDISPATCH_NOTIFY_BACKOFF_S": "1"}
+# Conditions looked for every 0.5 s; a task.overdue for a slot 2 s late (the threshold is
+# at least 1 s). A condition's message arrives within a watcher period and a few notifier
+# iterations (1 s each) of the moment it holds.
+WATCH_OFTEN = {"TASKDISPATCH_NOTIFY_WATCH_EVERY_S": "0.5"}
+OVERDUE_AFTER_S = 2
+CONDITION_SLACK_S = 10.0
 
 
 async def notify(d: TaskDispatcher, url: str, **fields: Any) -> None:
@@ -41,6 +47,16 @@ async def failing_task(d: TaskDispatcher, account: str) -> str:
 def named(received: list[Any]) -> Counter[tuple[str, str]]:
     """(event, account_id) of every task the delivered messages name, counted."""
     return Counter((r.event, task["account_id"]) for r in received for task in r.json()["tasks"])
+
+
+def of_event(receiver: Receiver, event: str) -> list[Any]:
+    """The delivered messages of `event`."""
+    return [r for r in receiver.delivered() if r.event == event]
+
+
+def ran(s: Stack, task_id: str) -> bool:
+    """Whether a round of the task started (the probe handler's own record)."""
+    return any(x["task_id"] == task_id for x in s.view.probe_starts())
 
 
 async def test_task_entering_error_is_delivered_once_with_a_signature_that_verifies(
@@ -198,3 +214,38 @@ async def test_test_endpoint_of_a_running_api_delivers_and_records(
 
         [attempt] = wait_until(recorded, timeout_s=10, message="the recorded attempt")
         assert (attempt["delivery_id"], attempt["outcome"]) == (answer["delivery_id"], "delivered")
+
+
+async def test_task_on_a_queue_without_worker_is_delivered_overdue_then_caught_up_once_moved(
+    stack: Any, dispatcher: TaskDispatcher
+) -> None:
+    """A task on dev-nobody, which no worker consumes: task.overdue naming it reaches the
+    receiver once its slot is 2 s late, within a few watcher periods; moved back to the
+    default queue (queue null), it runs, and task.caught_up naming it follows."""
+    s = stack(workers=1, beats=1, env=WATCH_OFTEN)
+    with Receiver() as receiver:
+        events = ["task.overdue", "task.caught_up"]
+        await notify(dispatcher, receiver.url, events=events, overdue_after_s=OVERDUE_AFTER_S)
+        task_id = await add_probe_task(dispatcher, "acct-stranded", queue="dev-nobody")
+        slot_ms = s.view.task(task_id).next_ms
+        [overdue] = wait_until(
+            lambda: of_event(receiver, "task.overdue"),
+            timeout_s=1 + OVERDUE_AFTER_S + CONDITION_SLACK_S,
+            message="the task.overdue alert",
+        )
+        assert overdue.at_ms >= slot_ms + OVERDUE_AFTER_S * 1000
+        [task] = overdue.json()["tasks"]
+        assert (task["task_id"], task["account_id"], task["queue"]) == (
+            task_id,
+            "acct-stranded",
+            "dev-nobody",
+        )
+        assert not ran(s, task_id)
+        await dispatcher.update_task(task_id, queue=None)
+        [caught_up] = wait_until(
+            lambda: of_event(receiver, "task.caught_up"),
+            timeout_s=CONDITION_SLACK_S,
+            message="the task.caught_up alert",
+        )
+        assert [t["task_id"] for t in caught_up.json()["tasks"]] == [task_id]
+        assert ran(s, task_id)

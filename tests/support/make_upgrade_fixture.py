@@ -78,7 +78,9 @@ def dump(client: redis.Redis, prefix: str) -> dict[str, Any]:
         elif kind == "set":
             value = sorted(client.smembers(key))
         elif kind == "zset":
-            value = [[member, score] for member, score in client.zrange(key, 0, -1, withscores=True)]
+            value = [
+                [member, score] for member, score in client.zrange(key, 0, -1, withscores=True)
+            ]
         elif kind == "stream":
             value = [[entry_id, fields] for entry_id, fields in client.xrange(key)]
         else:

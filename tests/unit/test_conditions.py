@@ -170,6 +170,81 @@ async def test_watch_conditions_threshold_is_the_smallest_of_the_notifications(
     assert [kind for kind, _ in _events(client)] == ["task.overdue"]
 
 
+async def test_watch_conditions_overdue_task_is_announced_again_as_it_crosses_a_larger_threshold(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """Thresholds of 60 s and 300 s: task.overdue at 120 s late, again at 310 s (the second
+    threshold crossed), and not in between or after."""
+    now = now_ms()
+    await _late_task(settings, "acct-1", now=now)
+    _notify(client, "fast", overdue_after_s=60)
+    _notify(client, "slow", overdue_after_s=300)
+    slot = _first_slot(now)
+    for late_s in (120, 200, 310, 400):
+        _alive(client, slot + late_s * 1000)
+        _look(client, settings, slot + late_s * 1000)
+    assert [(k, d["overdue_s"]) for k, d in _events(client)] == [
+        ("task.overdue", 120),
+        ("task.overdue", 310),
+    ]
+
+
+async def test_watch_conditions_task_past_every_threshold_at_once_is_announced_once(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """A task first seen past both thresholds (60 s and 300 s) is announced once."""
+    now = now_ms()
+    await _late_task(settings, "acct-1", now=now)
+    _notify(client, "fast", overdue_after_s=60)
+    _notify(client, "slow", overdue_after_s=300)
+    for n in range(3):
+        _alive(client, now + n * PERIOD_MS)
+        _look(client, settings, now + n * PERIOD_MS)
+    assert [kind for kind, _ in _events(client)] == ["task.overdue"]
+
+
+async def test_watch_conditions_notification_added_while_a_task_is_overdue_gets_it_again(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """A task announced for a 300 s threshold is announced again when a notification asking
+    for task.overdue is added, even with a smaller threshold; one asking for other events
+    is not a reason to."""
+    now = now_ms()
+    await _late_task(settings, "acct-1", now=now)
+    _notify(client, "first", overdue_after_s=300)
+    _alive(client, now)
+    _look(client, settings, now)
+    _notify(client, "beats", events=["beat.down"], overdue_after_s=60)
+    _alive(client, now + PERIOD_MS)
+    assert _look(client, settings, now + PERIOD_MS) == 0
+    _notify(client, "added", overdue_after_s=60)
+    _alive(client, now + 2 * PERIOD_MS)
+    _look(client, settings, now + 2 * PERIOD_MS)
+    assert [kind for kind, _ in _events(client)] == ["task.overdue", "task.overdue"]
+
+
+async def test_watch_conditions_task_overdue_announced_again_closes_once_since_it_began(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """An overdue task announced at 120 s and 310 s late, then paused: one task.caught_up,
+    whose since_ms is the first announcement's look."""
+    now = now_ms()
+    task_id = await _late_task(settings, "acct-1", now=now)
+    _notify(client, "fast", overdue_after_s=60)
+    _notify(client, "slow", overdue_after_s=300)
+    slot = _first_slot(now)
+    for late_s in (120, 310):
+        _alive(client, slot + late_s * 1000)
+        _look(client, settings, slot + late_s * 1000)
+    async with _dispatcher(settings, at_ms=now) as d:
+        await d.pause_task(task_id)
+    for late_s in (320, 330):
+        _alive(client, slot + late_s * 1000)
+        _look(client, settings, slot + late_s * 1000)
+    [(kind, data)] = _events(client)[2:]
+    assert (kind, data["since_ms"]) == ("task.caught_up", slot + 120_000)
+
+
 async def test_watch_conditions_task_overdue_closes_with_caught_up_when_its_round_starts(
     client: redis.Redis, settings: Settings
 ) -> None:
@@ -512,6 +587,11 @@ def test_watch_conditions_without_notifications_forgets_open_conditions(
     assert _look(client, settings, now + PERIOD_MS) == 0
     assert [kind for kind, _ in _events(client)] == ["beat.down"]
     assert not client.exists(KEYS.notify_conditions(), KEYS.notify_watch())
+
+
+def _first_slot(now: int) -> int:
+    """The first slot of a task `_late_task` created for `now`."""
+    return now - HOUR_MS + INTERVAL_S * 1000
 
 
 def _command_calls(client: redis.Redis, command: str) -> int:

@@ -16,6 +16,7 @@ import redis
 
 from taskdispatch import lifecycle
 from taskdispatch.clock import now_ms
+from taskdispatch.conditions import watch_conditions
 from taskdispatch.events import queue_event
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
@@ -126,6 +127,12 @@ def deliveries(client: redis.Redis) -> list[dict[str, Any]]:
         fields: dict[str, Any] = client.hgetall(KEYS.notify_delivery(delivery_id))
         found.append({**fields, "id": delivery_id, "tasks": json.loads(fields["tasks"])})
     return found
+
+
+def look(client: redis.Redis, settings: Settings, at_ms: int) -> None:
+    """One look of the condition watcher at `at_ms` (its period over)."""
+    client.delete(KEYS.notify_watch_lock())
+    watch_conditions(client, KEYS, settings, now_ms=at_ms)
 
 
 def clear_deliveries(client: redis.Redis) -> None:
@@ -258,6 +265,33 @@ def test_intake_overdue_below_a_notifications_threshold_is_not_its_alert(
     [delivery] = cycle(notifier, client)
     assert delivery["name"] == "fast"
     assert delivery["tasks"][0]["overdue_s"] == 400
+
+
+def test_intake_overdue_reaches_each_notification_from_its_own_threshold_on(
+    client: redis.Redis, settings: Settings, notifier: Notifier
+) -> None:
+    """Watcher and intake, thresholds 60 s and 300 s: a task 120 s late reaches the first
+    only; 310 s late, the second too and not the first again; once its round started,
+    task.caught_up reaches both."""
+    events = ("task.overdue", "task.caught_up")
+    define(client, "fast", events=events, overdue_after_s=60)
+    define(client, "slow", events=events, overdue_after_s=300)
+    slot_ms = now_ms()
+    task = make_task(1, next_ms=slot_ms)
+    write(client, None, task)
+    sent = []
+    for late_s in (120, 310, 320):
+        look(client, settings, slot_ms + late_s * 1000)
+        sent.append(
+            sorted((d["name"], d["tasks"][0]["overdue_s"]) for d in cycle(notifier, client))
+        )
+        clear_deliveries(client)
+    assert sent == [[("fast", 120)], [("slow", 310)], []]
+    write(client, task, task.evolve(status=TaskStatus.RUNNING, run_id="run-1"))
+    look(client, settings, slot_ms + 330_000)
+    caught_up = sorted((d["name"], d["event"]) for d in cycle(notifier, client))
+    assert caught_up == [("fast", "task.caught_up"), ("slow", "task.caught_up")]
+    assert not client.exists(KEYS.notify_open("fast"), KEYS.notify_open("slow"))
 
 
 def test_intake_fleet_events_list_their_subjects(client: redis.Redis, notifier: Notifier) -> None:

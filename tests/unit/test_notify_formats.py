@@ -84,6 +84,20 @@ def test_json_body_has_event_time_count_tasks_text_and_link() -> None:
     assert sent.url == URL
 
 
+def test_json_body_of_an_overdue_event_says_how_late_each_task_is() -> None:
+    """A task.overdue body carries each task's overdue_s; other events do not add it."""
+    overdue = Message(
+        event="task.overdue",
+        delivery_id="d" * 32,
+        notification="ops",
+        occurred_at_ms=AT_MS,
+        count=1,
+        entries=(task(1, overdue_s=312),),
+    )
+    assert json.loads(out(overdue, "json").body)["tasks"][0]["overdue_s"] == 312
+    assert "overdue_s" not in json.loads(out(message(), "json").body)["tasks"][0]
+
+
 def test_json_signature_is_hmac_sha256_of_the_raw_body() -> None:
     """X-Taskdispatch-Signature is sha256=<hex HMAC-SHA256(secret, body)>."""
     sent = out(message(), "json", secret=SECRET)
