@@ -14,7 +14,7 @@ from taskdispatch.settings import Settings
 
 __all__ = ["beat_schedule", "beat_scheduler"]
 
-beat_scheduler = "taskdispatch.beat:RedisScheduler"
+beat_scheduler = "taskdispatch.engine.beat:RedisScheduler"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -12,15 +12,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskdispatch.access import (
+from taskdispatch.domain.messages import text
+from taskdispatch.service.access import (
     ANONYMOUS,
     Principal,
     Role,
     TokenBook,
     anonymous_allowed_from,
 )
-from taskdispatch.messages import text
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 
 __all__ = [

@@ -3,7 +3,7 @@
 `install_error_handlers` maps taskdispatch's exceptions, request validation, Starlette's
 HTTP errors and Redis outages to one body shape with a
 fitting status; anything else is a 500 that names no internals. Messages come from
-`taskdispatch/messages.py`, in the design document's language; `details` carries, per
+`taskdispatch/domain/messages.py`, in the design document's language; `details` carries, per
 field, the message and, where it helps, the English technical detail.
 """
 
@@ -24,8 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.models import ErrorDetail, ErrorResponse
-from taskdispatch.connections import masked
-from taskdispatch.exceptions import (
+from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
     LimitNotFoundError,
@@ -37,7 +36,8 @@ from taskdispatch.exceptions import (
     UnknownTaskTypeError,
     WriteNotReplicatedError,
 )
-from taskdispatch.messages import text
+from taskdispatch.domain.messages import text
+from taskdispatch.store.connections import masked
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -39,14 +39,14 @@ from api.routers import (
     tasks,
 )
 from taskdispatch import __version__
-from taskdispatch.access import AccessConfigError, TokenBook, anonymous_refusal
-from taskdispatch.checks import run_startup_checks
-from taskdispatch.exceptions import StoreUnavailableError
-from taskdispatch.keys import Keys
-from taskdispatch.notifier import NotifyLoop
-from taskdispatch.ratelimit import parse_rate_limit
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.exceptions import StoreUnavailableError
+from taskdispatch.engine.notifier import NotifyLoop
+from taskdispatch.service.access import AccessConfigError, TokenBook, anonymous_refusal
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store.checks import run_startup_checks
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.ratelimit import parse_rate_limit
 
 __all__ = ["app", "create_app"]
 

@@ -1,6 +1,6 @@
 """The wire format: request bodies, response bodies and the one Task -> TaskInfo converter.
 
-The request bodies that change tasks live in `taskdispatch.bodies` (bulk actions and
+The request bodies that change tasks live in `taskdispatch.domain.bodies` (bulk actions and
 imports take the same ones) and are re-exported here; the others check types and shape
 only, and what the values mean is validated by the dispatcher, so the Python API and the
 REST API reject the same input with the same messages.
@@ -15,8 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from taskdispatch.audit import AuditEntry
-from taskdispatch.bodies import (
+from taskdispatch.domain.bodies import (
     NotificationMatch,
     NotificationRequest,
     StrictBody,
@@ -27,15 +26,16 @@ from taskdispatch.bodies import (
     TaskUpdateRequest,
     Text,
 )
-from taskdispatch.history import RunRecord
-from taskdispatch.lifecycle import due_at, is_cancelling
-from taskdispatch.messages import text
-from taskdispatch.models import Outcome, Task, TaskStatus
-from taskdispatch.notifications import Attempt, Notification
-from taskdispatch.progress import RoundProgress
-from taskdispatch.schedule import format_windows, to_local_iso
-from taskdispatch.service import BulkResult
-from taskdispatch.store import LimitView
+from taskdispatch.domain.lifecycle import due_at, is_cancelling
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.models import Outcome, Task, TaskStatus
+from taskdispatch.domain.schedule import format_windows, to_local_iso
+from taskdispatch.service.dispatcher import BulkResult
+from taskdispatch.store.audit import AuditEntry
+from taskdispatch.store.history import RunRecord
+from taskdispatch.store.notifications import Attempt, Notification
+from taskdispatch.store.progress import RoundProgress
+from taskdispatch.store.tasks import LimitView
 
 __all__ = [
     "AccountTasksResponse",

@@ -18,9 +18,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.exceptions import error_response
-from taskdispatch.keys import Keys
-from taskdispatch.messages import text
-from taskdispatch.ratelimit import TAKE, RateLimit
+from taskdispatch.domain.messages import text
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.ratelimit import TAKE, RateLimit
 
 __all__ = ["EXEMPT_PATHS", "RateLimiter"]
 

@@ -31,7 +31,7 @@ from bench.readprofile import profile_reads
 from bench.redisstats import commandstats, connect, delta, flush
 from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import free_port
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 __all__ = ["api_server", "load_once", "run"]
 

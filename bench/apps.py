@@ -7,8 +7,8 @@ import warnings
 from types import SimpleNamespace
 from typing import Any
 
+from taskdispatch.engine.worker import create_celery_app
 from taskdispatch.settings import Settings, get_settings
-from taskdispatch.worker import create_celery_app
 
 __all__ = [
     "celery_app",
@@ -47,7 +47,7 @@ def celery_app(redis_url: str, *, key_prefix: str = "td:", redbeat_prefix: str =
 
 
 def td_scheduler(app: Any) -> Any:
-    from taskdispatch.beat import RedisScheduler
+    from taskdispatch.engine.beat import RedisScheduler
 
     return RedisScheduler(app=app, lazy=True)
 

@@ -44,9 +44,9 @@ from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import commandstats, connect, delta, flush
 from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.keys import Keys
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 
 __all__ = ["fleet", "run"]
 

@@ -25,8 +25,8 @@ from bench.load import load_redbeat, load_tasks
 from bench.profiling import profile_call
 from bench.redisstats import RoundTrips, commandstats, connect, delta, flush
 from bench.stats import Stat
-from taskdispatch.beat import ROUND_TASK
-from taskdispatch.keys import Keys
+from taskdispatch.engine.beat import ROUND_TASK
+from taskdispatch.store.keys import Keys
 
 __all__ = ["run"]
 

@@ -27,7 +27,7 @@ from bench.procs import Child, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 __all__ = ["run"]
 

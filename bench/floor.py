@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from taskdispatch.connections import api_client
-from taskdispatch.keys import Keys
 from taskdispatch.settings import get_settings
+from taskdispatch.store.connections import api_client
+from taskdispatch.store.keys import Keys
 
 __all__ = ["app"]
 

@@ -24,10 +24,10 @@ from bench.config import Profile
 from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat, percentile
-from taskdispatch.history import RunRecord
-from taskdispatch.keys import Keys
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.history import RunRecord
+from taskdispatch.store.keys import Keys
 
 __all__ = ["counts", "create_tasks", "run", "run_records"]
 

@@ -18,12 +18,12 @@ import redis
 from bench.config import Profile
 from bench.redisstats import RoundTrips, commandstats, connect, delta, flush
 from bench.stats import Stat
-from taskdispatch.handlers import HandlerRegistry
-from taskdispatch.keys import Keys
-from taskdispatch.limits import Limit, Match
-from taskdispatch.models import Task
-from taskdispatch.rounds import RoundMessage, RoundRunner
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.handlers import HandlerRegistry
+from taskdispatch.engine.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.limits import Limit, Match
 
 __all__ = ["CASES", "run"]
 
@@ -54,8 +54,8 @@ CASES: tuple[tuple[str, tuple[Limit, ...], dict[str, object]], ...] = (
 
 def _task(keys: Keys, client: redis.Redis, now_ms: int, fields: dict[str, object]) -> str:
     """One task as the store writes it, due now, tagged for every limit."""
-    from taskdispatch import lifecycle
-    from taskdispatch.transaction import Change, transact
+    from taskdispatch.domain import lifecycle
+    from taskdispatch.store.transaction import Change, transact
 
     task = lifecycle.created(
         {

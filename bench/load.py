@@ -2,9 +2,10 @@
 
 Creating 1M tasks through the API (one HTTP request and one WATCH/MULTI transaction each)
 would take hours on two cores, so the benchmarks write the same records directly: each task
-is a `taskdispatch.models.Task` written by `taskdispatch.write.queue_task_write` (the code
-every API write goes through), and each RedBeat entry gets the three writes of
-`RedBeatSchedulerEntry.save()`, all in big non-transactional pipelines (see bench/resp.py).
+is a `taskdispatch.domain.models.Task` written by
+`taskdispatch.store.write.queue_task_write` (the code every API write goes through), and
+each RedBeat entry gets the three writes of `RedBeatSchedulerEntry.save()`, all in big
+non-transactional pipelines (see bench/resp.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.resp import RespPipe
-from taskdispatch.beat import ROUND_TASK
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.schedule import hour_window
-from taskdispatch.write import queue_task_write
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.schedule import hour_window
+from taskdispatch.engine.beat import ROUND_TASK
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.write import queue_task_write
 
 __all__ = ["RUN_PARAMS", "bench_task", "load_redbeat", "load_tasks", "task_id_of"]
 

@@ -28,8 +28,8 @@ from bench.config import Profile
 from bench.load import load_redbeat, load_tasks, task_id_of
 from bench.redisstats import connect, flush
 from bench.stats import Stat
-from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 
 __all__ = ["run"]
 

@@ -24,13 +24,13 @@ import redis
 from bench.config import Profile
 from bench.redisstats import RoundTrips, commandstats, connect, delta, flush
 from bench.stats import Stat
-from taskdispatch.handlers import HandlerRegistry
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task
-from taskdispatch.notifications import Notification, NotifyMatch
-from taskdispatch.notifier import GROUP, Notifier, NotifyLoop
-from taskdispatch.rounds import RoundMessage, RoundRunner
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.handlers import HandlerRegistry
+from taskdispatch.engine.notifier import GROUP, Notifier, NotifyLoop
+from taskdispatch.engine.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.notifications import Notification, NotifyMatch
 
 __all__ = ["CASES", "INTAKE_EVERY", "run"]
 
@@ -76,8 +76,8 @@ def _fail(ctx: object) -> None:
 
 def _task(keys: Keys, client: redis.Redis, now_ms: int) -> str:
     """One task as the store writes it, due now, with the tag a notification may match."""
-    from taskdispatch import lifecycle
-    from taskdispatch.transaction import Change, transact
+    from taskdispatch.domain import lifecycle
+    from taskdispatch.store.transaction import Change, transact
 
     task = lifecycle.created(
         {

@@ -251,7 +251,8 @@ def _tick(t: dict[str, Any], img: str | None) -> list[str]:
             "Stored tasks were bulk-loaded, not created through the API: creating 1M tasks one "
             "HTTP request and one WATCH/MULTI transaction at a time would take far longer than "
             "the bench's budget. The loader writes the same records as the store (each a "
-            "`taskdispatch.models.Task` written by `taskdispatch.write.queue_task_write`, the "
+            "`taskdispatch.domain.models.Task` written by "
+            "`taskdispatch.store.write.queue_task_write`, the "
             "code every API write goes through) in big non-transactional pipelines: "
             + ", ".join(f"{p['n']:,} in {p['load_s']:.1f} s (cumulative)" for p in loads)
             + ".",

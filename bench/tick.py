@@ -21,7 +21,7 @@ from bench.load import load_redbeat, load_tasks
 from bench.probe import ProbeError, run_probe
 from bench.redisstats import connect, flush
 from bench.stats import Stat
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 __all__ = ["run"]
 

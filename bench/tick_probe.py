@@ -22,7 +22,7 @@ import redis
 from bench import apps
 from bench.load import task_id_of
 from bench.redisstats import RoundTrips, commandstats, connect, delta
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 HOT_PERIOD_S = 1.0
 
@@ -89,7 +89,7 @@ def redbeat(url: str, n: int, due: int, repeats: int, prefix: str) -> dict[str, 
 def persistent(url: str, n: int, due: int, repeats: int, workdir: str) -> dict[str, Any]:
     from celery.schedules import schedule
 
-    from taskdispatch.beat import ROUND_TASK
+    from taskdispatch.engine.beat import ROUND_TASK
 
     app = apps.celery_app(url)
     hot = [f"bench-entry-{i:07d}" for i in range(due)]

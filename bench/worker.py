@@ -24,10 +24,10 @@ from bench.load import load_tasks
 from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat
-from taskdispatch.beat import ROUND_TASK
-from taskdispatch.keys import Keys
+from taskdispatch.engine.beat import ROUND_TASK
+from taskdispatch.engine.worker import create_celery_app
 from taskdispatch.settings import Settings
-from taskdispatch.worker import create_celery_app
+from taskdispatch.store.keys import Keys
 
 __all__ = ["NOOP_TASK", "run"]
 

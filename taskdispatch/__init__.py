@@ -1,6 +1,6 @@
 """taskdispatch: a Redis-backed, Celery-based scheduler for recurring per-account jobs."""
 
-from taskdispatch.exceptions import (
+from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
     LimitNotFoundError,
@@ -10,12 +10,12 @@ from taskdispatch.exceptions import (
     TaskNotFoundError,
     UnknownTaskTypeError,
 )
-from taskdispatch.handlers import RunContext
-from taskdispatch.lease import LeaseLost, RoundCancelled
-from taskdispatch.limits import Limit, Match
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.service import DispatcherStatus, TaskDispatcher
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.lease import LeaseLost, RoundCancelled
+from taskdispatch.service.dispatcher import DispatcherStatus, TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store.limits import Limit, Match
 
 __version__ = "1.0.0"
 

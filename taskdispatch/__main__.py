@@ -2,6 +2,6 @@
 
 import sys
 
-from taskdispatch.cli import main
+from taskdispatch.dev.cli import main
 
 sys.exit(main())

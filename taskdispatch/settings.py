@@ -11,8 +11,8 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskdispatch.connections import is_sentinel_url, parse_sentinel_url
-from taskdispatch.ratelimit import parse_rate_limit
+from taskdispatch.store.connections import is_sentinel_url, parse_sentinel_url
+from taskdispatch.store.ratelimit import parse_rate_limit
 
 __all__ = ["Settings", "get_settings"]
 
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     key_prefix: str = "td:"
     timezone: str = "Asia/Shanghai"
     api_token: str | None = None
-    # Named tokens with roles: JSON, or the path of a JSON file (taskdispatch/access.py).
+    # Named tokens with roles: JSON, or the path of a JSON file (taskdispatch/service/access.py).
     api_tokens: str | None = None
     # Serve without any token on a non-loopback address (refused unless this is true).
     allow_anonymous: bool = False
@@ -82,18 +82,18 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(10.0, gt=0)
     # Downgrades the startup refusal of a Redis whose maxmemory-policy may evict keys.
     allow_eviction: bool = False
-    # The worker's consume watchdog (taskdispatch/watchdog.py).
+    # The worker's consume watchdog (taskdispatch/engine/watchdog.py).
     worker_probe_every_s: float = 3.0
     worker_deaf_after_s: float = 10.0
     runs_kept: int = 50
     max_consecutive_failures: int = 3
     # Alerts: how often the fleet (one process per period) looks for conditions such as an
-    # overdue task or a dead beat (taskdispatch/conditions.py).
+    # overdue task or a dead beat (taskdispatch/engine/conditions.py).
     notify_watch_every_s: float = Field(5.0, gt=0)
     # The dashboard's address as receivers reach it (e.g. https://td.example.com), for the
     # link in each alert; unset: alerts carry no link.
     public_url: str | None = None
-    # Delivery (taskdispatch/notifier.py): a failing receiver is retried with backoff from
+    # Delivery (taskdispatch/engine/notifier.py): a failing receiver is retried with backoff from
     # notify_backoff_s (doubling, at most 10 min) until notify_retry_for_s after the first
     # attempt, then given up. A process that dies holding a delivery or the event intake
     # leaves it to another after notify_claim_s.

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.proxy import FlakyProxy
 from tests.support.stack import Stack, e2e_env, settings_of
 

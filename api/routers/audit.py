@@ -15,7 +15,7 @@ from api.models import (
     TaskAuditResponse,
     audit_entry_info,
 )
-from taskdispatch.validation import timezone
+from taskdispatch.domain.validation import timezone
 
 __all__ = ["router"]
 

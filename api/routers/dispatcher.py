@@ -13,11 +13,11 @@ from api.models import (
     limit_info,
     local_time,
 )
-from taskdispatch.consistency import check_consistency
-from taskdispatch.messages import text
-from taskdispatch.service import DispatcherStatus
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.validation import timezone
+from taskdispatch.service.dispatcher import DispatcherStatus
 from taskdispatch.settings import Settings
-from taskdispatch.validation import timezone
 
 __all__ = ["router"]
 

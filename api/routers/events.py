@@ -26,10 +26,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
-from taskdispatch.connections import stream_client
-from taskdispatch.events import MAX_EVENTS
-from taskdispatch.messages import text
-from taskdispatch.validation import STREAM_ID
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.validation import STREAM_ID
+from taskdispatch.store.connections import stream_client
+from taskdispatch.store.events import MAX_EVENTS
 
 __all__ = ["BLOCK_MS", "CLIENT_NAME", "RETRY_MS", "router"]
 

@@ -15,10 +15,10 @@ from fastapi.responses import StreamingResponse
 from api.dependencies import ADMIN, OPERATOR, DispatcherDep, PrincipalDep
 from api.exceptions import error_responses
 from api.models import BulkRequest, BulkResponse, ImportResponse, ImportRowError, bulk_response
-from taskdispatch.access import Role
-from taskdispatch.messages import text
-from taskdispatch.service import BULK_MAX
-from taskdispatch.transfer import FORMATS, Format, csv_header, csv_line, jsonl_line
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.transfer import FORMATS, Format, csv_header, csv_line, jsonl_line
+from taskdispatch.service.access import Role
+from taskdispatch.service.dispatcher import BULK_MAX
 
 __all__ = ["IMPORT_MAX_BYTES", "router"]
 

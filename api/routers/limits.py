@@ -14,8 +14,8 @@ from api.models import (
     LimitSavedResponse,
     limit_info,
 )
-from taskdispatch.messages import text
-from taskdispatch.validation import timezone
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.validation import timezone
 
 __all__ = ["router"]
 

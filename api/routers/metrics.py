@@ -3,7 +3,7 @@
 Top level, where Prometheus looks by default. When the API has a token the route needs it
 like every other; Prometheus sends it with `authorization: {type: Bearer, credentials: ...}`
 (or `bearer_token` in older versions) in the scrape config. The counters are recorded by
-the workers (`taskdispatch/stats.py`); the gauges are read at scrape time.
+the workers (`taskdispatch/store/stats.py`); the gauges are read at scrape time.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from api.dependencies import DispatcherDep
-from taskdispatch.notifier import delivery_counts
-from taskdispatch.service import LimitView, TaskDispatcher
+from taskdispatch.engine.notifier import delivery_counts
+from taskdispatch.service.dispatcher import LimitView, TaskDispatcher
 
 __all__ = ["render_metrics", "router"]
 

@@ -1,4 +1,4 @@
-"""/api/v1/notifications: where alerts go (taskdispatch/notifications.py, notifier.py)."""
+"""/api/v1/notifications: where alerts go (taskdispatch/store/notifications.py, notifier.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from api.models import (
     attempt_info,
     notification_info,
 )
-from taskdispatch import notifications
-from taskdispatch.messages import text
-from taskdispatch.notifier import queue_test, save_notification
-from taskdispatch.validation import timezone
+from taskdispatch.domain.messages import text
+from taskdispatch.domain.validation import timezone
+from taskdispatch.engine.notifier import queue_test, save_notification
+from taskdispatch.store import notifications
 
 __all__ = ["router"]
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
 from api.models import RunInfo, TaskCreateRequest, local_time, run_info
-from taskdispatch.service import DAYS_MAX, Upcoming
+from taskdispatch.service.dispatcher import DAYS_MAX, Upcoming
 
 __all__ = ["PreviewResponse", "UpcomingResponse", "router"]
 

@@ -31,7 +31,7 @@ from api.models import (
     task_fields,
     task_info,
 )
-from taskdispatch.messages import text
+from taskdispatch.domain.messages import text
 
 __all__ = ["router"]
 

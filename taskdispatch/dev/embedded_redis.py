@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import redis
 
-from taskdispatch.connections import masked
+from taskdispatch.store.connections import masked
 
 __all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "redis_answers"]
 

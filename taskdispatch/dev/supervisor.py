@@ -35,13 +35,13 @@ from typing import TextIO
 
 import redis
 
-from taskdispatch.checks import EvictionPolicyError, run_startup_checks
-from taskdispatch.connections import masked
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port, redis_answers
-from taskdispatch.exceptions import InvalidTaskError, StoreUnavailableError
+from taskdispatch.domain.exceptions import InvalidTaskError, StoreUnavailableError
+from taskdispatch.domain.validation import check_queue
+from taskdispatch.engine.watchdog import EXIT_DEAF
 from taskdispatch.settings import Settings, get_settings
-from taskdispatch.validation import check_queue
-from taskdispatch.watchdog import EXIT_DEAF
+from taskdispatch.store.checks import EvictionPolicyError, run_startup_checks
+from taskdispatch.store.connections import masked
 
 __all__ = [
     "Child",
@@ -124,7 +124,7 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     # Exit statuses after which the child is started again rather than taking the stack
-    # down: the worker's "my consumer is deaf, restart me" (taskdispatch/watchdog.py).
+    # down: the worker's "my consumer is deaf, restart me" (taskdispatch/engine/watchdog.py).
     restart_on: frozenset[int] = frozenset()
     restarts: int = 0
     proc: subprocess.Popen[bytes] | None = None

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.api import TOKEN, CreateTask, create_body, serve
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from taskdispatch.exceptions import AccountTaskExistsError
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.exceptions import AccountTaskExistsError
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.api import CreateTask, create_body
 

@@ -12,9 +12,9 @@ import redis.asyncio
 from fastapi import FastAPI
 
 from api.main import create_app
-from taskdispatch.audit import LINK_FIELD
-from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
+from taskdispatch.store.audit import LINK_FIELD
+from taskdispatch.store.keys import Keys
 from tests.support.api import CreateTask, create_body, serve
 
 KEYS = Keys("tdtest:")

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis.asyncio
 
-from taskdispatch.clock import now_ms
-from taskdispatch.keys import Keys
-from taskdispatch.service import BULK_MAX, TaskDispatcher
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.service.dispatcher import BULK_MAX, TaskDispatcher
+from taskdispatch.store.keys import Keys
 from tests.support.api import CreateTask
 from tests.support.fleet import seed_fleet
 

@@ -12,10 +12,10 @@ import uuid
 import httpx
 import pytest
 
-from taskdispatch import lifecycle
-from taskdispatch.clock import now_ms
-from taskdispatch.service import TaskDispatcher
-from taskdispatch.transaction import Change, Read, atransact
+from taskdispatch.domain import lifecycle
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.transaction import Change, Read, atransact
 from tests.support.api import CreateTask
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from taskdispatch.models import TaskStatus
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import TaskStatus
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask
 
 MINUTE_MS = 60_000

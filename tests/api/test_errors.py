@@ -11,7 +11,7 @@ import pytest
 
 from api.main import create_app
 from taskdispatch.dev.embedded_redis import free_port
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.api import create_body, serve
 

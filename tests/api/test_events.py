@@ -22,8 +22,8 @@ import uvicorn
 from api.main import create_app
 from api.routers import events
 from taskdispatch.dev.embedded_redis import free_port
-from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.api import TOKEN, create_body
 
 TIMEOUT_S = 10.0

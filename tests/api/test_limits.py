@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
-from taskdispatch.limits import LIMITS_MAX, Admission, LimitBook, admit
-from taskdispatch.models import Task
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import Task
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.limits import LIMITS_MAX, Admission, LimitBook, admit
 from tests.support.api import CreateTask
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskdispatch.history import RunRecord, queue_run_record
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.history import RunRecord, queue_run_record
 from tests.support.api import TOKEN, CreateTask
 
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskdispatch.notify_formats import signature
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.engine.notify_formats import signature
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.probes import wait_until
 from tests.support.receiver import Receiver
 

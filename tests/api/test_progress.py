@@ -12,9 +12,9 @@ import httpx
 import pytest
 from redis.asyncio.connection import AbstractConnection
 
-from taskdispatch import lifecycle
-from taskdispatch.progress import RoundProgress
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain import lifecycle
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.progress import RoundProgress
 from tests.support.api import CreateTask
 
 WORKER = "celery@test-host"

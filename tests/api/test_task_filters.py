@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from taskdispatch import store as store_module
-from taskdispatch.consistency import check_consistency
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store import tasks as store_module
 from tests.support.api import CreateTask
 
 SYS_TYPES = ("mac_intel", "mac_arm")

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from taskdispatch.consistency import check_consistency
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask, create_body
 
 TASKS = "/api/v1/tasks/"

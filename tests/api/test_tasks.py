@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
-from taskdispatch.models import TaskStatus
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import TaskStatus
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask, create_body
 
 TASK_INFO_FIELDS = {

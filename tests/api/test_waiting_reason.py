@@ -15,8 +15,8 @@ import httpx
 import pytest
 from redis.asyncio.connection import AbstractConnection
 
-from taskdispatch.models import TaskStatus
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import TaskStatus
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch.beat import ROUND_TASK, RedisScheduler
-from taskdispatch.history import RunRecord
-from taskdispatch.keys import Keys
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.engine.beat import ROUND_TASK, RedisScheduler
+from taskdispatch.engine.worker import create_celery_app
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
-from taskdispatch.worker import create_celery_app
+from taskdispatch.store.history import RunRecord
+from taskdispatch.store.keys import Keys
 
 pytestmark = pytest.mark.e2e
 

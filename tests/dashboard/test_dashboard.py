@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from taskdispatch import lifecycle
-from taskdispatch.history import RunRecord, queue_run_record
-from taskdispatch.keys import Keys
-from taskdispatch.limits import LimitBook, admit
-from taskdispatch.models import Task
-from taskdispatch.transaction import Change, Read, transact
+from taskdispatch.domain import lifecycle
+from taskdispatch.domain.models import Task
+from taskdispatch.store.history import RunRecord, queue_run_record
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.limits import LimitBook, admit
+from taskdispatch.store.transaction import Change, Read, transact
 from tests.support.dashboard import require_browser
 
 require_browser()

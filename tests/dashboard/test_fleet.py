@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 from tests.support.dashboard import require_browser
 from tests.support.fleet import seed_fleet
 

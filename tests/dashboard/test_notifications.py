@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.notifications import NOTIFY_EVENTS
+from taskdispatch.store.notifications import NOTIFY_EVENTS
 from tests.support.dashboard import require_browser
 
 require_browser()

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch import lifecycle, schedule
+from taskdispatch.domain import lifecycle, schedule
 from tests.support.probes import add_probe_task, now_ms, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ import pytest
 from celery import Celery
 
 from api.main import create_app
-from taskdispatch.service import TaskDispatcher
-from taskdispatch.worker import create_celery_app
+from taskdispatch.engine.worker import create_celery_app
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import serve
 from tests.support.probes import add_probe_task, holds_for, wait_until
 from tests.support.stack import ROOT, Stack, e2e_env, settings_of

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.liveness import ALIVE_MS
-from taskdispatch.notifications import put_notification
-from taskdispatch.notifier import NotifyLoop
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.liveness import ALIVE_MS
+from taskdispatch.engine.notifier import NotifyLoop
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.notifications import put_notification
 from tests.support.probes import add_probe_task, now_ms, wait_until
 from tests.support.stack import Stack
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskdispatch.beat import ROUND_TASK
-from taskdispatch.worker import create_celery_app
+from taskdispatch.engine.beat import ROUND_TASK
+from taskdispatch.engine.worker import create_celery_app
 from tests.support.probes import add_probe_task, holds_for, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from taskdispatch.notifier import save_notification
-from taskdispatch.notify_formats import signature
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.engine.notifier import save_notification
+from taskdispatch.engine.notify_formats import signature
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import ApiProcess
 from tests.support.probes import add_probe_task, holds_for, now_ms, wait_until
 from tests.support.receiver import Receiver

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis
 
-from taskdispatch.keys import Keys
-from taskdispatch.progress import EVENT
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.progress import EVENT
 from tests.support.api import ApiProcess
 from tests.support.probes import add_probe_task, wait_until
 from tests.support.stack import HANDLERS, e2e_env, settings_of

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch.beat import claim_tick
+from taskdispatch.engine.beat import claim_tick
 from tests.support.probes import add_probe_task, now_ms, overlaps, unfinished, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.probes import (
     add_probe_task,
     duplicate_slots,

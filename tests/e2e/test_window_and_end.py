@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch import schedule
+from taskdispatch.domain import schedule
 from tests.support.probes import add_probe_task, holds_for, now_ms, wait_until
 
 pytestmark = pytest.mark.e2e

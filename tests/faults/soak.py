@@ -37,11 +37,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from taskdispatch import lifecycle
-from taskdispatch.consistency import check_consistency
+from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
-from taskdispatch.keys import Keys
-from taskdispatch.write import queue_task_write
+from taskdispatch.domain import lifecycle
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.write import queue_task_write
 from tests.support.handlers import ROUNDS_KEY, STARTS_KEY
 from tests.support.probes import (
     duplicate_slots,

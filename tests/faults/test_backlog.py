@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from taskdispatch.beat import claim_tick
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task
-from taskdispatch.rounds import RoundMessage
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.beat import claim_tick
+from taskdispatch.engine.rounds import RoundMessage
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task, now_ms
 from tests.support.runner import runner_for
 

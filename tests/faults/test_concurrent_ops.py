@@ -14,19 +14,19 @@ import pytest
 import redis
 
 from api.main import create_app
-from taskdispatch.consistency import check_consistency
-from taskdispatch.exceptions import (
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
     TaskConflictError,
     TaskNotFoundError,
 )
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.models import TaskStatus
-from taskdispatch.recovery import Housekeeper
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import TaskStatus
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.recovery import Housekeeper
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.api import serve
 from tests.support.probes import add_probe_task, wait_until
 from tests.support.runner import message_for, runner_for

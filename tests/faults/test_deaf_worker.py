@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskdispatch.watchdog import EXIT_DEAF
+from taskdispatch.engine.watchdog import EXIT_DEAF
 from tests.support.probes import add_probe_task, now_ms, wait_until
 from tests.support.stack import Stack, e2e_env
 

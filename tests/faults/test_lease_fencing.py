@@ -12,12 +12,12 @@ from typing import Any
 
 import redis
 
-from taskdispatch.consistency import check_consistency
-from taskdispatch.keys import Keys
-from taskdispatch.lease import EXIT_FENCED, HandlerGuard, LeaseLost
-from taskdispatch.models import Task
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.lease import EXIT_FENCED, HandlerGuard, LeaseLost
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task, wait_until
 from tests.support.proxy import FlakyProxy
 from tests.support.runner import message_for, runner_for
@@ -142,7 +142,7 @@ def test_guard_after_the_handler_returned_raises_nothing() -> None:
 _STUBBORN_STARTED = "test:stubborn-started"
 _STUBBORN = """
 import sys
-from taskdispatch import lease
+from taskdispatch.engine import lease
 from tests.faults.test_lease_fencing import stubborn_round
 lease.in_pool_process = True
 stubborn_round(sys.argv[1], sys.argv[2])

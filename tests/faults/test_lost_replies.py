@@ -14,14 +14,14 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from taskdispatch.consistency import check_consistency
+from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
-from taskdispatch.exceptions import TaskNotFoundError
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.exceptions import TaskNotFoundError
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task
 from tests.support.proxy import FlakyProxy
 from tests.support.runner import message_for, runner_for

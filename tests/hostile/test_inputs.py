@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis.asyncio
 
-from taskdispatch.indexes import SEARCH_SEPARATOR
+from taskdispatch.store.indexes import SEARCH_SEPARATOR
 from tests.support.api import create_body, error_body_ok
 from tests.support.store import PREFIX, consistent, store_state
 

@@ -11,7 +11,7 @@ import redis
 
 from api.main import create_app
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from tests.support.api import ApiProcess, create_body, error_body_ok, serve
 from tests.support.probes import add_probe_task, wait_until

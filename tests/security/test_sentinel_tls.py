@@ -12,10 +12,15 @@ import pytest
 import redis
 from kombu import Connection
 
-from taskdispatch.checks import run_startup_checks
-from taskdispatch.connections import api_client, broker_transport_options, broker_url, store_client
-from taskdispatch.exceptions import StoreUnavailableError
+from taskdispatch.domain.exceptions import StoreUnavailableError
 from taskdispatch.settings import Settings
+from taskdispatch.store.checks import run_startup_checks
+from taskdispatch.store.connections import (
+    api_client,
+    broker_transport_options,
+    broker_url,
+    store_client,
+)
 from tests.support.sentinel import SentinelSet, Tls
 from tests.support.tls import PASSWORD, make_cert, openssl_available
 

@@ -12,17 +12,17 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskdispatch.checks import (
+from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
+from taskdispatch.domain.exceptions import StoreUnavailableError
+from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store.checks import (
     EvictionPolicyError,
     beat_alive,
     main,
     run_startup_checks,
     worker_consuming,
 )
-from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.exceptions import StoreUnavailableError
-from taskdispatch.keys import Keys
-from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store.keys import Keys
 from tests.support.sentinel import MASTER_NAME, SentinelSet
 
 

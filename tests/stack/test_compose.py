@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from taskdispatch.checks import PLACEHOLDER_MARK, placeholder_secrets
 from taskdispatch.settings import Settings
+from taskdispatch.store.checks import PLACEHOLDER_MARK, placeholder_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("api", "worker", "beat", "flower")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.main import create_app
-from taskdispatch.messages import text
+from taskdispatch.domain.messages import text
 from taskdispatch.settings import Settings
 from tests.support.api import create_body, serve
 from tests.support.probes import wait_until

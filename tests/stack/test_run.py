@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 pytestmark = pytest.mark.e2e
 

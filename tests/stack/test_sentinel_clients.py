@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
-from taskdispatch.connections import (
+from taskdispatch.settings import Settings
+from taskdispatch.store.connections import (
     api_client,
     broker_client,
     broker_transport_options,
@@ -20,7 +21,6 @@ from taskdispatch.connections import (
     store_client,
     stream_client,
 )
-from taskdispatch.settings import Settings
 from tests.support.sentinel import DeadSentinel, SentinelSet
 
 MASTER_PASSWORD = "m4ster-pw"

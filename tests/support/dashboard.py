@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import free_port
-from taskdispatch.keys import Keys
+from taskdispatch.store.keys import Keys
 
 __all__ = [
     "ADMIN_TOKEN",

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import redis
 
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.schedule import hour_window
-from taskdispatch.write import queue_task_write
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.schedule import hour_window
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.write import queue_task_write
 
 __all__ = ["fleet_task", "seed_fleet"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from taskdispatch.beat import ROUND_TASK
 from taskdispatch.dev.embedded_redis import free_port
+from taskdispatch.engine.beat import ROUND_TASK
 
 __all__ = ["Flower", "start_flower"]
 

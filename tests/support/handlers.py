@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery import current_task
 
-from taskdispatch.handlers import RunContext
+from taskdispatch.engine.handlers import RunContext
 
 STARTS_KEY = "e2e:starts"
 ROUNDS_KEY = "e2e:rounds"

@@ -125,12 +125,12 @@ async def scenario(url: str, prefix: str) -> None:
     """What an operator and the workers did to the store (see the module docstring)."""
     import socket
 
-    from taskdispatch.handlers import HandlerRegistry, RunContext
-    from taskdispatch.keys import Keys
-    from taskdispatch.models import Task
-    from taskdispatch.rounds import RoundMessage, RoundRunner
-    from taskdispatch.service import TaskDispatcher
+    from taskdispatch.domain.models import Task
+    from taskdispatch.engine.handlers import HandlerRegistry, RunContext
+    from taskdispatch.engine.rounds import RoundMessage, RoundRunner
+    from taskdispatch.service.dispatcher import TaskDispatcher
     from taskdispatch.settings import Settings
+    from taskdispatch.store.keys import Keys
 
     now = [START_MS]
 

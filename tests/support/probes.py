@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from taskdispatch.keys import Keys
-from taskdispatch.models import CLAIMS_FIELD, Task
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import CLAIMS_FIELD, Task
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.keys import Keys
 from tests.support.handlers import FINALLY_KEY, INTERRUPTS_KEY, ROUNDS_KEY, STARTS_KEY
 
 __all__ = [

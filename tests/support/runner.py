@@ -8,11 +8,11 @@ from typing import Any
 
 import redis
 
-from taskdispatch.handlers import HandlerRegistry, RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task
-from taskdispatch.rounds import RoundMessage, RoundRunner
+from taskdispatch.domain.models import Task
+from taskdispatch.engine.handlers import HandlerRegistry, RunContext
+from taskdispatch.engine.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 
 __all__ = ["message_for", "runner_for"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import psutil
 
-from taskdispatch.connections import store_client
-from taskdispatch.keys import Keys
 from taskdispatch.settings import Settings
+from taskdispatch.store.connections import store_client
+from taskdispatch.store.keys import Keys
 from tests.support.probes import View, now_ms, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from typing import Any
 
 import redis.asyncio
 
-from taskdispatch.consistency import check_consistency
-from taskdispatch.keys import Keys
+from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.store.keys import Keys
 
 __all__ = ["PREFIX", "consistent", "store_state"]
 

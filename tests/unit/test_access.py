@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskdispatch.access import (
+from taskdispatch.service.access import (
     ANONYMOUS,
     AccessConfigError,
     Principal,

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch.notify_formats import Message, render
+from taskdispatch.engine.notify_formats import Message, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "alerts.md").read_text()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from taskdispatch.audit import LEGACY_FIELD, AuditEntry
+from taskdispatch.store.audit import LEGACY_FIELD, AuditEntry
 
 ID = "1767834000000-0"
 TASK = "550e8400-e29b-41d4-a716-446655440000"

@@ -1,4 +1,4 @@
-"""Specification of the beat's tick (taskdispatch.beat.RedisScheduler) on a real Redis."""
+"""Specification of the beat's tick (taskdispatch.engine.beat.RedisScheduler) on a real Redis."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskdispatch.beat import RedisScheduler
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.beat import RedisScheduler
+from taskdispatch.engine.worker import create_celery_app
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
-from taskdispatch.worker import create_celery_app
+from taskdispatch.store.keys import Keys
 
 KEYS = Keys("td:")
 

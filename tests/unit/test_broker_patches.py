@@ -9,8 +9,8 @@ from pathlib import Path
 import celery
 import kombu
 
-from taskdispatch._broker_patches import PATCHED_VERSIONS
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
+from taskdispatch.engine._broker_patches import PATCHED_VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _SCENARIO = """
 import logging, sys
 if sys.argv[2] == "patched":
-    from taskdispatch import _broker_patches
+    from taskdispatch.engine import _broker_patches
     assert _broker_patches.apply()
 import redis
 from kombu import Connection, Consumer, Exchange, Queue

@@ -1,4 +1,4 @@
-"""Specification tests for the calendar of taskdispatch.schedule: windows, weekdays, blackout
+"""Specification tests for the calendar of taskdispatch.domain.schedule: windows, weekdays, blackout
 dates, DST and jitter (docs/semantics.md, "Calendar" and "Jitter"), as tables and as
 properties checked against a brute-force oracle written independently in this file."""
 
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskdispatch.schedule import (
+from taskdispatch.domain.schedule import (
     Calendar,
     ScheduleError,
     hour_window,
@@ -1218,7 +1218,7 @@ def test_jitter_ms_other_process_returns_same_values() -> None:
     """A fresh interpreter (another hash seed) draws the same delays: restarts agree."""
     inputs = [("task-1", ms(2026, 1, 7, h), 3600) for h in range(5)]
     code = (
-        "from taskdispatch.schedule import jitter_ms; "
+        "from taskdispatch.domain.schedule import jitter_ms; "
         f"print([jitter_ms(s, t, j) for s, t, j in {inputs!r}])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

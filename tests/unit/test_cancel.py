@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch.exceptions import TaskConflictError
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.lease import RoundCancelled
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.recovery import Housekeeper
-from taskdispatch.rounds import RoundMessage, RoundRunner
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.exceptions import TaskConflictError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.lease import RoundCancelled
+from taskdispatch.engine.recovery import Housekeeper
+from taskdispatch.engine.rounds import RoundMessage, RoundRunner
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task, wait_until
 from tests.support.runner import message_for, runner_for
 

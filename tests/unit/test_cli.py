@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.cli: the `taskdispatch` command and its subcommands.
+"""Specification of taskdispatch.dev.cli: the `taskdispatch` command and its subcommands.
 
 `main(argv)` is called in this process (argparse exits through SystemExit); the commands
 that reach Redis are pointed at the session's private server through the environment.
@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from taskdispatch import __version__
-from taskdispatch.cli import main
+from taskdispatch.dev.cli import main
 from taskdispatch.dev.embedded_redis import free_port
-from taskdispatch.keys import Keys
 from taskdispatch.settings import get_settings
+from taskdispatch.store.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = Keys("td:")

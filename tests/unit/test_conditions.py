@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.conditions: the watcher that turns conditions (an overdue
+"""Specification of taskdispatch.engine.conditions: the watcher that turns conditions (an overdue
 task, an unserved queue, no live beat, a dead worker) into down/up events.
 
 Real Redis (the session's private server). Tasks are created through the service with a
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch import conditions
-from taskdispatch.conditions import watch_conditions
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.liveness import ALIVE_MS
-from taskdispatch.notifications import notification_from_body
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.liveness import ALIVE_MS
+from taskdispatch.engine import conditions
+from taskdispatch.engine.conditions import watch_conditions
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.notifications import notification_from_body
 from tests.support.probes import add_probe_task, now_ms
 from tests.support.runner import message_for, runner_for
 

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.connections: URL masking, Sentinel URLs and what the broker
+"""Specification of taskdispatch.store.connections: URL masking, Sentinel URLs and what the broker
 and the store make of them."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 from kombu import Connection
 from pydantic import ValidationError
 
-from taskdispatch.connections import (
+from taskdispatch.settings import Settings
+from taskdispatch.store.connections import (
     SENTINEL_PORT,
     SentinelUrl,
     broker_transport_options,
@@ -17,7 +18,6 @@ from taskdispatch.connections import (
     masked,
     parse_sentinel_url,
 )
-from taskdispatch.settings import Settings
 
 SECRET = "pw-s3cret"
 

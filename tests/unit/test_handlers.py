@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.handlers: which handlers are async, which results a round
+"""Specification of taskdispatch.engine.handlers: which handlers are async, which results a round
 may record, and which task types the API learns without importing handler code."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.handlers import (
+from taskdispatch.engine.handlers import (
     BUILT_IN_TYPES,
     HandlerRegistry,
     RunContext,

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.lease: the per-account lease and the handler guard.
+"""Specification of taskdispatch.engine.lease: the per-account lease and the handler guard.
 
 Real Redis (the session's private server), directly or through the flaky proxy. Renewals
 use short TTLs so that a test sees several of them within a second or two.
@@ -18,11 +18,11 @@ import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from billiard.pool import soft_timeout_sighandler
 
-from taskdispatch.clock import now_ms
-from taskdispatch.connections import lease_client
-from taskdispatch.keys import Keys
-from taskdispatch.lease import AccountLease, HandlerGuard, LeaseLost, RoundCancelled
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.engine.lease import AccountLease, HandlerGuard, LeaseLost, RoundCancelled
 from taskdispatch.settings import Settings
+from taskdispatch.store.connections import lease_client
+from taskdispatch.store.keys import Keys
 from tests.support.probes import wait_until
 from tests.support.proxy import FlakyProxy
 

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.lifecycle: every state transition of a task, API-side
+"""Specification of taskdispatch.domain.lifecycle: every state transition of a task, API-side
 and round-side, as pure functions of (task, event, now).
 
 Every instant is built from an explicit aware datetime; nothing reads the wall clock. Unless a
@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch import lifecycle, validation
-from taskdispatch.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.schedule import hour_window
+from taskdispatch.domain import lifecycle, validation
+from taskdispatch.domain.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.schedule import hour_window
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.limits and of its use by rounds, recovery and task writes.
+"""Specification of taskdispatch.store.limits and of its use by rounds, recovery and task writes.
 
 Real Redis (the session's private server), in this process. Limits are saved through the
 service; rounds are admitted with `limits.admit` at explicit instants (the slots, `now_ms`
@@ -16,13 +16,18 @@ from typing import Any, cast
 import pytest
 import redis
 
-from taskdispatch import lifecycle
-from taskdispatch.clock import now_ms
-from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.lease import AccountLease
-from taskdispatch.limits import (
+from taskdispatch.domain import lifecycle
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.domain.exceptions import InvalidTaskError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.lease import AccountLease
+from taskdispatch.engine.recovery import Housekeeper
+from taskdispatch.engine.rounds import RoundRunner
+from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.limits import (
     Admission,
     Limit,
     LimitBook,
@@ -32,12 +37,7 @@ from taskdispatch.limits import (
     limit_from_body,
     queue_release,
 )
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.recovery import Housekeeper
-from taskdispatch.rounds import RoundRunner
-from taskdispatch.service import TaskDispatcher
-from taskdispatch.settings import Settings
-from taskdispatch.transaction import Change, Read, transact
+from taskdispatch.store.transaction import Change, Read, transact
 from tests.support.probes import add_probe_task, wait_until
 from tests.support.runner import message_for, runner_for
 

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.messages: one table holds every message a client reads.
+"""Specification of taskdispatch.domain.messages: one table holds every message a client reads.
 
 The code names messages by key; these tests read the source of `taskdispatch/` and `api/`
 for every key it uses and check each against the table, and check the table's language.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from api import exceptions as api_exceptions
-from taskdispatch.messages import MESSAGES, text
+from taskdispatch.domain.messages import MESSAGES, text
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*(ROOT / "taskdispatch").rglob("*.py"), *(ROOT / "api").rglob("*.py")])

@@ -1,4 +1,4 @@
-"""Specification tests for taskdispatch.models: the task record and its Redis hash encoding."""
+"""Specification tests for domain.models: the task record and its Redis hash encoding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.models import PIECE_BYTES, PIECE_MARK, Task, TaskStatus, stale_fields
-from taskdispatch.schedule import hour_window
+from taskdispatch.domain.models import PIECE_BYTES, PIECE_MARK, Task, TaskStatus, stale_fields
+from taskdispatch.domain.schedule import hour_window
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
 

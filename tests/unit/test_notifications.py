@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.notifications: what a PUT body may hold, and its record."""
+"""Specification of taskdispatch.store.notifications: what a PUT body may hold, and its record."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.notifications import (
+from taskdispatch.domain.exceptions import InvalidTaskError
+from taskdispatch.store.notifications import (
     NOTIFY_EVENTS,
     Notification,
     NotifyMatch,

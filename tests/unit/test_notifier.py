@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.notifier: intake, grouping, flush, claim and record.
+"""Specification of taskdispatch.engine.notifier: intake, grouping, flush, claim and record.
 
 A real Redis (the scripts use Lua and cjson, the intake a consumer group): events come from
 the real write path (`write.queue_task_write` emits `task.error` / `task.recovered`), or are
@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch import lifecycle
-from taskdispatch.clock import now_ms
-from taskdispatch.conditions import watch_conditions
-from taskdispatch.events import queue_event
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.notifications import Notification, NotifyMatch
-from taskdispatch.notifier import GROUP, TASKS_LISTED, Answer, Notifier, NotifyLoop
-from taskdispatch.notify_formats import signature
+from taskdispatch.domain import lifecycle
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.conditions import watch_conditions
+from taskdispatch.engine.notifier import GROUP, TASKS_LISTED, Answer, Notifier, NotifyLoop
+from taskdispatch.engine.notify_formats import signature
 from taskdispatch.settings import Settings
-from taskdispatch.write import queue_task_write
+from taskdispatch.store.events import queue_event
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.notifications import Notification, NotifyMatch
+from taskdispatch.store.write import queue_task_write
 from tests.support.receiver import Receiver
 
 KEYS = Keys("tdtest:")

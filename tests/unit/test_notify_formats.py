@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.notify_formats: each format's URL, body and headers.
+"""Specification of taskdispatch.engine.notify_formats: each format's URL, body and headers.
 
 Pure functions of fixed inputs; every signature is computed again here, independently,
 with hmac/hashlib/base64 as each platform documents it.
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch.notify_formats import (
+from taskdispatch.engine.notify_formats import (
     Message,
     dingtalk_url,
     feishu_sign,

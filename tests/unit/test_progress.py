@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.progress: a round's live progress, coalesced and guarded.
+"""Specification of taskdispatch.store.progress: a round's live progress, coalesced and guarded.
 
 Real Redis (the session's private server): the writes are Lua scripts. The flusher's clock is
 injected and its `step` called directly, so no test waits for the background thread except
@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch.connections import lease_client
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.progress import (
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.settings import Settings
+from taskdispatch.store.connections import lease_client
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.progress import (
     EVENT,
     MESSAGE_MAX,
     Flusher,
@@ -29,7 +30,6 @@ from taskdispatch.progress import (
     current_progress,
     queue_progress_clear,
 )
-from taskdispatch.settings import Settings
 from tests.support.probes import wait_until
 
 KEYS = Keys("tdprog:")
@@ -223,7 +223,7 @@ def test_flusher_step_redis_unreachable_keeps_the_value_for_the_next_step(
     reporter = make_reporter(client=dead)
     reporter.report("working")
 
-    with caplog.at_level(logging.WARNING, logger="taskdispatch.progress"):
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.store.progress"):
         wait_s = flusher.step()
 
     assert reporter.pending
@@ -320,7 +320,7 @@ def test_reporter_fraction_not_a_number_is_left_out(raw, make_reporter, flusher,
 def test_reporter_bad_fractions_warn_once_per_round(make_reporter, caplog):
     """A handler reporting a bad fraction in a loop leaves one warning, not one per call."""
     reporter = make_reporter()
-    with caplog.at_level(logging.WARNING, logger="taskdispatch.progress"):
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.store.progress"):
         for _ in range(5):
             reporter.report("working", 7)
 

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import redis
 
-from taskdispatch.beat import RedisScheduler
-from taskdispatch.clock import now_ms
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.rounds import RoundMessage, RoundRunner
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.engine.beat import RedisScheduler
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.rounds import RoundMessage, RoundRunner
+from taskdispatch.engine.worker import create_celery_app
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
-from taskdispatch.worker import create_celery_app
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task
 from tests.support.runner import runner_for
 

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.recovery: lost rounds run again, timed pauses end.
+"""Specification of taskdispatch.engine.recovery: lost rounds run again, timed pauses end.
 
 Real Redis (the session's private server). A round "left running" is arranged by hand, as
 a worker killed mid-round leaves it: status running with a run_id, an entry in the running
@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from taskdispatch.clock import now_ms
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.recovery import Housekeeper
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.engine.recovery import Housekeeper
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 
 KEYS = Keys("td:")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -139,7 +139,7 @@ async def test_recover_lost_of_a_rerun_round_logs_that_it_runs_again(
     """A lost round below the failure limit is logged as a warning that it runs again."""
     task_id = await _due_task(redis_url, "acct-rerun-log")
     _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000)
-    with caplog.at_level(logging.WARNING, logger="taskdispatch.recovery"):
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.engine.recovery"):
         _keeper(client, redis_url).recover_lost([task_id])
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, f"round of task {task_id} was lost; it runs again")
@@ -164,7 +164,7 @@ async def test_recover_lost_at_the_failure_limit_logs_the_error_never_a_rerun(
     """The log says the task is in error and how to run it again, not that it runs again."""
     task_id = await _due_task(redis_url, "acct-lost-log")
     _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000, failures=2)
-    with caplog.at_level(logging.WARNING, logger="taskdispatch.recovery"):
+    with caplog.at_level(logging.WARNING, logger="taskdispatch.engine.recovery"):
         _keeper(client, redis_url).recover_lost([task_id])
     [record] = caplog.records
     assert record.levelno == logging.ERROR

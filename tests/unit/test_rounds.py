@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.rounds: one round as a worker runs it, in this process.
+"""Specification of taskdispatch.engine.rounds: one round as a worker runs it, in this process.
 
 Real Redis (the session's private server). Tasks are created through the service and made
 due with `run_now`; `runner_for` runs their rounds with the "probe" handler each test gives.
@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from taskdispatch.clock import now_ms
-from taskdispatch.handlers import RunContext
-from taskdispatch.keys import Keys
-from taskdispatch.models import CLAIMS_FIELD, Task, TaskStatus
-from taskdispatch.rounds import RoundRunner
-from taskdispatch.service import TaskDispatcher
+from taskdispatch.domain.clock import now_ms
+from taskdispatch.domain.models import CLAIMS_FIELD, Task, TaskStatus
+from taskdispatch.engine.handlers import RunContext
+from taskdispatch.engine.rounds import RoundRunner
+from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 from tests.support.probes import add_probe_task
 from tests.support.runner import message_for, runner_for
 

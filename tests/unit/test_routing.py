@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.routing: the one rule that picks a round's queue.
+"""Specification of taskdispatch.domain.routing: the one rule that picks a round's queue.
 
 The task's own queue when it has one, else its sys_type when routing by it is on, else
 the default queue. The beat publishes by it and the waiting reason names its answer.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from taskdispatch import routing
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.reasons import World, waiting_reason
+from taskdispatch.domain import routing
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.reasons import World, waiting_reason
 from taskdispatch.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Specification tests for taskdispatch.schedule (pure scheduling maths, epoch milliseconds)."""
+"""Specification tests for domain.schedule (pure scheduling maths, epoch milliseconds)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch.schedule import (
+from taskdispatch.domain.schedule import (
     Calendar,
     ScheduleError,
     Window,

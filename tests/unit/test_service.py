@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import fakeredis
 import pytest
 
-from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.service import ALIVE_MS, TaskDispatcher
+from taskdispatch.domain.exceptions import InvalidTaskError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.service.dispatcher import ALIVE_MS, TaskDispatcher
 from taskdispatch.settings import Settings
+from taskdispatch.store.keys import Keys
 
 NOW = (
     datetime(2026, 1, 8, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")) - datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,14 +8,14 @@ from typing import Any
 import fakeredis
 import pytest
 
-from taskdispatch.exceptions import AccountTaskExistsError, TaskNotFoundError
-from taskdispatch.history import RunRecord
-from taskdispatch.indexes import TaskQuery
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.schedule import hour_window
-from taskdispatch.store import TaskStore
-from taskdispatch.write import WRITE_ID_FIELD
+from taskdispatch.domain.exceptions import AccountTaskExistsError, TaskNotFoundError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.schedule import hour_window
+from taskdispatch.store.history import RunRecord
+from taskdispatch.store.indexes import TaskQuery
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.tasks import TaskStore
+from taskdispatch.store.write import WRITE_ID_FIELD
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00

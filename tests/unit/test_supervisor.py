@@ -18,8 +18,8 @@ from taskdispatch.dev.supervisor import (
     Supervisor,
     worker_allowance,
 )
+from taskdispatch.engine.watchdog import EXIT_DEAF
 from taskdispatch.settings import Settings
-from taskdispatch.watchdog import EXIT_DEAF
 
 # Exits with EXIT_DEAF on its first start, then stays up: a worker that recovered.
 _FLAKY = f"""

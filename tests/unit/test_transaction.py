@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.transaction: one optimistic transaction, two flavours.
+"""Specification of taskdispatch.store.transaction: one optimistic transaction, two flavours.
 
 Real Redis (the session's private server), reached directly or through the TCP proxy that
 loses EXEC replies. Each behaviour is checked in the synchronous and the asyncio flavour.
@@ -13,11 +13,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from taskdispatch.exceptions import AccountTaskExistsError
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.transaction import Change, Read, Result, atransact, transact
-from taskdispatch.write import WRITE_ID_FIELD
+from taskdispatch.domain.exceptions import AccountTaskExistsError
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.transaction import Change, Read, Result, atransact, transact
+from taskdispatch.store.write import WRITE_ID_FIELD
 from tests.support.proxy import FlakyProxy
 
 KEYS = Keys("td:")

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.validation: what each field may hold, and its parsed value.
+"""Specification of taskdispatch.domain.validation: what each field may hold, and its parsed value.
 
 Pure: no Redis, no clock. Every refusal is an InvalidTaskError naming the field; the tables
 give the input, the message key and the field.
@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskdispatch import validation
-from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.validation import LIMITS
+from taskdispatch.domain import validation
+from taskdispatch.domain.exceptions import InvalidTaskError
+from taskdispatch.domain.validation import LIMITS
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

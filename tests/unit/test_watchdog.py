@@ -1,10 +1,10 @@
-"""Specification of the consume watchdog's decision (taskdispatch/watchdog.py)."""
+"""Specification of the consume watchdog's decision (taskdispatch/engine/watchdog.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskdispatch.watchdog import ConsumeWatchdog
+from taskdispatch.engine.watchdog import ConsumeWatchdog
 
 
 @dataclass

@@ -10,11 +10,11 @@ import pytest
 from celery.app import trace as celery_trace
 from celery.utils.serialization import get_pickleable_exception
 
-from taskdispatch.beat import ROUND_TASK
-from taskdispatch.exceptions import RoundFailedError
+from taskdispatch.domain.exceptions import RoundFailedError
+from taskdispatch.engine.beat import ROUND_TASK
+from taskdispatch.engine.watchdog import PROBE_TASK
+from taskdispatch.engine.worker import create_celery_app, task_state
 from taskdispatch.settings import Settings
-from taskdispatch.watchdog import PROBE_TASK
-from taskdispatch.worker import create_celery_app, task_state
 
 
 @pytest.mark.parametrize("outcome", ["failed", "lost"])

@@ -1,4 +1,4 @@
-"""Specification of taskdispatch.write.queue_task_write: a task change as Redis writes.
+"""Specification of taskdispatch.store.write.queue_task_write: a task change as Redis writes.
 
 Pure store logic, so an in-process fakeredis: each test queues one change (old -> new) on a
 pipeline, executes it and reads what the store holds.
@@ -13,10 +13,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-from taskdispatch import lifecycle
-from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
-from taskdispatch.write import WRITE_ID_FIELD, queue_task_write, written_by
+from taskdispatch.domain import lifecycle
+from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.store.keys import Keys
+from taskdispatch.store.write import WRITE_ID_FIELD, queue_task_write, written_by
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
