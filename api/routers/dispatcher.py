@@ -13,9 +13,9 @@ from api.models import (
     limit_info,
     local_time,
 )
-from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.domain.messages import text
 from taskdispatch.domain.validation import timezone
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import DispatcherStatus
 from taskdispatch.settings import Settings
 

@@ -27,7 +27,7 @@ def _check(argv: Sequence[str]) -> int:
 
 
 def _consistency(argv: Sequence[str]) -> int:
-    from taskdispatch.dev import consistency
+    from taskdispatch.service import consistency
 
     return consistency.main(argv)
 

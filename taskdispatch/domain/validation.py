@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from taskdispatch.domain import schedule
 from taskdispatch.domain.exceptions import InvalidTaskError
 from taskdispatch.domain.models import MISFIRE_POLICIES, TaskStatus
-from taskdispatch.store.indexes import TaskQuery
+from taskdispatch.domain.queries import TaskQuery
 
 __all__ = [
     "DEFAULTS",

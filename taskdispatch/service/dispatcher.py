@@ -30,6 +30,7 @@ from taskdispatch.domain.exceptions import (
 from taskdispatch.domain.lifecycle import CancelThen
 from taskdispatch.domain.liveness import ALIVE_MS
 from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.queries import matches_query
 from taskdispatch.domain.reasons import World, waiting_reason
 from taskdispatch.domain.routing import queue_of
 from taskdispatch.domain.transfer import Format, ImportRow, export_row, parse_rows
@@ -38,7 +39,6 @@ from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store.audit import AuditEntry, AuditQuery, Stamp
 from taskdispatch.store.connections import api_client
 from taskdispatch.store.history import RunRecord
-from taskdispatch.store.indexes import matches_query
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.limits import check_name, limit_from_body
 from taskdispatch.store.progress import RoundProgress

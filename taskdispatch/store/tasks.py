@@ -22,6 +22,7 @@ from taskdispatch.domain.exceptions import (
     TaskNotFoundError,
 )
 from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.queries import TaskQuery
 from taskdispatch.domain.reasons import World
 from taskdispatch.store.audit import (
     LINK_FIELD,
@@ -34,7 +35,7 @@ from taskdispatch.store.audit import (
 )
 from taskdispatch.store.events import queue_event
 from taskdispatch.store.history import RunRecord
-from taskdispatch.store.indexes import SEARCH_SEPARATOR, TaskQuery
+from taskdispatch.store.indexes import SEARCH_SEPARATOR
 from taskdispatch.store.keys import (
     DISPATCHER_OFF,
     DISPATCHER_ON,

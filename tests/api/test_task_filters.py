@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.store import tasks as store_module
 from tests.support.api import CreateTask

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask, create_body
 

@@ -37,9 +37,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.domain import lifecycle
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.write import queue_task_write
 from tests.support.handlers import ROUNDS_KEY, STARTS_KEY

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.consistency import check_consistency
 from tests.support.api import iso_now
 from tests.support.probes import add_probe_task, duplicate_slots, now_ms, wait_until
 

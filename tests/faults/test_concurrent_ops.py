@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from api.main import create_app
-from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -24,6 +23,7 @@ from taskdispatch.domain.exceptions import (
 from taskdispatch.domain.models import TaskStatus
 from taskdispatch.engine.handlers import RunContext
 from taskdispatch.engine.recovery import Housekeeper
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.domain.models import Task
 from taskdispatch.engine.lease import EXIT_FENCED, HandlerGuard, LeaseLost
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys

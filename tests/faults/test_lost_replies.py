@@ -14,11 +14,11 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from taskdispatch.dev.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.domain.exceptions import TaskNotFoundError
 from taskdispatch.domain.models import Task
 from taskdispatch.engine.handlers import RunContext
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys

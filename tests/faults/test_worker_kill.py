@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.consistency import check_consistency
 from tests.support.probes import add_probe_task, now_ms, overlaps, unfinished, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from typing import Any
 
 import redis.asyncio
 
-from taskdispatch.dev.consistency import check_consistency
+from taskdispatch.service.consistency import check_consistency
 from taskdispatch.store.keys import Keys
 
 __all__ = ["PREFIX", "consistent", "store_state"]

@@ -10,9 +10,9 @@ import pytest
 
 from taskdispatch.domain.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.queries import TaskQuery
 from taskdispatch.domain.schedule import hour_window
 from taskdispatch.store.history import RunRecord
-from taskdispatch.store.indexes import TaskQuery
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.tasks import TaskStore
 from taskdispatch.store.write import WRITE_ID_FIELD
