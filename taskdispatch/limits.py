@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 
 from taskdispatch.exceptions import InvalidTaskError
-from taskdispatch.keys import Keys
+from taskdispatch.keys import Keys, reply_text
 from taskdispatch.models import Task, TaskStatus
 
 __all__ = [
@@ -496,9 +496,10 @@ class LimitBook:
                 return list(pipe.execute())
 
         version, raw = _READ_RETRY.call_with_retry(read, lambda _: None)
-        self.version = _text(version) if version is not None else "0"
+        self.version = reply_text(version) if version is not None else "0"
         self.limits = {
-            _text(name): Limit.from_json(_text(name), _text(text)) for name, text in raw.items()
+            reply_text(name): Limit.from_json(reply_text(name), reply_text(text))
+            for name, text in raw.items()
         }
 
     def current(self) -> tuple[str, dict[str, Limit]]:
@@ -557,7 +558,7 @@ def admit(
                 *(arg for lim in covering for arg in lim.script_args()),
             ],
         )
-        code = _text(reply[0])
+        code = reply_text(reply[0])
         if code == "stale":
             book.reload()
             continue
@@ -568,7 +569,7 @@ def admit(
         _, name, in_use, capacity, next_start = reply
         return Admission(
             code,
-            limit=_text(name),
+            limit=reply_text(name),
             in_use=int(in_use),
             capacity=None if int(capacity) < 0 else int(capacity),
             next_start_ms=None if int(next_start) < 0 else int(next_start),
@@ -631,7 +632,3 @@ def queue_wake_waiters(pipe: Any, keys: Keys, limit: Limit, *, deleted: bool, no
         -1 if limit.max_concurrent is None else limit.max_concurrent,
         "1" if deleted else "0",
     )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

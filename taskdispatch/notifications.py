@@ -28,7 +28,7 @@ from redis.exceptions import WatchError
 from taskdispatch import validation
 from taskdispatch.events import queue_event
 from taskdispatch.exceptions import InvalidTaskError, NotificationNotFoundError
-from taskdispatch.keys import Keys
+from taskdispatch.keys import Keys, reply_text
 from taskdispatch.limits import check_name as check_limit_name
 
 __all__ = [
@@ -290,7 +290,8 @@ def _match(value: Any) -> NotifyMatch:
 def parse_notifications(raw: Mapping[Any, Any]) -> dict[str, Notification]:
     """The definitions as `HGETALL Keys.notifications` returns them."""
     return {
-        _text(name): Notification.from_json(_text(name), _text(text)) for name, text in raw.items()
+        reply_text(name): Notification.from_json(reply_text(name), reply_text(text))
+        for name, text in raw.items()
     }
 
 
@@ -311,7 +312,7 @@ async def put_notification(
                     raise InvalidTaskError(
                         "notifications_too_many", field="name", max=NOTIFICATIONS_MAX
                     )
-                current = None if raw is None else Notification.from_json(name, _text(raw))
+                current = None if raw is None else Notification.from_json(name, reply_text(raw))
                 notification = notification_from_body(name, body, now_ms=now_ms, current=current)
                 pipe.multi()
                 pipe.hset(keys.notifications(), name, notification.to_json())
@@ -327,7 +328,7 @@ async def get_notification(redis: AsyncRedis, keys: Keys, name: str) -> Notifica
     raw = await redis.hget(keys.notifications(), name)
     if raw is None:
         raise NotificationNotFoundError(name)
-    return Notification.from_json(name, _text(raw))
+    return Notification.from_json(name, reply_text(raw))
 
 
 async def list_notifications(redis: AsyncRedis, keys: Keys) -> list[Notification]:
@@ -364,8 +365,4 @@ async def delete_notification(redis: AsyncRedis, keys: Keys, name: str) -> None:
 async def recent_attempts(redis: AsyncRedis, keys: Keys, name: str) -> list[Attempt]:
     """The notification's latest delivery attempts, newest first."""
     raw = await redis.lrange(keys.notify_recent(name), 0, RECENT_KEPT - 1)
-    return [Attempt.from_json(_text(item)) for item in raw]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return [Attempt.from_json(reply_text(item)) for item in raw]

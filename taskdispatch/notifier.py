@@ -52,7 +52,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 
 from taskdispatch.clock import now_ms as wall_ms
 from taskdispatch.connections import store_client
-from taskdispatch.keys import Keys
+from taskdispatch.keys import Keys, reply_text
 from taskdispatch.models import Task
 from taskdispatch.notifications import (
     RECENT_KEPT,
@@ -320,7 +320,7 @@ async def delivery_counts(redis: AsyncRedis, keys: Keys) -> DeliveryCounts:
         stats, pending = await pipe.execute()
     counts: dict[str, dict[str, int]] = {"delivered": {}, "given_up": {}}
     for key, value in stats.items():
-        kind, _, name = _text(key).partition("|")
+        kind, _, name = reply_text(key).partition("|")
         if kind in counts:
             counts[kind][name] = int(value)
     return DeliveryCounts(counts["delivered"], counts["given_up"], int(pending))
@@ -807,11 +807,7 @@ def _status(task: Task | None) -> str | None:
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {reply_text(flat[i]): reply_text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 # ---- The loop --------------------------------------------------------------------------------

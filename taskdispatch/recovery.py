@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from redis import Redis
 
 from taskdispatch import lifecycle
 from taskdispatch.clock import now_ms
-from taskdispatch.history import RunRecord, queue_run_record
+from taskdispatch.history import RunRecord, as_cancelled, queue_run_record
 from taskdispatch.keys import Keys
 from taskdispatch.lifecycle import RetryPolicy
 from taskdispatch.limits import LimitBook, queue_release
@@ -136,14 +135,7 @@ class Housekeeper:
             worker=task.worker,
         )
         if lifecycle.is_cancelling(task):
-            record = replace(
-                record,
-                outcome="cancelled",
-                reason="cancelled",
-                error=CANCELLED_LOST_ERROR,
-                cancelled_by=task.cancel_by,
-                note=task.cancel_note,
-            )
+            record = as_cancelled(record, task, error=CANCELLED_LOST_ERROR)
             new = lifecycle.finished(
                 task,
                 outcome="cancelled",

@@ -11,6 +11,9 @@ A lost EXEC reply: redis-py turns a connection lost while a transaction WATCHes 
 with its `write_id` (`write.WRITE_ID_FIELD`); a retry that finds its own tag (or, for a
 delete, no task) returns what it wrote instead of planning again on the state its own
 write produced (a reorder applied twice, a pause answered with 409).
+
+A plan that keeps the record as it is (`Change.new` equal to what it read) writes only its
+extra commands: no hash write, no `task.updated`.
 """
 
 from __future__ import annotations
@@ -172,7 +175,10 @@ class _Tx:
         new = change.new
         if new is not None and lifecycle.wait_ends(read.task, new):
             new = lifecycle.without_wait(new)
-        queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
+        if new != read.task:
+            # An unchanged record (a round bounced off a held account) is not written again:
+            # its hash, indexes and events stay as they are; only the extra writes go out.
+            queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
         if change.extra is not None:
             change.extra(pipe)
         attempt = self.attempt = Result(read.task, new, True)
