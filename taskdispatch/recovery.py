@@ -45,13 +45,6 @@ class Housekeeper:
         self.policy = RetryPolicy.of(settings)
         self.limits = LimitBook(redis, self.keys)
 
-    def sweep(self, *, batch: int = 500) -> tuple[int, int]:
-        """Find and handle every candidate now (tests, tools); returns (lost, resumed)."""
-        now = self.clock()
-        expired = self.redis.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=batch)
-        due = self.redis.zrangebyscore(self.keys.resume(), "-inf", now, start=0, num=batch)
-        return self.recover_lost(map(str, expired)), self.resume_paused(map(str, due))
-
     def recover_lost(self, task_ids: Iterable[str]) -> int:
         """Declare lost each of these rounds whose lease is gone; returns how many."""
         ids = list(task_ids)

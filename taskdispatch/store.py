@@ -579,7 +579,7 @@ class TaskStore:
         return [RunRecord.from_json(reply_text(item)) for item in raw]
 
     async def wake_beats(self) -> None:
-        """Tell sleeping beats to look at the due index now (see scheduler.py)."""
+        """Tell sleeping beats to look at the due index now (beat.py sleeps on the wake list)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             queue_wake(pipe, self.keys)
             await pipe.execute()
