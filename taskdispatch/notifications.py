@@ -23,13 +23,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import WatchError
 
 from taskdispatch import validation
 from taskdispatch.events import queue_event
 from taskdispatch.exceptions import InvalidTaskError, NotificationNotFoundError
 from taskdispatch.keys import Keys, reply_text
 from taskdispatch.limits import check_name as check_limit_name
+from taskdispatch.transaction import Writes, aoptimistic
 
 __all__ = [
     "DEFAULTS",
@@ -303,24 +303,25 @@ async def put_notification(
 ) -> Notification:
     """Create or replace notification `name` from a PUT body (see `notification_from_body`)."""
     check_name(name)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(keys.notifications())
-                raw = await pipe.hget(keys.notifications(), name)
-                if raw is None and await pipe.hlen(keys.notifications()) >= NOTIFICATIONS_MAX:
-                    raise InvalidTaskError(
-                        "notifications_too_many", field="name", max=NOTIFICATIONS_MAX
-                    )
-                current = None if raw is None else Notification.from_json(name, reply_text(raw))
-                notification = notification_from_body(name, body, now_ms=now_ms, current=current)
-                pipe.multi()
-                pipe.hset(keys.notifications(), name, notification.to_json())
-                queue_event(pipe, keys, "notification.saved", name=name)
-                await pipe.execute()
-                return notification
-            except WatchError:
-                continue
+
+    async def read(pipe: Any) -> tuple[Any, int]:
+        raw = await pipe.hget(keys.notifications(), name)
+        return raw, await pipe.hlen(keys.notifications()) if raw is None else 0
+
+    def plan(got: tuple[Any, int]) -> tuple[Notification, Writes]:
+        raw, count = got
+        if raw is None and count >= NOTIFICATIONS_MAX:
+            raise InvalidTaskError("notifications_too_many", field="name", max=NOTIFICATIONS_MAX)
+        current = None if raw is None else Notification.from_json(name, reply_text(raw))
+        notification = notification_from_body(name, body, now_ms=now_ms, current=current)
+
+        def writes(pipe: Any) -> None:
+            pipe.hset(keys.notifications(), name, notification.to_json())
+            queue_event(pipe, keys, "notification.saved", name=name)
+
+        return notification, writes
+
+    return await aoptimistic(redis, [keys.notifications()], read, plan)
 
 
 async def get_notification(redis: AsyncRedis, keys: Keys, name: str) -> Notification:
@@ -341,25 +342,27 @@ async def delete_notification(redis: AsyncRedis, keys: Keys, name: str) -> None:
     """Delete notification `name` with its open groups, open conditions and recent attempts;
     its deliveries already made are dropped by the sender (it finds no notification)."""
     check_name(name)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(keys.notifications())
-                if not await pipe.hexists(keys.notifications(), name):
-                    raise NotificationNotFoundError(name)
-                pipe.multi()
-                pipe.hdel(keys.notifications(), name)
-                pipe.delete(
-                    keys.notify_open(name),
-                    keys.notify_recent(name),
-                    *(keys.notify_group(name, event) for event in NOTIFY_EVENTS),
-                )
-                pipe.zrem(keys.notify_windows(), *(f"{name}|{event}" for event in NOTIFY_EVENTS))
-                queue_event(pipe, keys, "notification.deleted", name=name)
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
+
+    async def read(pipe: Any) -> bool:
+        return bool(await pipe.hexists(keys.notifications(), name))
+
+    def plan(exists: bool) -> tuple[None, Writes]:
+        if not exists:
+            raise NotificationNotFoundError(name)
+
+        def writes(pipe: Any) -> None:
+            pipe.hdel(keys.notifications(), name)
+            pipe.delete(
+                keys.notify_open(name),
+                keys.notify_recent(name),
+                *(keys.notify_group(name, event) for event in NOTIFY_EVENTS),
+            )
+            pipe.zrem(keys.notify_windows(), *(f"{name}|{event}" for event in NOTIFY_EVENTS))
+            queue_event(pipe, keys, "notification.deleted", name=name)
+
+        return None, writes
+
+    await aoptimistic(redis, [keys.notifications()], read, plan)
 
 
 async def recent_attempts(redis: AsyncRedis, keys: Keys, name: str) -> list[Attempt]:

@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError
 
 from taskdispatch.clock import now_ms as wall_ms
 from taskdispatch.connections import store_client
@@ -68,6 +68,7 @@ from taskdispatch.notifications import (
 from taskdispatch.notify_formats import Message, Outgoing, refusal, render
 from taskdispatch.routing import queue_of
 from taskdispatch.settings import Settings
+from taskdispatch.transaction import Writes, optimistic
 
 __all__ = [
     "BACKOFF_CAP_S",
@@ -505,23 +506,25 @@ class Notifier:
         process no longer holds the lock."""
         keys = self.keys
         events = [e for e in (_event(entry_id, fields) for entry_id, fields in entries) if e]
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(keys.notify_intake_lock(), keys.notifications())
-                    if pipe.get(keys.notify_intake_lock()) != self.token:
-                        pipe.unwatch()
-                        return False
-                    definitions = parse_notifications(pipe.hgetall(keys.notifications()))
-                    plan = self._plan(events, definitions)
-                    pipe.multi()
-                    plan.queue(pipe, keys)
-                    pipe.xack(keys.events(), GROUP, *(entry_id for entry_id, _ in entries))
-                    pipe.pexpire(keys.notify_intake_lock(), self.claim_ms)
-                    pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        def read(pipe: Any) -> tuple[Any, Any]:
+            return pipe.get(keys.notify_intake_lock()), pipe.hgetall(keys.notifications())
+
+        def plan(got: tuple[Any, Any]) -> tuple[bool, Writes | None]:
+            holder, raw = got
+            if holder != self.token:
+                return False, None
+            groups = self._plan(events, parse_notifications(raw))
+
+            def writes(pipe: Any) -> None:
+                groups.queue(pipe, keys)
+                pipe.xack(keys.events(), GROUP, *(entry_id for entry_id, _ in entries))
+                pipe.pexpire(keys.notify_intake_lock(), self.claim_ms)
+
+            return True, writes
+
+        watched = [keys.notify_intake_lock(), keys.notifications()]
+        return optimistic(self.redis, watched, read, plan)
 
     def _plan(self, events: list[_Event], definitions: Mapping[str, Notification]) -> _Plan:
         """What the batch does to the groups and the open conditions, in stream order."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from taskdispatch.audit import (
     LINK_FIELD,
@@ -45,7 +44,7 @@ from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.progress import RoundProgress, current_progress
 from taskdispatch.reasons import World
-from taskdispatch.transaction import Change, Marker, Read, atransact
+from taskdispatch.transaction import Change, Marker, Read, Writes, aoptimistic, atransact
 from taskdispatch.write import queue_wake
 
 __all__ = [
@@ -480,59 +479,59 @@ class TaskStore:
     ) -> Limit:
         """Create or replace limit `name` with `build(the current one or None)`; bumps the
         definitions' version and wakes the waiters the change may let start, atomically."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self.keys.limits())
-                    current = await pipe.hget(self.keys.limits(), name)
-                    if current is None and await pipe.hlen(self.keys.limits()) >= LIMITS_MAX:
-                        raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
-                    limit = build(
-                        None if current is None else Limit.from_json(name, reply_text(current))
-                    )
-                    pipe.multi()
-                    pipe.hset(self.keys.limits(), name, limit.to_json())
-                    pipe.incr(self.keys.limits_version())
-                    queue_wake_waiters(
-                        pipe, self.keys, limit, deleted=False, now_ms=limit.updated_ms
-                    )
-                    queue_event(pipe, self.keys, "limit.saved", name=name)
-                    if stamp is not None:
-                        before = None if current is None else json.loads(reply_text(current))
-                        after = json.loads(limit.to_json())
-                        self.queue_audit(pipe, _limit_entry(stamp, name, before, after))
-                    await pipe.execute()
-                    return limit
-                except WatchError:
-                    continue
+        keys = self.keys
+
+        async def read(pipe: Any) -> tuple[Any, int]:
+            current = await pipe.hget(keys.limits(), name)
+            return current, await pipe.hlen(keys.limits()) if current is None else 0
+
+        def plan(got: tuple[Any, int]) -> tuple[Limit, Writes]:
+            current, count = got
+            if current is None and count >= LIMITS_MAX:
+                raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
+            limit = build(None if current is None else Limit.from_json(name, reply_text(current)))
+
+            def writes(pipe: Any) -> None:
+                pipe.hset(keys.limits(), name, limit.to_json())
+                pipe.incr(keys.limits_version())
+                queue_wake_waiters(pipe, keys, limit, deleted=False, now_ms=limit.updated_ms)
+                queue_event(pipe, keys, "limit.saved", name=name)
+                if stamp is not None:
+                    before = None if current is None else json.loads(reply_text(current))
+                    after = json.loads(limit.to_json())
+                    self.queue_audit(pipe, _limit_entry(stamp, name, before, after))
+
+            return limit, writes
+
+        return await aoptimistic(self.redis, [keys.limits()], read, plan)
 
     async def delete_limit(self, name: str, *, now_ms: int, stamp: Stamp | None = None) -> None:
         """Delete limit `name`; its waiters are woken at once (nothing holds them back now)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self.keys.limits())
-                    current = await pipe.hget(self.keys.limits(), name)
-                    if current is None:
-                        raise LimitNotFoundError(name)
-                    limit = Limit.from_json(name, reply_text(current))
-                    pipe.multi()
-                    pipe.hdel(self.keys.limits(), name)
-                    pipe.incr(self.keys.limits_version())
-                    queue_wake_waiters(pipe, self.keys, limit, deleted=True, now_ms=now_ms)
-                    pipe.delete(
-                        self.keys.limit_places(name),
-                        self.keys.limit_starts(name),
-                        self.keys.limit_waiters(name),
-                    )
-                    queue_event(pipe, self.keys, "limit.deleted", name=name)
-                    if stamp is not None:
-                        before = json.loads(reply_text(current))
-                        self.queue_audit(pipe, _limit_entry(stamp, name, before, None))
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+        keys = self.keys
+
+        async def read(pipe: Any) -> Any:
+            return await pipe.hget(keys.limits(), name)
+
+        def plan(current: Any) -> tuple[None, Writes]:
+            if current is None:
+                raise LimitNotFoundError(name)
+            limit = Limit.from_json(name, reply_text(current))
+
+            def writes(pipe: Any) -> None:
+                pipe.hdel(keys.limits(), name)
+                pipe.incr(keys.limits_version())
+                queue_wake_waiters(pipe, keys, limit, deleted=True, now_ms=now_ms)
+                pipe.delete(
+                    keys.limit_places(name), keys.limit_starts(name), keys.limit_waiters(name)
+                )
+                queue_event(pipe, keys, "limit.deleted", name=name)
+                if stamp is not None:
+                    before = json.loads(reply_text(current))
+                    self.queue_audit(pipe, _limit_entry(stamp, name, before, None))
+
+            return None, writes
+
+        await aoptimistic(self.redis, [keys.limits()], read, plan)
 
     async def limit_views(self, *, now_ms: int, names: list[str] | None = None) -> list[LimitView]:
         """Each limit (or those named) with its use now, in name order, in two round trips."""
