@@ -33,6 +33,7 @@ from taskdispatch.domain.exceptions import (
     TaskConflictError,
     TaskDispatchError,
     TaskNotFoundError,
+    TransactionContendedError,
     UnknownTaskTypeError,
     WriteNotReplicatedError,
 )
@@ -63,6 +64,8 @@ _STATUS_BY_ERROR: dict[type[TaskDispatchError], int] = {
     TaskConflictError: 409,
     # Applied on the master, not yet on enough replicas: a failover may still lose it.
     WriteNotReplicatedError: 503,
+    # Nothing written: the keys kept changing under it; trying again later is safe.
+    TransactionContendedError: 503,
 }
 
 _DESCRIPTIONS = {
@@ -76,7 +79,10 @@ _DESCRIPTIONS = {
     429: "请求过于频繁（TASKDISPATCH_RATE_LIMIT），Retry-After 指明等待秒数",
     422: "参数校验失败，error 指明字段",
     500: "内部服务器错误",
-    503: "Redis 不可用，或写入未得到 TASKDISPATCH_REDIS_MIN_REPLICAS 个副本确认",
+    503: (
+        "Redis 不可用、写入未得到 TASKDISPATCH_REDIS_MIN_REPLICAS 个副本确认，"
+        "或数据被并发修改过于频繁"
+    ),
 }
 
 # Starlette's own errors (no route, wrong method, the body limit) in the table's words.

@@ -46,7 +46,6 @@ from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store.checks import run_startup_checks
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.ratelimit import parse_rate_limit
 
 __all__ = ["app", "create_app"]
 
@@ -90,10 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    if settings.rate_limit:
+    if settings.parsed_rate_limit is not None:
         app.add_middleware(
             RateLimiter,
-            limit=parse_rate_limit(settings.rate_limit),
+            limit=settings.parsed_rate_limit,
             keys=Keys(settings.key_prefix),
         )
     app.add_middleware(

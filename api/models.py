@@ -28,8 +28,8 @@ from taskdispatch.domain.bodies import (
 )
 from taskdispatch.domain.lifecycle import due_at, is_cancelling
 from taskdispatch.domain.messages import text
-from taskdispatch.domain.models import Outcome, Task, TaskStatus
-from taskdispatch.domain.schedule import format_windows, to_local_iso
+from taskdispatch.domain.models import Outcome, Task, TaskStatus, outside_view
+from taskdispatch.domain.schedule import to_local_iso
 from taskdispatch.service.dispatcher import BulkResult
 from taskdispatch.store.audit import AuditEntry
 from taskdispatch.store.history import RunRecord
@@ -616,51 +616,24 @@ def task_fields(
 
     The hot reads answer these as they are (`json_answer`), with no model in between:
     every value comes from a stored, validated task, and a page holds a hundred of them."""
-    tz = ZoneInfo(task.timezone)
-    fields: dict[str, Any] = {
-        "task_id": task.task_id,
-        "account_id": task.account_id,
-        "account_name": task.account_name,
-        "task_type": task.task_type,
-        "status": task.status.value,
-        "interval": task.interval_s,
-        "valid_time_range": None if task.hour_window is None else list(task.hour_window),
-        "task_end_time": task.end_text,
-        "last_execution_time": to_local_iso(task.last_ms, tz),
-        "next_execution_time": to_local_iso(task.next_ms, tz),
-        "created_at": to_local_iso(task.created_ms, tz),
-        "updated_at": to_local_iso(task.updated_ms, tz),
-        "round_num": task.round_num,
-        "sys_type": task.sys_type,
-        "timezone": task.timezone,
-        "failures": task.failures,
-        "last_error": task.last_error,
-        "started_at": to_local_iso(task.started_ms, tz),
-        "worker": task.worker,
-        "paused_until": to_local_iso(task.paused_until_ms, tz),
-        "pause_note": task.pause_note,
-        "waiting_reason": waiting_reason_fields(task, reason),
-        "windows": format_windows(task.windows),
-        "weekdays": sorted(task.weekdays),
-        "blackout_dates": [
-            first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
-            for first, last in task.blackout
-        ],
-        "jitter_s": task.jitter_s,
-        "max_runs": task.max_runs,
-        "remaining_runs": (
-            None if task.max_runs is None else max(0, task.max_runs - task.runs_done)
-        ),
-        "misfire_policy": task.misfire_policy,
-        "misfire_grace_s": task.misfire_grace_s,
-        "tags": list(task.tags),
-        "queue": task.queue,
-        "next_start": to_local_iso(due_at(task), tz) if task.next_ms is not None else None,
-        "current_round": current_round_fields(task, progress),
-    }
+    view = outside_view(task)
+    fields = {name: view[name] for name in _INFO_HEAD}
+    fields["waiting_reason"] = waiting_reason_fields(task, reason)
+    fields.update((name, view[name]) for name in _INFO_TAIL)
+    fields["next_start"] = (
+        to_local_iso(due_at(task), ZoneInfo(task.timezone)) if task.next_ms is not None else None
+    )
+    fields["current_round"] = current_round_fields(task, progress)
     if detail:
-        fields["kwargs"] = task.kwargs
+        fields["kwargs"] = view["kwargs"]
     return fields
+
+
+# TaskInfo's fields taken from `outside_view` as they are: those before its waiting_reason,
+# and those between it and next_start.
+_INFO_NAMES = tuple(TaskInfo.model_fields)
+_INFO_HEAD = _INFO_NAMES[: _INFO_NAMES.index("waiting_reason")]
+_INFO_TAIL = _INFO_NAMES[_INFO_NAMES.index("waiting_reason") + 1 : _INFO_NAMES.index("next_start")]
 
 
 @overload

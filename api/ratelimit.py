@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.exceptions import error_response
 from taskdispatch.domain.messages import text
+from taskdispatch.settings import RateLimit
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.ratelimit import TAKE, RateLimit
+from taskdispatch.store.ratelimit import TAKE
 
 __all__ = ["EXEMPT_PATHS", "RateLimiter"]
 

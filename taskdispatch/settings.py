@@ -2,19 +2,35 @@
 
 Tests build their own `Settings(...)` and pass it explicitly, or clear the cache with
 `get_settings.cache_clear()` after changing the environment.
+
+A setting with a syntax of its own is parsed once, when the settings load, into a typed
+value the rest of the code reads (`Settings.redis_sentinel`, `broker_sentinel`,
+`parsed_rate_limit`); a value that does not parse is refused then, naming the variable.
+Sentinel URLs are parsed here (`parse_sentinel_url`), the clients built from them in
+connections.py.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskdispatch.store.connections import is_sentinel_url, parse_sentinel_url
-from taskdispatch.store.ratelimit import parse_rate_limit
-
-__all__ = ["Settings", "get_settings"]
+__all__ = [
+    "SENTINEL_PORT",
+    "RateLimit",
+    "SentinelUrl",
+    "Settings",
+    "get_settings",
+    "is_sentinel_url",
+    "parse_rate_limit",
+    "parse_sentinel_url",
+]
 
 
 class Settings(BaseSettings):
@@ -112,16 +128,38 @@ class Settings(BaseSettings):
     @classmethod
     def _rate_limit_parses(cls, value: str | None) -> str | None:
         if value:
-            parse_rate_limit(value)
+            _rate_limit_of(value)  # its message names TASKDISPATCH_RATE_LIMIT and the form
         return value or None
 
     @field_validator("redis_url", "broker_url")
     @classmethod
-    def _sentinel_url_parses(cls, value: str | None) -> str | None:
+    def _sentinel_url_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Refused here, with the reason, rather than by the first client a process builds.
-        if value is not None and is_sentinel_url(value):
-            parse_sentinel_url(value)
+        if value is not None:
+            try:
+                _sentinel_of(value)
+            except ValueError as exc:
+                variable = f"TASKDISPATCH_{(info.field_name or '').upper()}"
+                raise ValueError(
+                    f"{variable} is not a valid Sentinel URL: {exc}; write it as "
+                    "sentinel://[[user]:password@]host[:port][/db][?ssl_...];sentinel://host2..."
+                ) from None
         return value
+
+    @property
+    def redis_sentinel(self) -> SentinelUrl | None:
+        """`redis_url` parsed, when it names a Sentinel set (None: one server)."""
+        return _sentinel_of(self.redis_url)
+
+    @property
+    def broker_sentinel(self) -> SentinelUrl | None:
+        """`effective_broker_url` parsed, when it names a Sentinel set."""
+        return _sentinel_of(self.effective_broker_url)
+
+    @property
+    def parsed_rate_limit(self) -> RateLimit | None:
+        """`rate_limit` parsed (None: no limit)."""
+        return _rate_limit_of(self.rate_limit) if self.rate_limit else None
 
     @property
     def effective_broker_url(self) -> str:
@@ -137,3 +175,200 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# Parsed once per value, whichever Settings (a copy with one field changed included) asks.
+@lru_cache(maxsize=32)
+def _sentinel_of(url: str) -> SentinelUrl | None:
+    return parse_sentinel_url(url) if is_sentinel_url(url) else None
+
+
+@lru_cache(maxsize=8)
+def _rate_limit_of(text: str) -> RateLimit:
+    return parse_rate_limit(text)
+
+
+# The Sentinels' own port, when a part of the URL names none.
+SENTINEL_PORT = 26379
+# The query options a Sentinel URL takes (TLS, as kombu reads them from a broker URL).
+_TLS_OPTIONS = (
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+)
+_CERT_REQS = ("none", "optional", "required")
+# A host name or an IP address (an IPv6 one without its brackets, perhaps with a zone).
+_HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A `sentinel://...;sentinel://...` list: where the Sentinels are, how to reach the master."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    # The ssl_* options, with redis-py's names and values; empty means plain TCP.
+    tls: dict[str, str | bool] = field(default_factory=dict)
+
+    def master_options(self) -> dict[str, Any]:
+        """redis-py options of the connections to the master."""
+        return {
+            "username": self.username,
+            "password": self.password,
+            "db": self.db,
+            **self.tls_options(),
+        }
+
+    def tls_options(self) -> dict[str, Any]:
+        return {"ssl": True, **self.tls} if self.tls else {}
+
+    def kombu_url(self) -> str:
+        """The URL for kombu's `sentinel` transport, every option repeated on every part.
+
+        kombu reads the password, the database and the TLS options from the part it uses,
+        and after a connection error moves on to the next part: options given on one part
+        only would be gone after the first failover.
+        """
+        auth = ""
+        if self.username or self.password:
+            auth = quote(self.username or "", safe="")
+            auth += f":{quote(self.password, safe='')}" if self.password else ""
+            auth += "@"
+        query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in self.tls.items()}
+        tail = f"/{self.db}" + (f"?{urlencode(query)}" if query else "")
+        return ";".join(
+            f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}{tail}"
+            for host, port in self.sentinels
+        )
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.lstrip().lower().startswith("sentinel://")
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse a Sentinel URL list; raises ValueError saying what is wrong and where.
+
+    Credentials, database and TLS options may be given on one part or repeated on several
+    (Celery's documentation shows both); parts that give different values are refused,
+    since the store and the broker would read different ones. Messages name a part by its
+    number, and by its host once that is known to be one, never by its text: a malformed
+    part may hold a password anywhere.
+    """
+    parts = [part.strip() for part in url.split(";") if part.strip()]
+    if not parts:
+        raise ValueError("a Sentinel URL needs at least one sentinel://host:port")
+    sentinels: list[tuple[str, int]] = []
+    found: dict[str, Any] = {}
+    for number, part in enumerate(parts, 1):
+        host, port, split = _sentinel_address(part, f"part {number} of the Sentinel URL")
+        where = f"part {number} of the Sentinel URL ({host}:{port})"
+        sentinels.append((host, port))
+        given: dict[str, Any] = {
+            "user name": unquote(split.username) if split.username else None,
+            "password": unquote(split.password) if split.password else None,
+            "database": _database(split.path, where),
+            **_tls(split.query, where),
+        }
+        for name, value in given.items():
+            if value is not None and found.setdefault(name, value) != value:
+                raise ValueError(
+                    f"the parts of the Sentinel URL give different values of the {name}; "
+                    "give it on one part, or the same on every part"
+                )
+    return SentinelUrl(
+        sentinels=tuple(sentinels),
+        username=found.get("user name"),
+        password=found.get("password"),
+        db=found.get("database", 0),
+        tls={name: found[name] for name in _TLS_OPTIONS if name in found},
+    )
+
+
+def _sentinel_address(part: str, where: str) -> tuple[str, int, SplitResult]:
+    """(host, port, the parsed part) of one `sentinel://` part of the list."""
+    split = urlsplit(part)
+    if split.scheme.lower() != "sentinel":
+        raise ValueError(
+            f"{where}: each ';'-separated part must be a sentinel:// URL (a ';' in a "
+            "password must be written %3B)"
+        )
+    if "@" in split.path + split.query + split.fragment:
+        # The host ended early: a password with a '/', '?' or '#' that is not encoded.
+        raise ValueError(
+            f"{where}: an '@' after the host; write '/', '?', '#' and ';' in a password "
+            "as %2F, %3F, %23 and %3B"
+        )
+    try:
+        port = split.port
+    except ValueError:
+        port = 0
+    if port is None:
+        port = SENTINEL_PORT
+    if not 0 < port < 65536:
+        raise ValueError(f"{where}: the port must be a number 1..65535")
+    host = split.hostname
+    if not host or not _HOST.fullmatch(host):
+        raise ValueError(f"{where}: no host name or IP address")
+    return host, port, split
+
+
+def _database(path: str, where: str) -> int | None:
+    number = path.strip("/")
+    if not number:
+        return None
+    if not (number.isascii() and number.isdigit()):
+        raise ValueError(f"{where}: the path must be a database number such as /0")
+    return int(number)
+
+
+def _tls(query: str, where: str) -> dict[str, str | bool]:
+    options: dict[str, str | bool] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _TLS_OPTIONS:
+            raise ValueError(f"{where}: unknown option {name!r}; one of {', '.join(_TLS_OPTIONS)}")
+        if name == "ssl_cert_reqs":
+            if value.lower() not in _CERT_REQS:
+                raise ValueError(f"{where}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
+            options[name] = value.lower()
+        elif name == "ssl_check_hostname":
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"{where}: ssl_check_hostname must be true or false")
+            options[name] = value.lower() == "true"
+        else:
+            options[name] = value
+    return options
+
+
+_PERIODS_S = {"second": 1, "minute": 60, "hour": 3600}
+_FORM = re.compile(r"\s*([1-9][0-9]{0,8})\s*/\s*(second|minute|hour)\s*")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    count: int
+    period_s: int
+
+    @property
+    def per_ms(self) -> float:
+        """Tokens added back per millisecond."""
+        return self.count / (self.period_s * 1000)
+
+    @property
+    def period_name(self) -> str:
+        return next(name for name, s in _PERIODS_S.items() if s == self.period_s)
+
+
+def parse_rate_limit(value: str) -> RateLimit:
+    """`"600/minute"` -> RateLimit(600, 60); ValueError naming the accepted form."""
+    match = _FORM.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            f"TASKDISPATCH_RATE_LIMIT must be <count>/<second|minute|hour>, e.g. 600/minute; "
+            f"got {value!r}"
+        )
+    return RateLimit(int(match.group(1)), _PERIODS_S[match.group(2)])

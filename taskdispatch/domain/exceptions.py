@@ -9,6 +9,8 @@ TaskDispatchError                  base of everything below
 ├── AccountTaskExistsError         one task per account             (400)
 ├── TaskConflictError              not allowed in the task's state  (409)
 ├── StoreUnavailableError          Redis cannot be reached          (503)
+├── TransactionContendedError      a read-modify-write found its keys changed
+│                                  at every attempt (transaction.MAX_ATTEMPTS) (503)
 └── WriteNotReplicatedError        fewer replicas confirmed a write
                                    than TASKDISPATCH_REDIS_MIN_REPLICAS (503)
 
@@ -38,6 +40,7 @@ __all__ = [
     "TaskConflictError",
     "TaskDispatchError",
     "TaskNotFoundError",
+    "TransactionContendedError",
     "UnknownTaskTypeError",
     "WriteNotReplicatedError",
 ]
@@ -101,6 +104,15 @@ class StoreUnavailableError(TaskDispatchError):
     def __init__(self, url: str) -> None:
         super().__init__("store_unavailable", url=url)
         self.url = url
+
+
+class TransactionContendedError(TaskDispatchError):
+    """Other writers changed the watched keys between the read and the write of every
+    attempt of one optimistic transaction (`transaction.optimistic`): nothing was written."""
+
+    def __init__(self, *, attempts: int) -> None:
+        super().__init__("transaction_contended", attempts=attempts)
+        self.attempts = attempts
 
 
 class WriteNotReplicatedError(TaskDispatchError):

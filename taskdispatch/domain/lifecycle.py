@@ -24,10 +24,10 @@ from taskdispatch.domain.exceptions import InvalidTaskError, TaskConflictError, 
 from taskdispatch.domain.models import Outcome, Task, TaskStatus
 from taskdispatch.domain.schedule import ALL_WEEKDAYS
 from taskdispatch.settings import Settings
-from taskdispatch.store.limits import PARK_RECHECK_MS
 
 __all__ = [
     "CANCEL_THEN",
+    "PARK_RECHECK_MS",
     "SCHEDULED_STATUS",
     "CancelThen",
     "RetryPolicy",
@@ -60,8 +60,13 @@ __all__ = [
     "without_wait",
 ]
 
-# The only status in which a task is in the due index (the beat's claim script gets it too).
+# The only status in which a task is in the due index (the beat's claim script and the
+# limits' scripts get it too).
 SCHEDULED_STATUS = TaskStatus.PENDING
+# A slot parked by a full limit looks again after this long even if no release woke it: a
+# safety net for a wake lost to a worker that died between taking places and starting its
+# round (limits.py).
+PARK_RECHECK_MS = 60_000
 # What a cancelled round leads to: the task's next slot, or a pause.
 CancelThen = Literal["next", "pause"]
 CANCEL_THEN: tuple[CancelThen, ...] = ("next", "pause")
@@ -528,7 +533,7 @@ def started(
 
 def park_deadline(task: Task, *, now_ms: int) -> int:
     """Until when a slot waiting for a limit may wait without looking again: the end of its
-    window, its end date, or `limits.PARK_RECHECK_MS` from now, whichever comes first.
+    window, its end date, or `PARK_RECHECK_MS` from now, whichever comes first.
     The look at the window's end skips the slot as `outside_window`: waiting never moves a
     round out of its window."""
     deadline = now_ms + PARK_RECHECK_MS

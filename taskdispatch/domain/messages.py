@@ -198,6 +198,9 @@ MESSAGES: dict[str, str] = {
     ),
     "forbidden_role": "权限不足: 该操作需要 {needed} 角色，令牌 '{name}' 的角色是 {role}",
     "store_unavailable": "Redis（{url}）无法连接，任务存储暂不可用，请稍后重试",
+    "transaction_contended": (
+        "数据在读取与写入之间被其他请求反复修改（已尝试 {attempts} 次），未写入，请稍后重试"
+    ),
     "store_refuses": "Redis（{url}）暂时拒绝写入（{reason}），请稍后重试",
     "write_not_replicated": (
         "写入已被 Redis 主节点执行，但 {timeout_ms} 毫秒内只有 {confirmed} 个副本确认"

@@ -1,4 +1,8 @@
-"""The task record and its Redis hash encoding.
+"""The task record, its Redis hash encoding, and the one form the outside sees it in.
+
+`outside_view` renders a task for every outside reader: the API's TaskInfo, the export
+row (transfer.py) and the audit trail's view (audit.py) pick and name its fields, none
+renders a field itself.
 
 A task is stored as one flat hash of strings. Each field has one codec below (text <->
 value), so the encoding of a field lives in one place. The hash is kept in Redis's compact
@@ -33,6 +37,7 @@ __all__ = [
     "Outcome",
     "Task",
     "TaskStatus",
+    "outside_view",
     "stale_fields",
 ]
 
@@ -228,6 +233,52 @@ def _joined(data: Mapping[str, str], name: str) -> Iterator[str]:
     while (piece := data.get(f"{name}{PIECE_MARK}{n}")) is not None:
         yield piece
         n += 1
+
+
+def outside_view(task: Task) -> dict[str, Any]:
+    """`task` as the outside sees it, by the API's field names: instants as ISO 8601 in the
+    task's own zone, windows as 'HH:MM-HH:MM', weekdays sorted, blackout dates as 'A' or
+    'A..B', tags as a list; the fields of TaskInfo that depend on the task alone, in its
+    order, then `kwargs`."""
+    tz = schedule.parse_timezone(task.timezone)
+    hours = task.hour_window
+    return {
+        "task_id": task.task_id,
+        "account_id": task.account_id,
+        "account_name": task.account_name,
+        "task_type": task.task_type,
+        "status": task.status.value,
+        "interval": task.interval_s,
+        "valid_time_range": None if hours is None else list(hours),
+        "task_end_time": task.end_text,
+        "last_execution_time": schedule.to_local_iso(task.last_ms, tz),
+        "next_execution_time": schedule.to_local_iso(task.next_ms, tz),
+        "created_at": schedule.to_local_iso(task.created_ms, tz),
+        "updated_at": schedule.to_local_iso(task.updated_ms, tz),
+        "round_num": task.round_num,
+        "sys_type": task.sys_type,
+        "timezone": task.timezone,
+        "failures": task.failures,
+        "last_error": task.last_error,
+        "started_at": schedule.to_local_iso(task.started_ms, tz),
+        "worker": task.worker,
+        "paused_until": schedule.to_local_iso(task.paused_until_ms, tz),
+        "pause_note": task.pause_note,
+        "windows": schedule.format_windows(task.windows),
+        "weekdays": sorted(task.weekdays),
+        "blackout_dates": [
+            first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+            for first, last in task.blackout
+        ],
+        "jitter_s": task.jitter_s,
+        "max_runs": task.max_runs,
+        "remaining_runs": None if task.max_runs is None else max(0, task.max_runs - task.runs_done),
+        "misfire_policy": task.misfire_policy,
+        "misfire_grace_s": task.misfire_grace_s,
+        "tags": list(task.tags),
+        "queue": task.queue,
+        "kwargs": task.kwargs,
+    }
 
 
 def stale_fields(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from taskdispatch.domain.bodies import TaskCreateRequest, Text
 from taskdispatch.domain.exceptions import InvalidTaskError
 from taskdispatch.domain.messages import text
-from taskdispatch.domain.models import Task, TaskStatus
-from taskdispatch.domain.schedule import ALL_WEEKDAYS, format_windows, to_local_iso
+from taskdispatch.domain.models import Task, TaskStatus, outside_view
+from taskdispatch.domain.schedule import ALL_WEEKDAYS
 from taskdispatch.domain.validation import DEFAULTS, RUN_PARAM_FIELDS
 
 __all__ = [
@@ -76,53 +76,46 @@ _TEXT_COLUMNS = frozenset(
 
 
 def export_row(task: Task) -> dict[str, Any]:
-    """The row that recreates `task`: its create body (defaults left out) and pause state."""
+    """The row that recreates `task`: its create body (defaults left out) and pause state,
+    each value as `outside_view` renders it."""
+    view = outside_view(task)
     params = dict(task.kwargs)
     row: dict[str, Any] = {
-        "sys_type": task.sys_type,
-        "task_type": task.task_type,
-        "xhs_account_id": task.account_id,
-        "xhs_account_name": task.account_name,
+        "sys_type": view["sys_type"],
+        "task_type": view["task_type"],
+        "xhs_account_id": view["account_id"],
+        "xhs_account_name": view["account_name"],
     }
     for name in RUN_PARAM_FIELDS:
         if isinstance(params.get(name), str):
             row[name] = params.pop(name)
-    if task.end_text is not None:
-        row["task_end_time"] = task.end_text
-    row["interval"] = task.interval_s
-    hours = task.hour_window
-    if hours is not None:
-        row["valid_time_range"] = list(hours)
+    if view["task_end_time"] is not None:
+        row["task_end_time"] = view["task_end_time"]
+    row["interval"] = view["interval"]
+    if view["valid_time_range"] is not None:
+        row["valid_time_range"] = view["valid_time_range"]
     else:
-        row["windows"] = format_windows(task.windows)
-    row["timezone"] = task.timezone
+        row["windows"] = view["windows"]
+    row["timezone"] = view["timezone"]
     if params:
         row["kwargs"] = params
     if task.weekdays != ALL_WEEKDAYS:
-        row["weekdays"] = sorted(task.weekdays)
+        row["weekdays"] = view["weekdays"]
     if task.blackout:
-        row["blackout_dates"] = [
-            first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
-            for first, last in task.blackout
-        ]
-    if task.jitter_s != DEFAULTS["jitter_s"]:
-        row["jitter_s"] = task.jitter_s
-    if task.max_runs is not None:
-        row["max_runs"] = task.max_runs
-    if task.misfire_policy != DEFAULTS["misfire_policy"]:
-        row["misfire_policy"] = task.misfire_policy
+        row["blackout_dates"] = view["blackout_dates"]
+    for name in ("jitter_s", "misfire_policy", "misfire_grace_s"):
+        if view[name] != DEFAULTS[name]:
+            row[name] = view[name]
+    for name in ("max_runs", "queue"):
+        if view[name] is not None:
+            row[name] = view[name]
     if task.tags:
-        row["tags"] = list(task.tags)
-    if task.misfire_grace_s != DEFAULTS["misfire_grace_s"]:
-        row["misfire_grace_s"] = task.misfire_grace_s
-    if task.queue is not None:
-        row["queue"] = task.queue
+        row["tags"] = view["tags"]
     if task.status == TaskStatus.PAUSED:
         row["paused"] = True
-        if task.paused_until_ms is not None:
-            row["paused_until"] = to_local_iso(task.paused_until_ms, task.calendar.tz)
-        if task.pause_note is not None:
-            row["pause_note"] = task.pause_note
+        for name in ("paused_until", "pause_note"):
+            if view[name] is not None:
+                row[name] = view[name]
     return {name: row[name] for name in COLUMNS if name in row}
 
 

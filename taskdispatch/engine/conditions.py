@@ -42,7 +42,7 @@ from taskdispatch.domain.models import TaskStatus
 from taskdispatch.domain.routing import queue_for
 from taskdispatch.settings import Settings
 from taskdispatch.store.events import MAX_EVENTS, event_fields
-from taskdispatch.store.keys import ENABLED_FIELD, Keys, dispatcher_enabled
+from taskdispatch.store.keys import ENABLED_FIELD, Keys, dispatcher_enabled, reply_text
 from taskdispatch.store.notifications import RECOVERY_OF, parse_notifications
 from taskdispatch.store.tasks import holding_messages, unconsumed_candidates
 
@@ -70,8 +70,14 @@ _TOKEN, _LOOK_MS, _CURSOR = "token", "look_ms", "cursor"
 
 def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: int) -> int:
     """One look (at most once per settings.notify_watch_every_s across the fleet, by a SET NX
-    PX lock): XADD the down/up events of conditions that changed since the last look;
-    returns how many."""
+    PX lock taken only while a notification exists): XADD the down/up events of conditions
+    that changed since the last look; returns how many."""
+    if not redis.exists(keys.notifications()):
+        # Nothing to alert: no lock taken and nothing written (every API process and beat
+        # calls this each period); state a removed notification left is cleared, once.
+        if redis.exists(keys.notify_conditions(), keys.notify_watch()):
+            redis.delete(keys.notify_conditions(), keys.notify_watch())
+        return 0
     period_ms = max(1, round(settings.notify_watch_every_s * 1000))
     if not redis.set(keys.notify_watch_lock(), now_ms, nx=True, px=period_ms):
         return 0
@@ -94,12 +100,16 @@ def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: in
             redis.delete(keys.notify_conditions(), keys.notify_watch())
         return 0
 
-    opened = {_text(cid): _Opened.from_json(_text(raw)) for cid, raw in opened_raw.items()}
-    book = {_text(k): _text(v) for k, v in book_raw.items()}
+    opened = {
+        reply_text(cid): _Opened.from_json(reply_text(raw)) for cid, raw in opened_raw.items()
+    }
+    book = {reply_text(k): reply_text(v) for k, v in book_raw.items()}
     enabled = dispatcher_enabled(flag)
     last_look_ms = int(book[_LOOK_MS]) if _LOOK_MS in book else None
     cursor = _Cursor.parse(book.get(_CURSOR))
-    notifications = parse_notifications({_text(k): _text(v) for k, v in definitions.items()})
+    notifications = parse_notifications(
+        {reply_text(k): reply_text(v) for k, v in definitions.items()}
+    )
     # Late from the smallest threshold on; each notification's own is in `overdue_after_s`.
     cutoff_ms = now_ms - min(n.overdue_after_s for n in notifications.values()) * 1000
     overdue_after_s = {
@@ -128,7 +138,7 @@ def watch_conditions(redis: Redis, keys: Keys, settings: Settings, *, now_ms: in
         for queue in dead_queues:
             pipe.llen(queue)
         replies = pipe.execute()
-    page = [(_text(m), int(s)) for m, s in replies.pop(0)] if scanning else []
+    page = [(reply_text(m), int(s)) for m, s in replies.pop(0)] if scanning else []
     stale = replies.pop(0) if enabled and last_look_ms is not None else []
     host_scores = replies[: len(open_hosts)]
     lengths = replies[len(open_hosts) :]
@@ -219,7 +229,9 @@ class _Found:
         it crossed."""
         for task_id, row in zip(task_ids, rows, strict=True):
             cid = f"task.overdue|{task_id}"
-            status, run_id, next_ms, account_id, own_queue, sys_type = (_text(x) for x in row)
+            status, run_id, next_ms, account_id, own_queue, sys_type = (
+                "" if x is None else reply_text(x) for x in row
+            )
             if not status:
                 self.ended[cid] = "deleted"
             elif not enabled:
@@ -268,8 +280,8 @@ class _Found:
     ) -> None:
         """worker.down: alive at the last look and stale now (the dispatcher on), until its
         heartbeat is fresh again."""
-        queues = {_text(host): _text(q) for host, q in queues_of.items()}
-        for host, score in ((_text(h), int(s)) for h, s in stale):
+        queues = {reply_text(host): reply_text(q) for host, q in queues_of.items()}
+        for host, score in ((reply_text(h), int(s)) for h, s in stale):
             self.holds[f"worker.down|{host}"] = _Holds(
                 {"hostname": host},
                 {
@@ -412,10 +424,6 @@ def _commit(
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
     return [part for pair in fields.items() for part in pair]
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # One look's write, applied only if no other look wrote since this one read the bookkeeping

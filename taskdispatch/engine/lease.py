@@ -340,7 +340,7 @@ _renewer = _Renewer()
 
 
 class AccountLease:
-    """Context manager: `with AccountLease(...) as lease: if lease.acquire(): ...`.
+    """Context manager: `with AccountLease(...) as lease:`, released on the way out.
 
     A round takes its lease together with its places in limits (`limits.admit`, one
     script) and then tells the lease with `taken`; renewals extend those places too.
@@ -388,13 +388,6 @@ class AccountLease:
         self._stopped = False
         self._renew = _scripts(redis)[0]
         self._release = _scripts(redis)[1]
-
-    def acquire(self) -> bool:
-        """Take the lease alone (`SET NX PX`)."""
-        sent_s = time.monotonic()
-        if self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms):
-            self.taken(sent_s=sent_s)
-        return self.acquired
 
     def taken(self, *, sent_s: float, place_keys: list[str] | None = None) -> None:
         """The lease (and these limit places) were taken by a command sent at `sent_s`

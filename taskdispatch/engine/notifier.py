@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError
 
 from taskdispatch.domain.clock import now_ms as wall_ms
 from taskdispatch.domain.models import Task
@@ -56,7 +56,7 @@ from taskdispatch.domain.routing import queue_of
 from taskdispatch.engine.notify_formats import Message, Outgoing, refusal, render
 from taskdispatch.settings import Settings
 from taskdispatch.store.connections import store_client
-from taskdispatch.store.keys import Keys
+from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.notifications import (
     RECENT_KEPT,
     RECOVERY_OF,
@@ -68,6 +68,7 @@ from taskdispatch.store.notifications import (
     parse_notifications,
     put_notification,
 )
+from taskdispatch.store.transaction import Writes, optimistic
 
 __all__ = [
     "BACKOFF_CAP_S",
@@ -320,7 +321,7 @@ async def delivery_counts(redis: AsyncRedis, keys: Keys) -> DeliveryCounts:
         stats, pending = await pipe.execute()
     counts: dict[str, dict[str, int]] = {"delivered": {}, "given_up": {}}
     for key, value in stats.items():
-        kind, _, name = _text(key).partition("|")
+        kind, _, name = reply_text(key).partition("|")
         if kind in counts:
             counts[kind][name] = int(value)
     return DeliveryCounts(counts["delivered"], counts["given_up"], int(pending))
@@ -505,23 +506,25 @@ class Notifier:
         process no longer holds the lock."""
         keys = self.keys
         events = [e for e in (_event(entry_id, fields) for entry_id, fields in entries) if e]
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(keys.notify_intake_lock(), keys.notifications())
-                    if pipe.get(keys.notify_intake_lock()) != self.token:
-                        pipe.unwatch()
-                        return False
-                    definitions = parse_notifications(pipe.hgetall(keys.notifications()))
-                    plan = self._plan(events, definitions)
-                    pipe.multi()
-                    plan.queue(pipe, keys)
-                    pipe.xack(keys.events(), GROUP, *(entry_id for entry_id, _ in entries))
-                    pipe.pexpire(keys.notify_intake_lock(), self.claim_ms)
-                    pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        def read(pipe: Any) -> tuple[Any, Any]:
+            return pipe.get(keys.notify_intake_lock()), pipe.hgetall(keys.notifications())
+
+        def plan(got: tuple[Any, Any]) -> tuple[bool, Writes | None]:
+            holder, raw = got
+            if holder != self.token:
+                return False, None
+            groups = self._plan(events, parse_notifications(raw))
+
+            def writes(pipe: Any) -> None:
+                groups.queue(pipe, keys)
+                pipe.xack(keys.events(), GROUP, *(entry_id for entry_id, _ in entries))
+                pipe.pexpire(keys.notify_intake_lock(), self.claim_ms)
+
+            return True, writes
+
+        watched = [keys.notify_intake_lock(), keys.notifications()]
+        return optimistic(self.redis, watched, read, plan)
 
     def _plan(self, events: list[_Event], definitions: Mapping[str, Notification]) -> _Plan:
         """What the batch does to the groups and the open conditions, in stream order."""
@@ -807,11 +810,7 @@ def _status(task: Task | None) -> str | None:
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {reply_text(flat[i]): reply_text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 # ---- The loop --------------------------------------------------------------------------------

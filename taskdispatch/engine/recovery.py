@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from redis import Redis
@@ -21,7 +20,7 @@ from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.lifecycle import RetryPolicy
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.settings import Settings
-from taskdispatch.store.history import RunRecord, queue_run_record
+from taskdispatch.store.history import RunRecord, as_cancelled, queue_run_record
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.limits import LimitBook, queue_release
 from taskdispatch.store.progress import queue_progress_clear
@@ -45,13 +44,6 @@ class Housekeeper:
         self.clock = clock
         self.policy = RetryPolicy.of(settings)
         self.limits = LimitBook(redis, self.keys)
-
-    def sweep(self, *, batch: int = 500) -> tuple[int, int]:
-        """Find and handle every candidate now (tests, tools); returns (lost, resumed)."""
-        now = self.clock()
-        expired = self.redis.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=batch)
-        due = self.redis.zrangebyscore(self.keys.resume(), "-inf", now, start=0, num=batch)
-        return self.recover_lost(map(str, expired)), self.resume_paused(map(str, due))
 
     def recover_lost(self, task_ids: Iterable[str]) -> int:
         """Declare lost each of these rounds whose lease is gone; returns how many."""
@@ -136,14 +128,7 @@ class Housekeeper:
             worker=task.worker,
         )
         if lifecycle.is_cancelling(task):
-            record = replace(
-                record,
-                outcome="cancelled",
-                reason="cancelled",
-                error=CANCELLED_LOST_ERROR,
-                cancelled_by=task.cancel_by,
-                note=task.cancel_note,
-            )
+            record = as_cancelled(record, task, error=CANCELLED_LOST_ERROR)
             new = lifecycle.finished(
                 task,
                 outcome="cancelled",

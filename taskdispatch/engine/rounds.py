@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -35,7 +35,7 @@ from taskdispatch.settings import Settings
 from taskdispatch.store.audit import Stamp, queue_audit
 from taskdispatch.store.connections import lease_client
 from taskdispatch.store.events import queue_event
-from taskdispatch.store.history import RunRecord, queue_run_record
+from taskdispatch.store.history import RunRecord, as_cancelled, queue_run_record
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.limits import Admission, LimitBook, admit, queue_release
 from taskdispatch.store.progress import ProgressReporter, queue_progress_clear
@@ -272,7 +272,15 @@ class RoundRunner:
             task = read.task
             if task is None or task.run_id != started.run_id:
                 return None  # deleted, or declared lost meanwhile: this result is fenced out
-            final = _as_cancelled(record, task) if lifecycle.is_cancelling(task) else record
+            final = (
+                as_cancelled(
+                    record,
+                    task,
+                    error=record.error if record.outcome == "cancelled" else None,
+                )
+                if lifecycle.is_cancelling(task)
+                else record
+            )
             written[0] = final
             done = lifecycle.finished(
                 task,
@@ -463,18 +471,6 @@ class RoundRunner:
 _FINISH_BACKOFF_CAP_S = 2.0
 # What a cancelled handler is told (the exception's message).
 _CANCELLED = "the round was cancelled by an operator"
-
-
-def _as_cancelled(record: RunRecord, task: Task) -> RunRecord:
-    """`record` as the round an operator stopped: outcome `cancelled`, who and why."""
-    return replace(
-        record,
-        outcome="cancelled",
-        reason="cancelled",
-        error=record.error if record.outcome == "cancelled" else None,
-        cancelled_by=task.cancel_by,
-        note=task.cancel_note,
-    )
 
 
 def _describe(exc: BaseException) -> str:

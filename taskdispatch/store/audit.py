@@ -31,8 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskdispatch.domain.models import Task
-from taskdispatch.domain.schedule import to_local_iso
+from taskdispatch.domain.models import Task, outside_view
 from taskdispatch.domain.transfer import export_row
 from taskdispatch.store.keys import Keys
 
@@ -267,19 +266,18 @@ class AuditQuery:
         )
 
 
-# The state an operator changes, beside the definition: shown in an entry when it changed.
 def task_view(task: Task) -> dict[str, Any]:
-    """What the trail compares: the task's definition as its export row, and its state."""
-    tz = task.calendar.tz
+    """What the trail compares: the task's definition as its export row, and its state, as
+    `outside_view` renders them."""
+    view = outside_view(task)
     return {
         **{k: v for k, v in export_row(task).items() if k not in _PAUSE_FIELDS},
-        "status": task.status.value,
-        "next_execution_time": to_local_iso(task.next_ms, tz),
-        "paused_until": to_local_iso(task.paused_until_ms, tz),
-        "pause_note": task.pause_note,
+        **{name: view[name] for name in _STATE_FIELDS},
     }
 
 
+# The state an operator changes, beside the definition: shown in an entry when it changed.
+_STATE_FIELDS = ("status", "next_execution_time", "paused_until", "pause_note")
 _PAUSE_FIELDS = frozenset({"paused", "paused_until", "pause_note"})
 
 

@@ -19,14 +19,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.exceptions import StoreUnavailableError
-from taskdispatch.settings import Settings, get_settings
-from taskdispatch.store.connections import (
-    is_sentinel_url,
-    masked,
-    parse_sentinel_url,
-    sentinel_clients,
-    store_client,
-)
+from taskdispatch.settings import SentinelUrl, Settings, get_settings
+from taskdispatch.store.connections import masked, sentinel_clients, store_client
 from taskdispatch.store.keys import Keys
 
 __all__ = [
@@ -79,8 +73,8 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
     are one line and never show a password.
     """
     url = masked(settings.redis_url)
-    if is_sentinel_url(settings.redis_url):
-        _check_sentinels(settings, process=process)
+    if settings.redis_sentinel is not None:
+        _check_sentinels(settings, settings.redis_sentinel, process=process)
     client = store_client(settings, timeout_s=_TIMEOUT_S)
     try:
         try:
@@ -130,14 +124,13 @@ def run_startup_checks(settings: Settings, *, process: str) -> None:
         )
 
 
-def _check_sentinels(settings: Settings, *, process: str) -> None:
+def _check_sentinels(settings: Settings, parsed: SentinelUrl, *, process: str) -> None:
     """Every Sentinel answers and names the same master; at least one must name one."""
     url, name = masked(settings.redis_url), settings.redis_sentinel_master
-    parsed = parse_sentinel_url(settings.redis_url)
     masters: dict[str, tuple[str, int] | None] = {}
     for (host, port), client in zip(
         parsed.sentinels,
-        sentinel_clients(settings, settings.redis_url, timeout_s=_TIMEOUT_S),
+        sentinel_clients(settings, parsed, timeout_s=_TIMEOUT_S),
         strict=True,
     ):
         where = f"{host}:{port}"

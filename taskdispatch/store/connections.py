@@ -17,11 +17,9 @@ to the data nodes alike.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
+from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.asyncio import BlockingConnectionPool
@@ -37,21 +35,15 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from taskdispatch.domain.exceptions import WriteNotReplicatedError
-
-if TYPE_CHECKING:
-    from taskdispatch.settings import Settings
+from taskdispatch.settings import SentinelUrl, Settings
 
 __all__ = [
-    "SENTINEL_PORT",
-    "SentinelUrl",
     "api_client",
     "broker_client",
     "broker_transport_options",
     "broker_url",
-    "is_sentinel_url",
     "lease_client",
     "masked",
-    "parse_sentinel_url",
     "sentinel_clients",
     "store_client",
     "stream_client",
@@ -60,19 +52,6 @@ __all__ = [
 # An API request during an outage should answer 503 within about a second, not wait out
 # redis-py's default of ten retries; three are enough to replace a closed connection.
 _API_RETRIES = 3
-# The Sentinels' own port, when a part of the URL names none.
-SENTINEL_PORT = 26379
-# The query options a Sentinel URL takes (TLS, as kombu reads them from a broker URL).
-_TLS_OPTIONS = (
-    "ssl_cert_reqs",
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_check_hostname",
-)
-_CERT_REQS = ("none", "optional", "required")
-# A host name or an IP address (an IPv6 one without its brackets, perhaps with a zone).
-_HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 # Beyond WAIT's own timeout, how long its reply may take to arrive before the write counts
 # as unconfirmed (a slow network, a busy master).
 _WAIT_REPLY_SLACK_S = 5.0
@@ -111,147 +90,6 @@ def _masked_part(url: str) -> str:
     return f"{scheme}{separator}{hidden}@{host}"
 
 
-@dataclass(frozen=True)
-class SentinelUrl:
-    """A `sentinel://...;sentinel://...` list: where the Sentinels are, how to reach the master."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = None
-    db: int = 0
-    # The ssl_* options, with redis-py's names and values; empty means plain TCP.
-    tls: dict[str, str | bool] = field(default_factory=dict)
-
-    def master_options(self) -> dict[str, Any]:
-        """redis-py options of the connections to the master."""
-        return {
-            "username": self.username,
-            "password": self.password,
-            "db": self.db,
-            **self.tls_options(),
-        }
-
-    def tls_options(self) -> dict[str, Any]:
-        return {"ssl": True, **self.tls} if self.tls else {}
-
-    def kombu_url(self) -> str:
-        """The URL for kombu's `sentinel` transport, every option repeated on every part.
-
-        kombu reads the password, the database and the TLS options from the part it uses,
-        and after a connection error moves on to the next part: options given on one part
-        only would be gone after the first failover.
-        """
-        auth = ""
-        if self.username or self.password:
-            auth = quote(self.username or "", safe="")
-            auth += f":{quote(self.password, safe='')}" if self.password else ""
-            auth += "@"
-        query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in self.tls.items()}
-        tail = f"/{self.db}" + (f"?{urlencode(query)}" if query else "")
-        return ";".join(
-            f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}{tail}"
-            for host, port in self.sentinels
-        )
-
-
-def is_sentinel_url(url: str) -> bool:
-    return url.lstrip().lower().startswith("sentinel://")
-
-
-def parse_sentinel_url(url: str) -> SentinelUrl:
-    """Parse a Sentinel URL list; raises ValueError saying what is wrong and where.
-
-    Credentials, database and TLS options may be given on one part or repeated on several
-    (Celery's documentation shows both); parts that give different values are refused,
-    since the store and the broker would read different ones. Messages name a part by its
-    number, and by its host once that is known to be one, never by its text: a malformed
-    part may hold a password anywhere.
-    """
-    parts = [part.strip() for part in url.split(";") if part.strip()]
-    if not parts:
-        raise ValueError("a Sentinel URL needs at least one sentinel://host:port")
-    sentinels: list[tuple[str, int]] = []
-    found: dict[str, Any] = {}
-    for number, part in enumerate(parts, 1):
-        host, port, split = _sentinel_address(part, f"part {number} of the Sentinel URL")
-        where = f"part {number} of the Sentinel URL ({host}:{port})"
-        sentinels.append((host, port))
-        given: dict[str, Any] = {
-            "user name": unquote(split.username) if split.username else None,
-            "password": unquote(split.password) if split.password else None,
-            "database": _database(split.path, where),
-            **_tls(split.query, where),
-        }
-        for name, value in given.items():
-            if value is not None and found.setdefault(name, value) != value:
-                raise ValueError(
-                    f"the parts of the Sentinel URL give different values of the {name}; "
-                    "give it on one part, or the same on every part"
-                )
-    return SentinelUrl(
-        sentinels=tuple(sentinels),
-        username=found.get("user name"),
-        password=found.get("password"),
-        db=found.get("database", 0),
-        tls={name: found[name] for name in _TLS_OPTIONS if name in found},
-    )
-
-
-def _sentinel_address(part: str, where: str) -> tuple[str, int, SplitResult]:
-    """(host, port, the parsed part) of one `sentinel://` part of the list."""
-    split = urlsplit(part)
-    if split.scheme.lower() != "sentinel":
-        raise ValueError(
-            f"{where}: each ';'-separated part must be a sentinel:// URL (a ';' in a "
-            "password must be written %3B)"
-        )
-    if "@" in split.path + split.query + split.fragment:
-        # The host ended early: a password with a '/', '?' or '#' that is not encoded.
-        raise ValueError(
-            f"{where}: an '@' after the host; write '/', '?', '#' and ';' in a password "
-            "as %2F, %3F, %23 and %3B"
-        )
-    try:
-        port = split.port
-    except ValueError:
-        port = 0
-    if port is None:
-        port = SENTINEL_PORT
-    if not 0 < port < 65536:
-        raise ValueError(f"{where}: the port must be a number 1..65535")
-    host = split.hostname
-    if not host or not _HOST.fullmatch(host):
-        raise ValueError(f"{where}: no host name or IP address")
-    return host, port, split
-
-
-def _database(path: str, where: str) -> int | None:
-    number = path.strip("/")
-    if not number:
-        return None
-    if not (number.isascii() and number.isdigit()):
-        raise ValueError(f"{where}: the path must be a database number such as /0")
-    return int(number)
-
-
-def _tls(query: str, where: str) -> dict[str, str | bool]:
-    options: dict[str, str | bool] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in _TLS_OPTIONS:
-            raise ValueError(f"{where}: unknown option {name!r}; one of {', '.join(_TLS_OPTIONS)}")
-        if name == "ssl_cert_reqs":
-            if value.lower() not in _CERT_REQS:
-                raise ValueError(f"{where}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
-            options[name] = value.lower()
-        elif name == "ssl_check_hostname":
-            if value.lower() not in ("true", "false"):
-                raise ValueError(f"{where}: ssl_check_hostname must be true or false")
-            options[name] = value.lower() == "true"
-        else:
-            options[name] = value
-    return options
-
-
 def _sentinel_options(
     settings: Settings, parsed: SentinelUrl, *, timeout_s: float, asynchronous: bool = False
 ) -> dict[str, Any]:
@@ -272,11 +110,18 @@ def _sentinel_options(
     }
 
 
-def _client(settings: Settings, url: str, *, sentinel_timeout_s: float, **options: Any) -> Redis:
-    """A client of the server `url` names, or of the master its Sentinels name."""
-    if not is_sentinel_url(url):
+def _client(
+    settings: Settings,
+    url: str,
+    parsed: SentinelUrl | None,
+    *,
+    sentinel_timeout_s: float,
+    **options: Any,
+) -> Redis:
+    """A client of the server `url` names, or of the master its Sentinels (`parsed`, the
+    URL as the settings parsed it) name."""
+    if parsed is None:
         return Redis.from_url(url, **options)
-    parsed = parse_sentinel_url(url)
     manager = Sentinel(
         parsed.sentinels,
         sentinel_kwargs=_sentinel_options(settings, parsed, timeout_s=sentinel_timeout_s),
@@ -287,9 +132,8 @@ def _client(settings: Settings, url: str, *, sentinel_timeout_s: float, **option
     return client
 
 
-def sentinel_clients(settings: Settings, url: str, *, timeout_s: float) -> list[Redis]:
-    """One client per Sentinel of the Sentinel URL `url` (for the startup checks)."""
-    parsed = parse_sentinel_url(url)
+def sentinel_clients(settings: Settings, parsed: SentinelUrl, *, timeout_s: float) -> list[Redis]:
+    """One client per Sentinel of a Sentinel URL the settings parsed (startup checks)."""
     options = _sentinel_options(settings, parsed, timeout_s=timeout_s)
     return [Redis(host=host, port=port, **options) for host, port in parsed.sentinels]
 
@@ -311,6 +155,7 @@ def store_client(
     return _client(
         settings,
         settings.redis_url,
+        settings.redis_sentinel,
         sentinel_timeout_s=connect_timeout_s,
         decode_responses=True,
         health_check_interval=10,
@@ -332,6 +177,7 @@ def lease_client(settings: Settings) -> Redis:
     return _client(
         settings,
         settings.redis_url,
+        settings.redis_sentinel,
         sentinel_timeout_s=timeout_s,
         decode_responses=True,
         socket_timeout=timeout_s,
@@ -345,11 +191,12 @@ def broker_client(settings: Settings, *, timeout_s: float) -> Redis | None:
     """A client of the broker to PING it and read its run_id, or None for a broker that is
     not Redis (other brokers: the callers trust the broker's own reconnection)."""
     url = settings.effective_broker_url
-    if not url.startswith(("redis://", "rediss://")) and not is_sentinel_url(url):
+    if not url.startswith(("redis://", "rediss://")) and settings.broker_sentinel is None:
         return None
     return _client(
         settings,
         url,
+        settings.broker_sentinel,
         sentinel_timeout_s=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -358,17 +205,16 @@ def broker_client(settings: Settings, *, timeout_s: float) -> Redis | None:
 
 def broker_url(settings: Settings) -> str:
     """The Celery broker URL: the setting, a Sentinel one in the form kombu can fail over with."""
-    url = settings.effective_broker_url
-    return parse_sentinel_url(url).kombu_url() if is_sentinel_url(url) else url
+    parsed = settings.broker_sentinel
+    return parsed.kombu_url() if parsed is not None else settings.effective_broker_url
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """kombu's transport options for a Sentinel broker (the master's name, how to reach the
     Sentinels); empty for any other broker."""
-    url = settings.effective_broker_url
-    if not is_sentinel_url(url):
+    parsed = settings.broker_sentinel
+    if parsed is None:
         return {}
-    parsed = parse_sentinel_url(url)
     return {
         "master_name": settings.redis_sentinel_master,
         "sentinel_kwargs": _sentinel_options(settings, parsed, timeout_s=5.0),
@@ -469,8 +315,8 @@ def api_client(settings: Settings) -> AsyncRedis:
         "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), _API_RETRIES),
     }
     url = settings.redis_url
-    if is_sentinel_url(url):
-        parsed = parse_sentinel_url(url)
+    parsed = settings.redis_sentinel
+    if parsed is not None:
         manager = AsyncSentinel(
             parsed.sentinels,
             sentinel_kwargs=_sentinel_options(settings, parsed, timeout_s=5.0, asynchronous=True),
@@ -501,10 +347,9 @@ def stream_client(settings: Settings, *, client_name: str, timeout_s: float) -> 
         "socket_connect_timeout": 5,
         "socket_timeout": timeout_s,
     }
-    url = settings.redis_url
-    if not is_sentinel_url(url):
-        return AsyncRedis.from_url(url, single_connection_client=True, **options)
-    parsed = parse_sentinel_url(url)
+    parsed = settings.redis_sentinel
+    if parsed is None:
+        return AsyncRedis.from_url(settings.redis_url, single_connection_client=True, **options)
     manager = AsyncSentinel(
         parsed.sentinels,
         sentinel_kwargs=_sentinel_options(settings, parsed, timeout_s=5.0, asynchronous=True),

@@ -8,7 +8,7 @@ change they describe, so history and state never disagree.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from taskdispatch.domain.models import Outcome, Task
@@ -16,7 +16,7 @@ from taskdispatch.store.events import queue_event
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.stats import queue_round_stats
 
-__all__ = ["RunRecord", "queue_run_record"]
+__all__ = ["RunRecord", "as_cancelled", "queue_run_record"]
 
 # A result bigger than this is replaced by a note, so one chatty handler cannot bloat Redis.
 MAX_RESULT_BYTES = 4096
@@ -56,6 +56,19 @@ class RunRecord:
         return cls(**json.loads(text))
 
 
+def as_cancelled(record: RunRecord, task: Task, *, error: str | None) -> RunRecord:
+    """`record` as the round an operator stopped: outcome `cancelled`, who and why (the
+    cancel request `task` carries), with `error` as its error."""
+    return replace(
+        record,
+        outcome="cancelled",
+        reason="cancelled",
+        error=error,
+        cancelled_by=task.cancel_by,
+        note=task.cancel_note,
+    )
+
+
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 _RARE_FIELDS = ("cancelled_by", "note")
 
@@ -73,7 +86,15 @@ def queue_run_record(pipe: Any, keys: Keys, task: Task, record: RunRecord, *, ke
     task_id = task.task_id
     pipe.lpush(keys.runs(task_id), record.to_json())
     pipe.ltrim(keys.runs(task_id), 0, keep - 1)
-    queue_round_stats(pipe, keys, record, task_type=task.task_type)
+    queue_round_stats(
+        pipe,
+        keys,
+        outcome=record.outcome,
+        task_type=task.task_type,
+        scheduled_ms=record.scheduled_ms,
+        planned_ms=record.planned_ms,
+        started_ms=record.started_ms,
+    )
     queue_event(
         pipe,
         keys,

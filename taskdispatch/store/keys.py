@@ -1,5 +1,5 @@
-"""Every Redis key taskdispatch uses, built here and nowhere else, and the encoding of the
-dispatcher flag stored under one of them.
+"""Every Redis key taskdispatch uses, built here and nowhere else, the encoding of the
+dispatcher flag stored under one of them, and the decoding of a reply (`reply_text`).
 
 All keys share one configurable prefix (`TASKDISPATCH_KEY_PREFIX`, default `td:`).
 `docs/redis-keys.md` lists each key, its type and who writes it.
@@ -8,8 +8,16 @@ All keys share one configurable prefix (`TASKDISPATCH_KEY_PREFIX`, default `td:`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DISPATCHER_OFF", "DISPATCHER_ON", "ENABLED_FIELD", "Keys", "dispatcher_enabled"]
+__all__ = [
+    "DISPATCHER_OFF",
+    "DISPATCHER_ON",
+    "ENABLED_FIELD",
+    "Keys",
+    "dispatcher_enabled",
+    "reply_text",
+]
 
 # The dispatcher flag, `HGET <dispatcher> enabled`: absent or anything but "0" means on, so a
 # fresh Redis dispatches. The beat's claim script gets DISPATCHER_OFF as an argument.
@@ -18,11 +26,15 @@ DISPATCHER_ON = "1"
 DISPATCHER_OFF = "0"
 
 
+def reply_text(value: Any) -> str:
+    """A reply item as text, whether the client decodes replies or not (scripts and
+    clients without decode_responses give bytes; numbers come as they are)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def dispatcher_enabled(value: str | bytes | None) -> bool:
     """Whether the stored dispatcher flag `value` means "dispatching is on"."""
-    if isinstance(value, bytes):
-        value = value.decode()
-    return value != DISPATCHER_OFF
+    return value is None or reply_text(value) != DISPATCHER_OFF
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ is a member of `Keys.limit_places(name)` scored by its expiry, renewed with the 
 lease (`lease.py`), so the place of a round whose worker died frees itself when its lease
 would have, and recovery then wakes the waiters. A round that finds a limit full waits in
 `Keys.limit_waiters(name)`, ordered by its slot: it is *parked* (its due score pushed to a
-deadline: the end of its window, its end date, or `PARK_RECHECK_MS` from now) and *woken*
-(made due now) by the release of a place, so no one polls. Among waiters, the earliest slot
-goes first: a round may not take a place while a valid waiter with an earlier slot exists,
-which also keeps the place of a woken waiter for it while its message travels.
+deadline: the end of its window, its end date, or `lifecycle.PARK_RECHECK_MS` from now)
+and *woken* (made due now) by the release of a place, so no one polls. Among waiters, the
+earliest slot goes first: a round may not take a place while a valid waiter with an earlier
+slot exists, which also keeps the place of a woken waiter for it while its message travels.
 
 A slot keeps its place among the waiters of every limit it has found full (the task's
 `waits`), until it is admitted or its wait ends: a round under two busy limits is then not
@@ -40,12 +40,12 @@ from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 
 from taskdispatch.domain.exceptions import InvalidTaskError
-from taskdispatch.domain.models import Task, TaskStatus
-from taskdispatch.store.keys import Keys
+from taskdispatch.domain.lifecycle import SCHEDULED_STATUS
+from taskdispatch.domain.models import Task
+from taskdispatch.store.keys import Keys, reply_text
 
 __all__ = [
     "LIMITS_MAX",
-    "PARK_RECHECK_MS",
     "Admission",
     "Limit",
     "LimitBook",
@@ -63,13 +63,10 @@ WaitCode = Literal["limit_full", "rate_limited"]
 
 # At most this many limits exist: every round is matched against all of them.
 LIMITS_MAX = 200
-# A parked round looks again after this long even if no release woke it: a safety net for a
-# wake lost to a worker that died between taking places and starting its round.
-PARK_RECHECK_MS = 60_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 _CAPS = {"max_concurrent": 100_000, "max_starts": 1_000_000, "per_s": 7 * 86_400}
-# The status a task waits in (lifecycle.SCHEDULED_STATUS; not imported: lifecycle uses us).
-_WAITING_STATUS = TaskStatus.PENDING.value
+# The status a task waits in.
+_WAITING_STATUS = SCHEDULED_STATUS.value
 # Reading the definitions again after a lost connection: a few attempts within a second.
 _READ_RETRY = Retry(
     ExponentialWithJitterBackoff(base=0.05, cap=0.5),
@@ -496,9 +493,10 @@ class LimitBook:
                 return list(pipe.execute())
 
         version, raw = _READ_RETRY.call_with_retry(read, lambda _: None)
-        self.version = _text(version) if version is not None else "0"
+        self.version = reply_text(version) if version is not None else "0"
         self.limits = {
-            _text(name): Limit.from_json(_text(name), _text(text)) for name, text in raw.items()
+            reply_text(name): Limit.from_json(reply_text(name), reply_text(text))
+            for name, text in raw.items()
         }
 
     def current(self) -> tuple[str, dict[str, Limit]]:
@@ -557,7 +555,7 @@ def admit(
                 *(arg for lim in covering for arg in lim.script_args()),
             ],
         )
-        code = _text(reply[0])
+        code = reply_text(reply[0])
         if code == "stale":
             book.reload()
             continue
@@ -568,7 +566,7 @@ def admit(
         _, name, in_use, capacity, next_start = reply
         return Admission(
             code,
-            limit=_text(name),
+            limit=reply_text(name),
             in_use=int(in_use),
             capacity=None if int(capacity) < 0 else int(capacity),
             next_start_ms=None if int(next_start) < 0 else int(next_start),
@@ -631,7 +629,3 @@ def queue_wake_waiters(pipe: Any, keys: Keys, limit: Limit, *, deleted: bool, no
         -1 if limit.max_concurrent is None else limit.max_concurrent,
         "1" if deleted else "0",
     )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,13 +23,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import WatchError
 
 from taskdispatch.domain import validation
 from taskdispatch.domain.exceptions import InvalidTaskError, NotificationNotFoundError
 from taskdispatch.store.events import queue_event
-from taskdispatch.store.keys import Keys
+from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.limits import check_name as check_limit_name
+from taskdispatch.store.transaction import Writes, aoptimistic
 
 __all__ = [
     "DEFAULTS",
@@ -290,7 +290,8 @@ def _match(value: Any) -> NotifyMatch:
 def parse_notifications(raw: Mapping[Any, Any]) -> dict[str, Notification]:
     """The definitions as `HGETALL Keys.notifications` returns them."""
     return {
-        _text(name): Notification.from_json(_text(name), _text(text)) for name, text in raw.items()
+        reply_text(name): Notification.from_json(reply_text(name), reply_text(text))
+        for name, text in raw.items()
     }
 
 
@@ -302,24 +303,25 @@ async def put_notification(
 ) -> Notification:
     """Create or replace notification `name` from a PUT body (see `notification_from_body`)."""
     check_name(name)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(keys.notifications())
-                raw = await pipe.hget(keys.notifications(), name)
-                if raw is None and await pipe.hlen(keys.notifications()) >= NOTIFICATIONS_MAX:
-                    raise InvalidTaskError(
-                        "notifications_too_many", field="name", max=NOTIFICATIONS_MAX
-                    )
-                current = None if raw is None else Notification.from_json(name, _text(raw))
-                notification = notification_from_body(name, body, now_ms=now_ms, current=current)
-                pipe.multi()
-                pipe.hset(keys.notifications(), name, notification.to_json())
-                queue_event(pipe, keys, "notification.saved", name=name)
-                await pipe.execute()
-                return notification
-            except WatchError:
-                continue
+
+    async def read(pipe: Any) -> tuple[Any, int]:
+        raw = await pipe.hget(keys.notifications(), name)
+        return raw, await pipe.hlen(keys.notifications()) if raw is None else 0
+
+    def plan(got: tuple[Any, int]) -> tuple[Notification, Writes]:
+        raw, count = got
+        if raw is None and count >= NOTIFICATIONS_MAX:
+            raise InvalidTaskError("notifications_too_many", field="name", max=NOTIFICATIONS_MAX)
+        current = None if raw is None else Notification.from_json(name, reply_text(raw))
+        notification = notification_from_body(name, body, now_ms=now_ms, current=current)
+
+        def writes(pipe: Any) -> None:
+            pipe.hset(keys.notifications(), name, notification.to_json())
+            queue_event(pipe, keys, "notification.saved", name=name)
+
+        return notification, writes
+
+    return await aoptimistic(redis, [keys.notifications()], read, plan)
 
 
 async def get_notification(redis: AsyncRedis, keys: Keys, name: str) -> Notification:
@@ -327,7 +329,7 @@ async def get_notification(redis: AsyncRedis, keys: Keys, name: str) -> Notifica
     raw = await redis.hget(keys.notifications(), name)
     if raw is None:
         raise NotificationNotFoundError(name)
-    return Notification.from_json(name, _text(raw))
+    return Notification.from_json(name, reply_text(raw))
 
 
 async def list_notifications(redis: AsyncRedis, keys: Keys) -> list[Notification]:
@@ -340,32 +342,30 @@ async def delete_notification(redis: AsyncRedis, keys: Keys, name: str) -> None:
     """Delete notification `name` with its open groups, open conditions and recent attempts;
     its deliveries already made are dropped by the sender (it finds no notification)."""
     check_name(name)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(keys.notifications())
-                if not await pipe.hexists(keys.notifications(), name):
-                    raise NotificationNotFoundError(name)
-                pipe.multi()
-                pipe.hdel(keys.notifications(), name)
-                pipe.delete(
-                    keys.notify_open(name),
-                    keys.notify_recent(name),
-                    *(keys.notify_group(name, event) for event in NOTIFY_EVENTS),
-                )
-                pipe.zrem(keys.notify_windows(), *(f"{name}|{event}" for event in NOTIFY_EVENTS))
-                queue_event(pipe, keys, "notification.deleted", name=name)
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
+
+    async def read(pipe: Any) -> bool:
+        return bool(await pipe.hexists(keys.notifications(), name))
+
+    def plan(exists: bool) -> tuple[None, Writes]:
+        if not exists:
+            raise NotificationNotFoundError(name)
+
+        def writes(pipe: Any) -> None:
+            pipe.hdel(keys.notifications(), name)
+            pipe.delete(
+                keys.notify_open(name),
+                keys.notify_recent(name),
+                *(keys.notify_group(name, event) for event in NOTIFY_EVENTS),
+            )
+            pipe.zrem(keys.notify_windows(), *(f"{name}|{event}" for event in NOTIFY_EVENTS))
+            queue_event(pipe, keys, "notification.deleted", name=name)
+
+        return None, writes
+
+    await aoptimistic(redis, [keys.notifications()], read, plan)
 
 
 async def recent_attempts(redis: AsyncRedis, keys: Keys, name: str) -> list[Attempt]:
     """The notification's latest delivery attempts, newest first."""
     raw = await redis.lrange(keys.notify_recent(name), 0, RECENT_KEPT - 1)
-    return [Attempt.from_json(_text(item)) for item in raw]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return [Attempt.from_json(reply_text(item)) for item in raw]

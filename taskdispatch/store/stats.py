@@ -10,12 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskdispatch.store.keys import Keys
-
-if TYPE_CHECKING:
-    from taskdispatch.store.history import RunRecord
 
 __all__ = [
     "LAG_BUCKETS_S",
@@ -33,13 +30,23 @@ def bucket_label(le: float) -> str:
     return "+Inf" if math.isinf(le) else repr(le)
 
 
-def queue_round_stats(pipe: Any, keys: Keys, record: RunRecord, *, task_type: str) -> None:
-    pipe.hincrby(keys.stats(), f"rounds|{record.outcome}|{task_type}", 1)
-    if record.started_ms is None or record.scheduled_ms is None or record.outcome == "lost":
+def queue_round_stats(
+    pipe: Any,
+    keys: Keys,
+    *,
+    outcome: str,
+    task_type: str,
+    scheduled_ms: int | None,
+    planned_ms: int | None,
+    started_ms: int | None,
+) -> None:
+    """Count a round record (history.RunRecord's fields of the same names) and its lag."""
+    pipe.hincrby(keys.stats(), f"rounds|{outcome}|{task_type}", 1)
+    if started_ms is None or scheduled_ms is None or outcome == "lost":
         return
     # Lag from the planned start: jitter is intended, not lateness.
-    planned = record.planned_ms if record.planned_ms is not None else record.scheduled_ms
-    lag_s = max(0, record.started_ms - planned) / 1000
+    planned = planned_ms if planned_ms is not None else scheduled_ms
+    lag_s = max(0, started_ms - planned) / 1000
     # Stored per bucket (not cumulative) so one round costs two HINCRBYs.
     le = next(b for b in LAG_BUCKETS_S if lag_s <= b)
     pipe.hincrby(keys.stats(), f"lag|{bucket_label(le)}", 1)

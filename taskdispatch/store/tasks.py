@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
@@ -42,10 +41,11 @@ from taskdispatch.store.keys import (
     ENABLED_FIELD,
     Keys,
     dispatcher_enabled,
+    reply_text,
 )
 from taskdispatch.store.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.store.progress import RoundProgress, current_progress
-from taskdispatch.store.transaction import Change, Marker, Read, atransact
+from taskdispatch.store.transaction import Change, Marker, Read, Writes, aoptimistic, atransact
 from taskdispatch.store.write import queue_wake
 
 __all__ = [
@@ -110,7 +110,7 @@ class TaskStore:
 
     async def task_id_for_account(self, account_id: str) -> str | None:
         value = await self.redis.get(self.keys.account(account_id))
-        return _text(value) if value is not None else None
+        return reply_text(value) if value is not None else None
 
     async def create(self, task: Task, *, stamp: Stamp | None = None) -> None:
         """Store a new task; raises AccountTaskExistsError if its account already has one."""
@@ -197,12 +197,12 @@ class TaskStore:
                 return found, None
             for entry_id, fields in batch:
                 scanned += 1
-                entry = AuditEntry.from_fields(_text(entry_id), _fields(fields))
+                entry = AuditEntry.from_fields(reply_text(entry_id), _fields(fields))
                 if query.matches(entry):
                     found.append(entry)
                     if len(found) == query.limit:
                         return found, entry.id
-            last = _text(batch[-1][0])
+            last = reply_text(batch[-1][0])
             high = f"({last}"
             if len(batch) < _AUDIT_BATCH:
                 return found, None
@@ -217,8 +217,8 @@ class TaskStore:
             args=[LINK_FIELD, PREV_FIELD, min(limit, self.audit_kept_per_task)],
         )
         return [
-            *(AuditEntry.from_fields(_text(i), _fields(f)) for i, f in linked),
-            *(AuditEntry.from_json(_text(text)) for text in legacy),
+            *(AuditEntry.from_fields(reply_text(i), _fields(f)) for i, f in linked),
+            *(AuditEntry.from_json(reply_text(text)) for text in legacy),
         ]
 
     async def audit(self, entry: AuditEntry) -> None:
@@ -251,7 +251,7 @@ class TaskStore:
             sizes = [await self.redis.zcard(self._index(query, dim, v)) for dim, v in dims]
             dim, value = dims[sizes.index(min(sizes))]
             driver = self._index(query, dim, value)
-            ids = [_text(i) for i in await self.redis.zrange(driver, 0, -1)]
+            ids = [reply_text(i) for i in await self.redis.zrange(driver, 0, -1)]
             return await self._filtered(ids, query)
         index = (
             self._index(query, *dims[0])
@@ -265,7 +265,7 @@ class TaskStore:
                 pipe.zcard(index)
                 pipe.zrange(index, query.offset, query.offset + query.limit - 1)
                 total, ids = await pipe.execute()
-            return int(total), [_text(i) for i in ids]
+            return int(total), [reply_text(i) for i in ids]
         return await self._next_page(index, query)
 
     def _index(self, query: TaskQuery, dim: str, value: str) -> str:
@@ -276,7 +276,7 @@ class TaskStore:
         if index == self.keys.all_tasks():
             index = self.keys.next_runs()
         elif await self.redis.zcard(index) <= _SORT_IN_MEMORY:
-            ids = [_text(i) for i in await self.redis.zrange(index, 0, -1)]
+            ids = [reply_text(i) for i in await self.redis.zrange(index, 0, -1)]
             return await self._filtered(ids, query)
         nexts = self.keys.next_runs()
         wanted = query.offset + query.limit
@@ -285,7 +285,7 @@ class TaskStore:
         # Walk the next-run index in order, keeping the members of `index`: a page costs
         # O(page / the share of all tasks that `index` holds).
         while len(found) < wanted:
-            batch = [_text(i) for i in await self.redis.zrange(nexts, start, start + 499)]
+            batch = [reply_text(i) for i in await self.redis.zrange(nexts, start, start + 499)]
             if not batch:
                 break
             start += len(batch)
@@ -323,7 +323,7 @@ class TaskStore:
         raw = await self.redis.zrangebylex(
             self.keys.search(), b"[" + prefix, b"[" + prefix + b"\xff"
         )
-        ids = (_text(m).rsplit(SEARCH_SEPARATOR, 1)[1] for m in raw)
+        ids = (reply_text(m).rsplit(SEARCH_SEPARATOR, 1)[1] for m in raw)
         return list(dict.fromkeys(ids))
 
     async def _filtered(self, ids: list[str], query: TaskQuery) -> tuple[int, list[str]]:
@@ -388,7 +388,7 @@ class TaskStore:
             workers_alive=int(workers),
             due_backlog=int(backlog),
             oldest_due_ms=oldest_due_ms,
-            running=await self.get_many([_text(i) for i in running]),
+            running=await self.get_many([reply_text(i) for i in running]),
             unconsumed=unconsumed,
         )
 
@@ -457,7 +457,7 @@ class TaskStore:
         for i in range(0, len(per_limit), 3):
             name, in_use, definition = per_limit[i : i + 3]
             if definition is not None:
-                limit = Limit.from_json(_text(name), _text(definition))
+                limit = Limit.from_json(reply_text(name), reply_text(definition))
                 limit_use[limit.name] = (int(in_use), limit.max_concurrent)
         queues_of = dict(zip(queues_flat[::2], queues_flat[1::2], strict=True))
         world = World(
@@ -471,66 +471,68 @@ class TaskStore:
 
     async def limits(self) -> dict[str, Limit]:
         raw = await self.redis.hgetall(self.keys.limits())
-        return {_text(k): Limit.from_json(_text(k), _text(v)) for k, v in raw.items()}
+        return {
+            reply_text(k): Limit.from_json(reply_text(k), reply_text(v)) for k, v in raw.items()
+        }
 
     async def put_limit(
         self, name: str, build: Callable[[Limit | None], Limit], *, stamp: Stamp | None = None
     ) -> Limit:
         """Create or replace limit `name` with `build(the current one or None)`; bumps the
         definitions' version and wakes the waiters the change may let start, atomically."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self.keys.limits())
-                    current = await pipe.hget(self.keys.limits(), name)
-                    if current is None and await pipe.hlen(self.keys.limits()) >= LIMITS_MAX:
-                        raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
-                    limit = build(
-                        None if current is None else Limit.from_json(name, _text(current))
-                    )
-                    pipe.multi()
-                    pipe.hset(self.keys.limits(), name, limit.to_json())
-                    pipe.incr(self.keys.limits_version())
-                    queue_wake_waiters(
-                        pipe, self.keys, limit, deleted=False, now_ms=limit.updated_ms
-                    )
-                    queue_event(pipe, self.keys, "limit.saved", name=name)
-                    if stamp is not None:
-                        before = None if current is None else json.loads(_text(current))
-                        after = json.loads(limit.to_json())
-                        self.queue_audit(pipe, _limit_entry(stamp, name, before, after))
-                    await pipe.execute()
-                    return limit
-                except WatchError:
-                    continue
+        keys = self.keys
+
+        async def read(pipe: Any) -> tuple[Any, int]:
+            current = await pipe.hget(keys.limits(), name)
+            return current, await pipe.hlen(keys.limits()) if current is None else 0
+
+        def plan(got: tuple[Any, int]) -> tuple[Limit, Writes]:
+            current, count = got
+            if current is None and count >= LIMITS_MAX:
+                raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
+            limit = build(None if current is None else Limit.from_json(name, reply_text(current)))
+
+            def writes(pipe: Any) -> None:
+                pipe.hset(keys.limits(), name, limit.to_json())
+                pipe.incr(keys.limits_version())
+                queue_wake_waiters(pipe, keys, limit, deleted=False, now_ms=limit.updated_ms)
+                queue_event(pipe, keys, "limit.saved", name=name)
+                if stamp is not None:
+                    before = None if current is None else json.loads(reply_text(current))
+                    after = json.loads(limit.to_json())
+                    self.queue_audit(pipe, _limit_entry(stamp, name, before, after))
+
+            return limit, writes
+
+        return await aoptimistic(self.redis, [keys.limits()], read, plan)
 
     async def delete_limit(self, name: str, *, now_ms: int, stamp: Stamp | None = None) -> None:
         """Delete limit `name`; its waiters are woken at once (nothing holds them back now)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self.keys.limits())
-                    current = await pipe.hget(self.keys.limits(), name)
-                    if current is None:
-                        raise LimitNotFoundError(name)
-                    limit = Limit.from_json(name, _text(current))
-                    pipe.multi()
-                    pipe.hdel(self.keys.limits(), name)
-                    pipe.incr(self.keys.limits_version())
-                    queue_wake_waiters(pipe, self.keys, limit, deleted=True, now_ms=now_ms)
-                    pipe.delete(
-                        self.keys.limit_places(name),
-                        self.keys.limit_starts(name),
-                        self.keys.limit_waiters(name),
-                    )
-                    queue_event(pipe, self.keys, "limit.deleted", name=name)
-                    if stamp is not None:
-                        before = json.loads(_text(current))
-                        self.queue_audit(pipe, _limit_entry(stamp, name, before, None))
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+        keys = self.keys
+
+        async def read(pipe: Any) -> Any:
+            return await pipe.hget(keys.limits(), name)
+
+        def plan(current: Any) -> tuple[None, Writes]:
+            if current is None:
+                raise LimitNotFoundError(name)
+            limit = Limit.from_json(name, reply_text(current))
+
+            def writes(pipe: Any) -> None:
+                pipe.hdel(keys.limits(), name)
+                pipe.incr(keys.limits_version())
+                queue_wake_waiters(pipe, keys, limit, deleted=True, now_ms=now_ms)
+                pipe.delete(
+                    keys.limit_places(name), keys.limit_starts(name), keys.limit_waiters(name)
+                )
+                queue_event(pipe, keys, "limit.deleted", name=name)
+                if stamp is not None:
+                    before = json.loads(reply_text(current))
+                    self.queue_audit(pipe, _limit_entry(stamp, name, before, None))
+
+            return None, writes
+
+        await aoptimistic(self.redis, [keys.limits()], read, plan)
 
     async def limit_views(self, *, now_ms: int, names: list[str] | None = None) -> list[LimitView]:
         """Each limit (or those named) with its use now, in name order, in two round trips."""
@@ -570,14 +572,14 @@ class TaskStore:
             for task_id in task_ids:
                 pipe.lindex(self.keys.runs(task_id), 0)
             raw: list[Any] = await pipe.execute()
-        return [None if item is None else RunRecord.from_json(_text(item)) for item in raw]
+        return [None if item is None else RunRecord.from_json(reply_text(item)) for item in raw]
 
     async def runs(self, task_id: str, *, limit: int) -> list[RunRecord]:
         raw = await self.redis.lrange(self.keys.runs(task_id), 0, limit - 1)
-        return [RunRecord.from_json(_text(item)) for item in raw]
+        return [RunRecord.from_json(reply_text(item)) for item in raw]
 
     async def wake_beats(self) -> None:
-        """Tell sleeping beats to look at the due index now (see scheduler.py)."""
+        """Tell sleeping beats to look at the due index now (beat.py sleeps on the wake list)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             queue_wake(pipe, self.keys)
             await pipe.execute()
@@ -678,16 +680,12 @@ _AUDIT_SCAN = 10_000
 _AUDIT_BATCH = 500
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _fields(raw: Mapping[Any, Any] | Sequence[Any] | None) -> dict[str, str]:
     """A stream entry's fields, as redis-py gives them (a mapping) or a script (flat)."""
     if not raw:
         return {}
     pairs = raw.items() if isinstance(raw, Mapping) else zip(raw[::2], raw[1::2], strict=True)
-    return {_text(k): _text(v) for k, v in pairs}
+    return {reply_text(k): reply_text(v) for k, v in pairs}
 
 
 def unconsumed_candidates(
@@ -697,7 +695,7 @@ def unconsumed_candidates(
     consumes, sorted: where rounds may wait unserved, for the status's `unconsumed_queues`
     and the watcher's `queue.unserved` (conditions.py), once each queue's broker list is
     measured (`holding_messages`)."""
-    return sorted({_text(q) for q in published} - _live_queues(live, queues_of))
+    return sorted({reply_text(q) for q in published} - _live_queues(live, queues_of))
 
 
 def holding_messages(queues: Sequence[str], lengths: Sequence[Any]) -> dict[str, int]:
@@ -709,5 +707,8 @@ def holding_messages(queues: Sequence[str], lengths: Sequence[Any]) -> dict[str,
 def _live_queues(live: Iterable[Any], queues_of: Mapping[Any, Any]) -> frozenset[str]:
     """The queues the `live` workers consume, from the hash of each worker's queues."""
     return frozenset(
-        queue for worker in live for queue in _text(queues_of.get(worker, "")).split(",") if queue
+        queue
+        for worker in live
+        for queue in reply_text(queues_of.get(worker, "")).split(",")
+        if queue
     )

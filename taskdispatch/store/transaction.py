@@ -1,6 +1,9 @@
-"""The one optimistic transaction on a task, in a synchronous and an asyncio flavour.
+"""The one optimistic read-modify-write (`optimistic`, `aoptimistic`), used by every writer
+that reads before it writes, and the transaction on a task built on it (`transact`,
+`atransact`), each in a synchronous and an asyncio flavour. A writer retries while other
+writers change its watched keys, at most `MAX_ATTEMPTS` times.
 
-`WATCH` the task key (and, for a create, the account key), read, let `plan` decide the
+On a task: `WATCH` the task key (and, for a create, the account key), read, let `plan` decide the
 change in Python, then `MULTI` the hash, its indexes (`write.queue_task_write`) and the
 plan's extra writes, and `EXEC`. Another writer in between makes `EXEC` fail with
 `WatchError`, and the whole read-plan-write runs again on the fresh record, so `plan` must
@@ -11,25 +14,48 @@ A lost EXEC reply: redis-py turns a connection lost while a transaction WATCHes 
 with its `write_id` (`write.WRITE_ID_FIELD`); a retry that finds its own tag (or, for a
 delete, no task) returns what it wrote instead of planning again on the state its own
 write produced (a reorder applied twice, a pause answered with 409).
+
+A plan that keeps the record as it is (`Change.new` equal to what it read) writes only its
+extra commands: no hash write, no `task.updated`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import WatchError
 
 from taskdispatch.domain import lifecycle
+from taskdispatch.domain.exceptions import TransactionContendedError
 from taskdispatch.domain.models import Task
-from taskdispatch.store.keys import Keys
+from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.write import queue_task_write, written_by
 
-__all__ = ["Change", "Marker", "Read", "Result", "atransact", "transact"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Change",
+    "Marker",
+    "Read",
+    "Result",
+    "Writes",
+    "aoptimistic",
+    "atransact",
+    "optimistic",
+    "transact",
+]
+
+# Attempts of one read-modify-write, each found a watched key changed, before it gives up.
+MAX_ATTEMPTS = 64
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Queues a transaction's writes into its pipeline (after MULTI).
+Writes = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -71,32 +97,68 @@ class Result:
     wrote: bool
 
 
+def optimistic(
+    redis: Redis,
+    watched: Sequence[str],
+    read: Callable[[Any], T],
+    plan: Callable[[T], tuple[R, Writes | None]],
+) -> R:
+    """One bounded optimistic read-modify-write: WATCH `watched`, `read` through the watching
+    pipeline, let `plan` decide the answer and the writes (None: write nothing), queue them in
+    a MULTI and EXEC; again from the read when a watched key changed meanwhile, at most
+    `MAX_ATTEMPTS` times (then `TransactionContendedError`). `read` and `plan` may raise."""
+    with redis.pipeline(transaction=True) as pipe:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                pipe.watch(*watched)
+                answer, writes = plan(read(pipe))
+                if writes is None:
+                    pipe.unwatch()
+                    return answer
+                pipe.multi()
+                writes(pipe)
+                pipe.execute()
+                return answer
+            except WatchError:
+                continue
+    raise TransactionContendedError(attempts=MAX_ATTEMPTS)
+
+
+async def aoptimistic(
+    redis: AsyncRedis,
+    watched: Sequence[str],
+    read: Callable[[Any], Awaitable[T]],
+    plan: Callable[[T], tuple[R, Writes | None]],
+) -> R:
+    """`optimistic` for redis-py's asyncio client (`read` is awaited)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                await pipe.watch(*watched)
+                answer, writes = plan(await read(pipe))
+                if writes is None:
+                    await pipe.unwatch()
+                    return answer
+                pipe.multi()
+                writes(pipe)
+                await pipe.execute()
+                return answer
+            except WatchError:
+                continue
+    raise TransactionContendedError(attempts=MAX_ATTEMPTS)
+
+
 def transact(
     redis: Redis, keys: Keys, task_id: str, plan: Plan, *, account_id: str | None = None
 ) -> Result:
     """Apply `plan` to task `task_id` atomically (see the module docstring)."""
     tx = _Tx(keys, task_id, account_id)
-    with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(*tx.watched)
-                raw = pipe.hgetall(tx.task_key)
-                bound = pipe.get(tx.account_key) if tx.account_key else None
-                done = tx.landed(raw)
-                if done is not None:
-                    pipe.unwatch()
-                    return done
-                read = tx.read(raw, bound)
-                change = plan(read)
-                if change is None:
-                    pipe.unwatch()
-                    return Result(read.task, read.task, False)
-                pipe.multi()
-                result = tx.queue(pipe, read, change)
-                pipe.execute()
-                return result
-            except WatchError:
-                continue
+
+    def read(pipe: Any) -> tuple[Any, Any, Any]:
+        raw = pipe.hgetall(tx.task_key)
+        return raw, pipe.get(tx.account_key) if tx.account_key else None, None
+
+    return optimistic(redis, tx.watched, read, lambda got: tx.decide(plan, *got))
 
 
 async def atransact(
@@ -110,28 +172,13 @@ async def atransact(
 ) -> Result:
     """`transact` for redis-py's asyncio client; `marker` is watched and read too."""
     tx = _Tx(keys, task_id, account_id, marker)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(*tx.watched)
-                raw = await pipe.hgetall(tx.task_key)
-                bound = await pipe.get(tx.account_key) if tx.account_key else None
-                done = tx.landed(raw)
-                if done is not None:
-                    await pipe.unwatch()
-                    return done
-                mark = await pipe.get(marker.key) if marker else None
-                read = tx.read(raw, bound, mark)
-                change = plan(read)
-                if change is None:
-                    await pipe.unwatch()
-                    return Result(read.task, read.task, False)
-                pipe.multi()
-                result = tx.queue(pipe, read, change)
-                await pipe.execute()
-                return result
-            except WatchError:
-                continue
+
+    async def read(pipe: Any) -> tuple[Any, Any, Any]:
+        raw = await pipe.hgetall(tx.task_key)
+        bound = await pipe.get(tx.account_key) if tx.account_key else None
+        return raw, bound, await pipe.get(marker.key) if marker else None
+
+    return await aoptimistic(redis, tx.watched, read, lambda got: tx.decide(plan, *got))
 
 
 class _Tx:
@@ -160,20 +207,35 @@ class _Tx:
             return self.attempt if not raw else None
         return self.attempt if raw and written_by(raw, self.write_id) else None
 
-    @staticmethod
-    def read(raw: Mapping[Any, Any], bound: Any, mark: Any = None) -> Read:
-        return Read(
+    def decide(
+        self, plan: Plan, raw: Mapping[Any, Any], bound: Any, mark: Any
+    ) -> tuple[Result, Writes | None]:
+        """What an attempt answers and writes: what an earlier EXEC of ours wrote when its
+        reply was lost, else what `plan` decides on the record read."""
+        done = self.landed(raw)
+        if done is not None:
+            return done, None
+        read = Read(
             task=Task.from_hash(raw) if raw else None,
-            account_task_id=bound.decode() if isinstance(bound, bytes) else bound,
-            marker=mark.decode() if isinstance(mark, bytes) else mark,
+            account_task_id=reply_text(bound) if bound is not None else None,
+            marker=reply_text(mark) if mark is not None else None,
         )
-
-    def queue(self, pipe: Any, read: Read, change: Change) -> Result:
+        change = plan(read)
+        if change is None:
+            return Result(read.task, read.task, False), None
         new = change.new
         if new is not None and lifecycle.wait_ends(read.task, new):
             new = lifecycle.without_wait(new)
-        queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
-        if change.extra is not None:
-            change.extra(pipe)
-        attempt = self.attempt = Result(read.task, new, True)
-        return attempt
+        result = Result(read.task, new, True)
+
+        def writes(pipe: Any) -> None:
+            if new != read.task:
+                # An unchanged record (a round bounced off a held account) is not written
+                # again: its hash, indexes and events stay as they are; only the extra writes
+                # go out.
+                queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
+            if change.extra is not None:
+                change.extra(pipe)
+            self.attempt = result
+
+        return result, writes

@@ -163,7 +163,9 @@ async def test_metrics_count_deliveries_per_notification(
     await dispatcher.redis.hset(
         keys.notify_stats(), mapping={"delivered|ops": 3, "given_up|ops": 1}
     )
-    await dispatcher.redis.zadd(keys.notify_due(), {"d1": 1, "d2": 2})
+    # Due in an hour: the app's own sender drops a due id that has no delivery hash.
+    later_ms = int(time.time() * 1000) + 3_600_000
+    await dispatcher.redis.zadd(keys.notify_due(), {"d1": later_ms, "d2": later_ms + 1})
     text = (await client.get("/metrics")).text
     found = {
         (s.name, tuple(s.labels.values())): s.value

@@ -15,9 +15,9 @@ import redis
 from fastapi import FastAPI
 
 from api.main import create_app
-from taskdispatch.settings import Settings
+from taskdispatch.settings import RateLimit, Settings, parse_rate_limit
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.ratelimit import TAKE, RateLimit, parse_rate_limit
+from taskdispatch.store.ratelimit import TAKE
 from tests.support.api import ApiProcess, error_body_ok, serve
 from tests.support.stack import e2e_env
 

@@ -29,7 +29,7 @@ from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
 from tests.support.api import serve
 from tests.support.probes import add_probe_task, wait_until
-from tests.support.runner import message_for, runner_for
+from tests.support.runner import housekeep, message_for, runner_for
 from tests.support.stack import e2e_env, settings_of
 
 KEYS = Keys("td:")
@@ -87,7 +87,7 @@ async def test_dispatcher_200_mixed_ops_racing_rounds_leave_store_consistent(red
                         continue  # changed between the two reads
                     rounds[runner.run(msg)["outcome"]] += 1
                 else:
-                    Housekeeper(client, runner.settings).sweep()
+                    housekeep(Housekeeper(client, runner.settings))
                     time.sleep(0.001)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)

@@ -9,12 +9,14 @@ from typing import Any
 import redis
 
 from taskdispatch.domain.models import Task
+from taskdispatch.engine.beat import claim_tick
 from taskdispatch.engine.handlers import HandlerRegistry, RunContext
+from taskdispatch.engine.recovery import Housekeeper
 from taskdispatch.engine.rounds import RoundMessage, RoundRunner
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
 
-__all__ = ["message_for", "runner_for"]
+__all__ = ["housekeep", "message_for", "runner_for"]
 
 
 def runner_for(
@@ -33,3 +35,18 @@ def message_for(client: redis.Redis, task_id: str) -> RoundMessage:
     if task.next_ms is None:
         raise ValueError(f"task {task_id} has no next slot")
     return RoundMessage(task_id=task_id, fence=task.fence, slot_ms=task.next_ms)
+
+
+def housekeep(keeper: Housekeeper) -> tuple[int, int]:
+    """A beat's housekeeping at the keeper's clock, as its tick does it: the claim script's
+    candidates (claiming nothing), then the keeper's recovery and resumes over its client
+    (decoding replies); returns (lost, resumed)."""
+    tick = claim_tick(
+        keeper.redis,
+        keeper.keys,
+        now_ms=keeper.clock(),
+        beat_id="test-housekeeping",
+        batch=0,
+        dispatch_timeout_ms=60_000,
+    )
+    return keeper.recover_lost(tick.lost), keeper.resume_paused(tick.resumes)

@@ -9,15 +9,8 @@ import pytest
 from kombu import Connection
 from pydantic import ValidationError
 
-from taskdispatch.settings import Settings
-from taskdispatch.store.connections import (
-    SENTINEL_PORT,
-    SentinelUrl,
-    broker_transport_options,
-    broker_url,
-    masked,
-    parse_sentinel_url,
-)
+from taskdispatch.settings import SENTINEL_PORT, SentinelUrl, Settings, parse_sentinel_url
+from taskdispatch.store.connections import broker_transport_options, broker_url, masked
 
 SECRET = "pw-s3cret"
 
@@ -296,6 +289,16 @@ def test_settings_bad_sentinel_url_refused_naming_the_setting_not_the_password(n
     with pytest.raises(ValidationError) as caught:
         Settings(**{name: f"sentinel://:{SECRET}@h1:port"})
     text = str(caught.value)
-    assert name in text
+    assert f"TASKDISPATCH_{name.upper()}" in text
     assert "the port must be a number 1..65535" in text
     assert SECRET not in text
+
+
+def test_settings_urls_parsed_into_typed_values_read_by_every_client() -> None:
+    """redis_sentinel and broker_sentinel hold the parsed URLs (None for one server), the
+    same object however often they are read."""
+    settings = Settings(redis_url="sentinel://h1;sentinel://h2:1/3", broker_url="redis://b/0")
+    assert settings.redis_sentinel == parse_sentinel_url("sentinel://h1;sentinel://h2:1/3")
+    assert settings.redis_sentinel is settings.redis_sentinel
+    assert settings.broker_sentinel is None
+    assert Settings(redis_url="redis://h/0").redis_sentinel is None

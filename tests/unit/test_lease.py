@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import redis
@@ -23,6 +24,9 @@ from taskdispatch.engine.lease import AccountLease, HandlerGuard, LeaseLost, Rou
 from taskdispatch.settings import Settings
 from taskdispatch.store.connections import lease_client
 from taskdispatch.store.keys import Keys
+from taskdispatch.store.limits import LimitBook, admit
+from taskdispatch.store.write import queue_task_write
+from tests.support.fleet import fleet_task
 from tests.support.probes import wait_until
 from tests.support.proxy import FlakyProxy
 
@@ -70,20 +74,45 @@ def make_lease(redis_url: str) -> Iterator[MakeLease]:
         client.close()
 
 
-def test_lease_acquire_of_a_held_account_fails(make_lease: MakeLease, raw: redis.Redis) -> None:
+def take(lease: AccountLease, raw: redis.Redis) -> bool:
+    """Take `lease` as a round does: `limits.admit` (no limit defined) for a due task of the
+    account, then `taken`; returns whether it was taken."""
+    now = now_ms()
+    task = replace(fleet_task(0, now_ms=now), task_id="task-1", account_id="acct-1", next_ms=now)
+    with raw.pipeline() as pipe:
+        queue_task_write(pipe, KEYS, None, task)
+        pipe.execute()
+    sent_s = time.monotonic()
+    admission = admit(
+        lease.redis,
+        KEYS,
+        LimitBook(lease.redis, KEYS),
+        task,
+        lease_token=lease.token,
+        lease_ttl_ms=lease.ttl_ms,
+        start_token="start",
+        now_ms=now,
+        park_until_ms=now + 60_000,
+    )
+    if admission.admitted:
+        lease.taken(sent_s=sent_s)
+    return admission.admitted
+
+
+def test_lease_taken_on_a_held_account_fails(make_lease: MakeLease, raw: redis.Redis) -> None:
     """A second lease on the same account key is refused while the first holds it."""
     first, second = make_lease(), make_lease()
-    assert first.acquire() is True
-    assert second.acquire() is False
+    assert take(first, raw) is True
+    assert take(second, raw) is False
     assert raw.get(LOCK) == first.token
 
 
-def test_lease_acquire_after_release_succeeds(make_lease: MakeLease, raw: redis.Redis) -> None:
+def test_lease_taken_after_release_succeeds(make_lease: MakeLease, raw: redis.Redis) -> None:
     """Releasing deletes the key, so the account can be leased again at once."""
     first, second = make_lease(), make_lease()
-    first.acquire()
+    take(first, raw)
     first.release()
-    assert second.acquire() is True
+    assert take(second, raw) is True
     assert raw.get(LOCK) == second.token
 
 
@@ -92,7 +121,7 @@ def test_lease_release_of_a_key_taken_over_keeps_the_new_holder(
 ) -> None:
     """Release is compare-and-delete: a key that now holds another token is left alone."""
     lease = make_lease()
-    lease.acquire()
+    take(lease, raw)
     raw.set(LOCK, "newer-holder")
     lease.release()
     assert raw.get(LOCK) == "newer-holder"
@@ -101,7 +130,7 @@ def test_lease_release_of_a_key_taken_over_keeps_the_new_holder(
 def test_lease_renewal_keeps_the_key_past_its_ttl(make_lease: MakeLease, raw: redis.Redis) -> None:
     """While renewing, the lease outlives several TTLs and is never declared lost."""
     lease = make_lease()
-    lease.acquire()
+    take(lease, raw)
     lease.start_renewing(on_lost=lambda reason: None)
     time.sleep(2.5 * TTL_MS / 1000)
     assert raw.get(LOCK) == lease.token
@@ -112,7 +141,7 @@ def test_lease_renewal_pushes_the_running_score(make_lease: MakeLease, raw: redi
     """Each renewal moves the round's running-index score to its new lease expiry."""
     raw.zadd(RUNNING, {"task-1": 1})
     lease = make_lease(clock_ms=lambda: 1_000_000)
-    lease.acquire()
+    take(lease, raw)
     lease.start_renewing(on_lost=lambda reason: None)
     wait_until(lambda: raw.zscore(RUNNING, "task-1") != 1, 5, message="a renewal")
     assert raw.zscore(RUNNING, "task-1") == 1_000_000 + TTL_MS
@@ -129,7 +158,7 @@ def test_lease_renewal_adds_no_running_entry_for_a_round_not_indexed(
         return now_ms()
 
     lease = make_lease(clock_ms=clock)
-    lease.acquire()
+    take(lease, raw)
     lease.start_renewing(on_lost=lambda reason: None)
     # The clock is read before each renewal: a second read means the first renewal ran.
     wait_until(lambda: len(calls) >= 2, 5, interval_s=0.02, message="two renewals")
@@ -143,7 +172,7 @@ def test_lease_taken_over_calls_on_lost_with_a_reason(
     """A renewal that finds another token calls on_lost once with the reason and sets .lost."""
     reasons: list[str] = []
     lease = make_lease()
-    lease.acquire()
+    take(lease, raw)
     raw.set(LOCK, "newer-holder")
     lease.start_renewing(on_lost=reasons.append)
     wait_until(lambda: reasons, 5, message="on_lost")
@@ -159,7 +188,7 @@ def test_lease_unrenewable_calls_on_lost_while_the_key_still_holds(
     """Redis unreachable: the holder fences itself before its lease can expire in Redis."""
     left_at_fence: list[int] = []
     lease = make_lease(url=proxy.url, ttl_ms=2000)
-    assert lease.acquire()
+    assert take(lease, raw)
     proxy.block()
     lease.start_renewing(on_lost=lambda reason: left_at_fence.append(int(raw.pttl(LOCK))))
     wait_until(lambda: left_at_fence, 5, message="on_lost")

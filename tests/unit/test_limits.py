@@ -39,7 +39,7 @@ from taskdispatch.store.limits import (
 )
 from taskdispatch.store.transaction import Change, Read, transact
 from tests.support.probes import add_probe_task, wait_until
-from tests.support.runner import message_for, runner_for
+from tests.support.runner import housekeep, message_for, runner_for
 
 KEYS = Keys("td:")
 TTL_MS = 30_000
@@ -1257,7 +1257,7 @@ async def test_recovery_of_a_lost_round_frees_its_place(
     keeper = Housekeeper(
         client, Settings(redis_url=redis_url, key_prefix="td:"), clock=lambda: later
     )
-    assert keeper.sweep() == (1, 0)
+    assert housekeep(keeper) == (1, 0)
     assert _places(client) == {}
     assert _task(client, a).holds == ()
 
@@ -1270,7 +1270,7 @@ async def test_recovery_of_a_lost_round_wakes_the_next_waiter(
     keeper = Housekeeper(
         client, Settings(redis_url=redis_url, key_prefix="td:"), clock=lambda: later
     )
-    keeper.sweep()
+    housekeep(keeper)
     assert (_parked(client, b), _due(client, b)) == (False, later)
 
 
@@ -1287,7 +1287,7 @@ async def test_recovery_of_a_round_whose_lease_is_alive_keeps_its_place(
     keeper = Housekeeper(
         client, Settings(redis_url=redis_url, key_prefix="td:"), clock=lambda: t0 + TTL_MS + 1
     )
-    assert keeper.sweep() == (0, 0)
+    assert housekeep(keeper) == (0, 0)
     assert list(_places(client)) == [a]
     assert _parked(client, b)
 

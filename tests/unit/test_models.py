@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from taskdispatch.domain.models import PIECE_BYTES, PIECE_MARK, Task, TaskStatus, stale_fields
+from api.models import task_fields
+from taskdispatch.domain.models import (
+    PIECE_BYTES,
+    PIECE_MARK,
+    Task,
+    TaskStatus,
+    outside_view,
+    stale_fields,
+)
 from taskdispatch.domain.schedule import hour_window
+from taskdispatch.domain.transfer import export_row
+from taskdispatch.store.audit import task_view
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
 
@@ -239,3 +249,28 @@ def test_task_from_hash_of_a_record_written_before_windows_reads_its_hours() -> 
     raw["window"] = "8,22"
     assert Task.from_hash(raw).windows == ((480, 1320),)
     assert Task.from_hash(raw).hour_window == (8, 22)
+
+
+def test_outside_view_is_the_one_rendering_api_export_and_audit_show() -> None:
+    """The API's task, the export row and the audit's view carry outside_view's values."""
+    task = make_task(
+        status=TaskStatus.PAUSED,
+        windows=((480, 750), (900, 1320)),
+        weekdays=frozenset({5, 1, 3}),
+        blackout=((date(2027, 2, 10), date(2027, 2, 17)), (date(2027, 5, 1), date(2027, 5, 1))),
+        tags=("team:a", "vip"),
+        next_ms=CREATED_MS + 3_600_000,
+        paused_until_ms=CREATED_MS + 7_200_000,
+        pause_note="维护",
+        kwargs={"user_query": "开始运营", "n": 3},
+    )
+    view = outside_view(task)
+    api = task_fields(task, detail=True)
+    assert {name: api[name] for name in view} == view
+    row = export_row(task)
+    renamed = {"xhs_account_id": "account_id", "xhs_account_name": "account_name"}
+    shown = {k: v for k, v in row.items() if k not in ("paused", "kwargs", "user_query")}
+    assert shown == {k: view[renamed.get(k, k)] for k in shown}
+    audited = {k: v for k, v in task_view(task).items() if k in view and k != "kwargs"}
+    assert audited == {k: view[k] for k in audited}
+    assert {"status", "next_execution_time", "paused_until", "windows"} <= set(audited)

@@ -23,6 +23,7 @@ from taskdispatch.engine.recovery import Housekeeper
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
+from tests.support.runner import housekeep
 
 KEYS = Keys("td:")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -235,11 +236,11 @@ async def test_resume_paused_before_until_leaves_the_task_paused(
 async def test_resume_paused_before_until_still_ends_the_pause_on_time(
     redis_url: str, client: redis.Redis
 ) -> None:
-    """A pause looked at too early keeps its resume entry, so a later sweep still ends it."""
+    """A pause looked at too early keeps its resume entry, so a later housekeeping ends it."""
     until = now_ms() + 60_000
     task_id = await _paused_task(redis_url, "acct-keep", until_ms=until)
     _keeper(client, redis_url).resume_paused([task_id])
-    assert _keeper(client, redis_url, at_ms=until + 1000).sweep() == (0, 1)
+    assert housekeep(_keeper(client, redis_url, at_ms=until + 1000)) == (0, 1)
     assert _task(client, task_id).status is TaskStatus.PENDING
 
 
@@ -255,14 +256,15 @@ async def test_resume_paused_of_a_task_no_longer_paused_removes_the_stale_entry(
     assert client.hgetall(KEYS.task(task_id)) == before
 
 
-async def test_sweep_finds_lost_rounds_and_ended_pauses_by_itself(
+async def test_housekeeping_finds_lost_rounds_and_ended_pauses_by_itself(
     redis_url: str, client: redis.Redis
 ) -> None:
-    """sweep() reads both indexes for candidates: one lost round and one ended pause."""
+    """A beat's housekeeping reads both indexes for candidates: one lost round, one ended
+    pause."""
     now = now_ms()
     lost_id = await _due_task(redis_url, "acct-sweep-lost")
     _left_running(client, lost_id, lease_expiry_ms=now - 1000)
     paused_id = await _paused_task(redis_url, "acct-sweep-paused", until_ms=now + 60_000)
-    assert _keeper(client, redis_url, at_ms=now + 120_000).sweep() == (1, 1)
+    assert housekeep(_keeper(client, redis_url, at_ms=now + 120_000)) == (1, 1)
     assert _task(client, lost_id).status is TaskStatus.PENDING
     assert _task(client, paused_id).status is TaskStatus.PENDING

@@ -197,6 +197,23 @@ async def test_round_of_a_locked_account_is_skipped_account_locked(
     assert client.get(KEYS.lock("acct-locked")) == "another-round"
 
 
+async def test_round_of_a_locked_account_leaves_the_task_hash_and_its_events_alone(
+    redis_url: str, runner: Runner
+) -> None:
+    """A bounce off a held account changes no task field (but the beat's claim count, which
+    the admission ends) and adds no task.updated event."""
+    task_id = await _due_task(redis_url, "acct-bounced")
+    run, client = runner(_never)
+    client.set(KEYS.lock("acct-bounced"), "another-round", px=60_000)
+    before = {**client.hgetall(KEYS.task(task_id)), CLAIMS_FIELD: "0"}
+    last_event = client.xrevrange(KEYS.events(), count=1)[0][0]
+    for _ in range(3):
+        assert run.run(message_for(client, task_id))["reason"] == "account_locked"
+    assert client.hgetall(KEYS.task(task_id)) == before
+    added = client.xrange(KEYS.events(), f"({last_event}", "+")
+    assert [fields["type"] for _, fields in added] == ["round.skipped"] * 3
+
+
 async def test_round_of_a_locked_account_ends_its_claim_so_the_next_one_is_a_first(
     redis_url: str, runner: Runner
 ) -> None:

@@ -13,10 +13,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from taskdispatch.domain.exceptions import AccountTaskExistsError
+from taskdispatch.domain.exceptions import AccountTaskExistsError, TransactionContendedError
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.transaction import Change, Read, Result, atransact, transact
+from taskdispatch.store.transaction import MAX_ATTEMPTS, Change, Read, Result, atransact, transact
 from taskdispatch.store.write import WRITE_ID_FIELD
 from tests.support.proxy import FlakyProxy
 
@@ -139,6 +139,25 @@ def test_transact_concurrent_change_replans_on_the_fresh_record(run: Run, raw: r
     run(plan)
     assert seen == [0, 7]
     assert raw.hget(KEYS.task("t1"), "round_num") == "8"
+
+
+def test_transact_changed_at_every_attempt_gives_up_with_transaction_contended(
+    run: Run, raw: redis.Redis
+) -> None:
+    """A key changed between read and EXEC every time: MAX_ATTEMPTS plans, nothing written."""
+    _create(run)
+    seen: list[int] = []
+
+    def plan(read: Read) -> Change:
+        assert read.task is not None
+        seen.append(1)
+        raw.hincrby(KEYS.task("t1"), "round_num", 1)  # lands after WATCH, before EXEC
+        return Change(read.task.evolve(account_name="never written"))
+
+    with pytest.raises(TransactionContendedError) as caught:
+        run(plan)
+    assert len(seen) == caught.value.attempts == MAX_ATTEMPTS
+    assert raw.hget(KEYS.task("t1"), "account_name") == "a1"
 
 
 def test_transact_delete_removes_hash_and_every_index(run: Run, raw: redis.Redis) -> None:
