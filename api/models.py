@@ -21,10 +21,10 @@ from taskdispatch.bodies import (
     NotificationRequest,
     StrictBody,
     TaskCancelRequest,
-    TaskCreateRequest,
+    TaskChange,
     TaskPauseRequest,
     TaskReorderRequest,
-    TaskUpdateRequest,
+    TaskSpec,
     Text,
 )
 from taskdispatch.history import RunRecord
@@ -73,7 +73,7 @@ __all__ = [
     "TaskAuditResponse",
     "TaskCancelRequest",
     "TaskCancelResponse",
-    "TaskCreateRequest",
+    "TaskChange",
     "TaskDetail",
     "TaskInfo",
     "TaskListResponse",
@@ -85,7 +85,7 @@ __all__ = [
     "TaskRunNowResponse",
     "TaskRunsResponse",
     "TaskSavedResponse",
-    "TaskUpdateRequest",
+    "TaskSpec",
     "WaitingReason",
     "attempt_info",
     "audit_entry_info",
@@ -814,7 +814,7 @@ class BulkRequest(StrictBody):
         "next", description="cancel: after the round stops, the next slot or a pause."
     )
     priority_offset: StrictInt | None = Field(None, description="reorder: seconds to move.")
-    patch: TaskUpdateRequest | None = Field(None, description="patch: the fields to change.")
+    patch: TaskChange | None = Field(None, description="patch: the fields to change.")
 
 
 class BulkItemInfo(BaseModel):

@@ -1,6 +1,6 @@
 """Task definitions in and out: one create body per row, as JSON Lines or CSV.
 
-A row is the create body (`bodies.TaskCreateRequest`) plus the pause state, so that an
+A row is the create body (`bodies.TaskSpec`) plus the pause state, so that an
 export imported into an empty store recreates the same tasks, paused ones paused:
 
 - JSON Lines (`application/x-ndjson`): one JSON object per line, fields left out when they
@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from taskdispatch.bodies import TaskCreateRequest, Text
+from taskdispatch.bodies import TaskChange, TaskSpec, Text, default_of
 from taskdispatch.exceptions import InvalidTaskError
 from taskdispatch.messages import text
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.schedule import ALL_WEEKDAYS, format_windows, to_local_iso
-from taskdispatch.validation import DEFAULTS, RUN_PARAM_FIELDS
+from taskdispatch.validation import RUN_PARAM_FIELDS
 
 __all__ = [
     "COLUMNS",
@@ -50,12 +50,28 @@ Format = Literal["jsonl", "csv"]
 FORMATS: dict[Format, str] = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
-class ImportRow(TaskCreateRequest):
+class ImportRow(TaskSpec):
     """A create body, and whether the task is paused (until when, why)."""
 
     paused: bool | None = None
     paused_until: Text | None = None
     pause_note: Text | None = None
+
+    def as_change(self) -> TaskChange:
+        """The PATCH this row makes to its account's existing task: every field it gives
+        but the task's identity, how its first run was chosen and the pause state."""
+        fields = self.model_dump(include=self.model_fields_set - _NOT_A_CHANGE)
+        if "xhs_account_name" in fields:
+            fields["account_name"] = fields.pop("xhs_account_name")
+        return TaskChange.model_validate(fields)
+
+
+# Row fields that a PATCH of an existing account's task cannot take: its identity (an
+# account keeps its task, sys_type and task_type), how the first run was chosen, and the
+# pause state (applied as a pause, not a change).
+_NOT_A_CHANGE = frozenset(
+    {"sys_type", "task_type", "xhs_account_id", "start_at", "paused", "paused_until", "pause_note"}
+)
 
 
 # Every field a row may give, in the order exports write them (start_at is create-only: an
@@ -105,15 +121,15 @@ def export_row(task: Task) -> dict[str, Any]:
             first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
             for first, last in task.blackout
         ]
-    if task.jitter_s != DEFAULTS["jitter_s"]:
+    if task.jitter_s != default_of("jitter_s"):
         row["jitter_s"] = task.jitter_s
     if task.max_runs is not None:
         row["max_runs"] = task.max_runs
-    if task.misfire_policy != DEFAULTS["misfire_policy"]:
+    if task.misfire_policy != default_of("misfire_policy"):
         row["misfire_policy"] = task.misfire_policy
     if task.tags:
         row["tags"] = list(task.tags)
-    if task.misfire_grace_s != DEFAULTS["misfire_grace_s"]:
+    if task.misfire_grace_s != default_of("misfire_grace_s"):
         row["misfire_grace_s"] = task.misfire_grace_s
     if task.queue is not None:
         row["queue"] = task.queue
@@ -164,7 +180,8 @@ class ParsedRow:
 
 
 def parse_rows(data: str, fmt: Format) -> Iterator[ParsedRow]:
-    """Each row of an import file, validated for shape (the values are checked on create).
+    """Each row of an import file, checked as a create body is (what needs the clock or
+    the store, such as an end in the past or an account's existing task, on create).
 
     Raises InvalidTaskError only for a CSV header that names an unknown column, since every
     row would then fail the same way.
@@ -231,7 +248,11 @@ def _csv_rows(data: str) -> Iterator[ParsedRow]:
 def _validated(number: int, body: dict[str, Any]) -> ParsedRow:
     try:
         return ParsedRow(number, row=ImportRow.model_validate(body))
+    except InvalidTaskError as exc:
+        return ParsedRow(number, error=str(exc))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            return ParsedRow(number, error=text("unknown_field", field=where))
         return ParsedRow(number, error=text("import_field", field=where, reason=first["msg"]))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskdispatch.bodies import TaskSpec
 from taskdispatch.keys import Keys
 from taskdispatch.models import CLAIMS_FIELD, Task
 from taskdispatch.service import TaskDispatcher
@@ -182,7 +183,7 @@ async def add_probe_task(
         "kwargs": {"sleep_s": sleep_s},
         **fields,
     }
-    return await d.add_task(**body)
+    return await d.add_task(TaskSpec.model_validate(body))
 
 
 def duplicate_slots(records: Iterable[ProbeRound]) -> list[tuple[str, int]]:
