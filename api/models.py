@@ -1,9 +1,10 @@
 """The wire format: request bodies, response bodies and the one Task -> TaskInfo converter.
 
-The request bodies that change tasks live in `taskdispatch.bodies` (bulk actions and
-imports take the same ones) and are re-exported here; the others check types and shape
-only, and what the values mean is validated by the dispatcher, so the Python API and the
-REST API reject the same input with the same messages.
+The request bodies that change tasks live in `taskdispatch.bodies` (bulk actions, imports
+and Python callers take the same ones: `TaskSpec` and `TaskChange` check every value as
+they are parsed) and are re-exported here; the others check types and shape only, and
+what the values mean is validated by the dispatcher, so the Python API and the REST API
+reject the same input with the same messages.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Input validation: what a field of a create or PATCH body may hold, and its parsed value.
 
 Pure: no clock, no Redis. Every refusal is an `InvalidTaskError` naming the field, with
-its message from `messages.py`. The state rules that use these values live in
-`lifecycle.py`.
+its message from `messages.py`. A task body's fields are checked by the validators of
+`bodies.TaskSpec` and `bodies.TaskChange`, once, when the body is parsed; the rules that
+also need the clock or the stored task (`end_ms`, `jitter` against a PATCHed interval,
+`run_params` merged into the stored ones) are applied by `lifecycle.py`.
 """
 
 from __future__ import annotations

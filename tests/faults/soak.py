@@ -38,6 +38,7 @@ import redis
 import redis.asyncio
 
 from taskdispatch import lifecycle
+from taskdispatch.bodies import TaskSpec
 from taskdispatch.consistency import check_consistency
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.keys import Keys
@@ -122,7 +123,7 @@ def _load(client: redis.Redis, keys: Keys, count: int, *, seed: int) -> list[str
                 "valid_time_range": [0, 24],
             }
             task = lifecycle.created(
-                fields,
+                TaskSpec.model_validate(fields),
                 task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 now_ms=now_ms(),
                 default_timezone="Asia/Shanghai",
