@@ -189,7 +189,10 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     details = [
         ErrorDetail(
             field=(name := _field_name(e["loc"])),
-            message=text("invalid_field", field=name),
+            # A field the body may not carry is most often a misspelt one: say so.
+            message=text(
+                "unknown_field" if e["type"] == "extra_forbidden" else "invalid_field", field=name
+            ),
             detail=e["msg"],
         )
         for e in errors

@@ -1,9 +1,10 @@
 """The wire format: request bodies, response bodies and the one Task -> TaskInfo converter.
 
-The request bodies that change tasks live in `taskdispatch.domain.bodies` (bulk actions and
-imports take the same ones) and are re-exported here; the others check types and shape
-only, and what the values mean is validated by the dispatcher, so the Python API and the
-REST API reject the same input with the same messages.
+The request bodies that change tasks live in `taskdispatch.domain.bodies` (bulk actions, imports
+and Python callers take the same ones: `TaskSpec` and `TaskChange` check every value as
+they are parsed) and are re-exported here; the others check types and shape only, and
+what the values mean is validated by the dispatcher, so the Python API and the REST API
+reject the same input with the same messages.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from taskdispatch.domain.bodies import (
     NotificationRequest,
     StrictBody,
     TaskCancelRequest,
-    TaskCreateRequest,
+    TaskChange,
     TaskPauseRequest,
     TaskReorderRequest,
-    TaskUpdateRequest,
+    TaskSpec,
     Text,
 )
 from taskdispatch.domain.lifecycle import due_at, is_cancelling
@@ -73,7 +74,7 @@ __all__ = [
     "TaskAuditResponse",
     "TaskCancelRequest",
     "TaskCancelResponse",
-    "TaskCreateRequest",
+    "TaskChange",
     "TaskDetail",
     "TaskInfo",
     "TaskListResponse",
@@ -85,7 +86,7 @@ __all__ = [
     "TaskRunNowResponse",
     "TaskRunsResponse",
     "TaskSavedResponse",
-    "TaskUpdateRequest",
+    "TaskSpec",
     "WaitingReason",
     "attempt_info",
     "audit_entry_info",
@@ -787,7 +788,7 @@ class BulkRequest(StrictBody):
         "next", description="cancel: after the round stops, the next slot or a pause."
     )
     priority_offset: StrictInt | None = Field(None, description="reorder: seconds to move.")
-    patch: TaskUpdateRequest | None = Field(None, description="patch: the fields to change.")
+    patch: TaskChange | None = Field(None, description="patch: the fields to change.")
 
 
 class BulkItemInfo(BaseModel):

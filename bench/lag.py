@@ -24,6 +24,7 @@ from bench.config import Profile
 from bench.procs import Child, bench_env, wait_until
 from bench.redisstats import connect, flush
 from bench.stats import Stat, percentile
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.history import RunRecord
@@ -55,13 +56,15 @@ async def create_tasks(url: str, intervals: list[int], phases: list[float]) -> l
         for i, interval in enumerate(intervals):
             first = datetime.fromtimestamp(start_s + phases[i], UTC).isoformat()
             task = await dispatcher.create_task(
-                sys_type="mac_intel",
-                task_type="noop",
-                xhs_account_id=f"lag-account-{i:05d}",
-                xhs_account_name=f"lag {i}",
-                interval=interval,
-                valid_time_range=[0, 24],
-                start_at=first,
+                TaskSpec(
+                    sys_type="mac_intel",
+                    task_type="noop",
+                    xhs_account_id=f"lag-account-{i:05d}",
+                    xhs_account_name=f"lag {i}",
+                    interval=interval,
+                    valid_time_range=[0, 24],
+                    start_at=first,
+                )
             )
             ids.append(task.task_id)
         return ids

@@ -18,6 +18,7 @@ import redis
 from bench.config import Profile
 from bench.redisstats import RoundTrips, commandstats, connect, delta, flush
 from bench.stats import Stat
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task
 from taskdispatch.engine.handlers import HandlerRegistry
 from taskdispatch.engine.rounds import RoundMessage, RoundRunner
@@ -58,16 +59,18 @@ def _task(keys: Keys, client: redis.Redis, now_ms: int, fields: dict[str, object
     from taskdispatch.store.transaction import Change, transact
 
     task = lifecycle.created(
-        {
-            "sys_type": "mac_intel",
-            "xhs_account_id": "bench-limits",
-            "xhs_account_name": "bench",
-            "task_type": "noop",
-            "interval": 1,
-            "valid_time_range": [0, 24],
-            "tags": [TAG],
-            **fields,
-        },
+        TaskSpec.model_validate(
+            {
+                "sys_type": "mac_intel",
+                "xhs_account_id": "bench-limits",
+                "xhs_account_name": "bench",
+                "task_type": "noop",
+                "interval": 1,
+                "valid_time_range": [0, 24],
+                "tags": [TAG],
+                **fields,
+            }
+        ),
         task_id="bench-limits-task",
         now_ms=now_ms,
         default_timezone="UTC",

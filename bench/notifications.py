@@ -24,6 +24,7 @@ import redis
 from bench.config import Profile
 from bench.redisstats import RoundTrips, commandstats, connect, delta, flush
 from bench.stats import Stat
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task
 from taskdispatch.engine.handlers import HandlerRegistry
 from taskdispatch.engine.notifier import GROUP, Notifier, NotifyLoop
@@ -80,15 +81,17 @@ def _task(keys: Keys, client: redis.Redis, now_ms: int) -> str:
     from taskdispatch.store.transaction import Change, transact
 
     task = lifecycle.created(
-        {
-            "sys_type": "mac_intel",
-            "xhs_account_id": "bench-notify",
-            "xhs_account_name": "bench",
-            "task_type": "failing",
-            "interval": 1,
-            "valid_time_range": [0, 24],
-            "tags": [TAG],
-        },
+        TaskSpec.model_validate(
+            {
+                "sys_type": "mac_intel",
+                "xhs_account_id": "bench-notify",
+                "xhs_account_name": "bench",
+                "task_type": "failing",
+                "interval": 1,
+                "valid_time_range": [0, 24],
+                "tags": [TAG],
+            }
+        ),
         task_id="bench-notify-task",
         now_ms=now_ms,
         default_timezone="UTC",

@@ -1,5 +1,6 @@
 """taskdispatch: a Redis-backed, Celery-based scheduler for recurring per-account jobs."""
 
+from taskdispatch.domain.bodies import TaskChange, TaskSpec
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -32,10 +33,12 @@ __all__ = [
     "Settings",
     "StoreUnavailableError",
     "Task",
+    "TaskChange",
     "TaskConflictError",
     "TaskDispatchError",
     "TaskDispatcher",
     "TaskNotFoundError",
+    "TaskSpec",
     "TaskStatus",
     "UnknownTaskTypeError",
     "get_settings",

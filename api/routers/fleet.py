@@ -67,7 +67,7 @@ async def bulk(
         until=body.until,
         note=body.note,
         priority_offset=body.priority_offset,
-        patch=body.patch.model_dump(exclude_unset=True) if body.patch is not None else None,
+        patch=body.patch,
         then=body.then,
     )
     return bulk_response(result)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.dependencies import DispatcherDep
 from api.exceptions import error_responses
-from api.models import RunInfo, TaskCreateRequest, local_time, run_info
+from api.models import RunInfo, TaskSpec, local_time, run_info
 from taskdispatch.service.dispatcher import DAYS_MAX, Upcoming
 
 __all__ = ["PreviewResponse", "UpcomingResponse", "router"]
@@ -106,9 +106,9 @@ async def days(
     responses=error_responses(400),
 )
 async def preview(
-    body: TaskCreateRequest, dispatcher: DispatcherDep, count: CountQuery = 10
+    body: TaskSpec, dispatcher: DispatcherDep, count: CountQuery = 10
 ) -> PreviewResponse:
-    return PreviewResponse.of(await dispatcher.preview(count=count, **body.model_dump()))
+    return PreviewResponse.of(await dispatcher.preview(body, count=count))
 
 
 @router.get(

@@ -13,7 +13,7 @@ from api.models import (
     TaskActionResponse,
     TaskCancelRequest,
     TaskCancelResponse,
-    TaskCreateRequest,
+    TaskChange,
     TaskDetail,
     TaskListResponse,
     TaskPauseRequest,
@@ -24,7 +24,7 @@ from api.models import (
     TaskRunNowResponse,
     TaskRunsResponse,
     TaskSavedResponse,
-    TaskUpdateRequest,
+    TaskSpec,
     json_answer,
     local_time,
     run_info,
@@ -51,8 +51,8 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["任务管理"])
     responses=error_responses(400),
 )
 @router.post("", include_in_schema=False, dependencies=[ADMIN])
-async def create_task(body: TaskCreateRequest, dispatcher: DispatcherDep) -> TaskSavedResponse:
-    task = await dispatcher.create_task(**body.model_dump())
+async def create_task(body: TaskSpec, dispatcher: DispatcherDep) -> TaskSavedResponse:
+    task = await dispatcher.create_task(body)
     [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
         message=text("task_created"), task_id=task.task_id, task_info=task_info(task, reason=reason)
@@ -132,9 +132,9 @@ async def get_task(task_id: str, dispatcher: DispatcherDep) -> Response:
     responses=error_responses(404),
 )
 async def update_task(
-    task_id: str, body: TaskUpdateRequest, dispatcher: DispatcherDep
+    task_id: str, body: TaskChange, dispatcher: DispatcherDep
 ) -> TaskSavedResponse:
-    task = await dispatcher.update_task(task_id, **body.model_dump(exclude_unset=True))
+    task = await dispatcher.update_task(task_id, body)
     [reason] = await dispatcher.waiting_reasons([task])
     return TaskSavedResponse(
         message=text("task_updated"), task_id=task_id, task_info=task_info(task, reason=reason)

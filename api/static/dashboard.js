@@ -1033,10 +1033,27 @@
   // PATCH calls the account name by its TaskInfo name.
   const PATCH_NAME = { xhs_account_name: "account_name" };
   const FIELD_OF = { account_name: "xhs_account_name" };
-  const CREATE_DEFAULTS = {
-    task_type: "xhs_type", interval: 3600, windows: ["08:00-22:00"], weekdays: [1, 2, 3, 4, 5, 6, 7],
-    jitter_s: 0, misfire_policy: "run_once", misfire_grace_s: 60,
-  };
+  const SCHEMA = "openapi.json"; // relative, like API: the schema states the create defaults
+  let createDefaults = null; // read from the schema when the create form first opens
+
+  // The create form's starting values: the defaults of the create body's fields
+  // (TaskSpec), as the API's schema states them; the form has windows, not the hour range.
+  async function loadCreateDefaults() {
+    if (createDefaults) return createDefaults;
+    const response = await fetch(SCHEMA, { headers: { Accept: "application/json" } });
+    const payload = await response.json().catch(() => ({}));
+    if (!response.ok) throw new ApiError(response.status, payload);
+    const fields = payload.components.schemas.TaskSpec.properties;
+    const given = (name) => fields[name].default;
+    const hour = (h) => `${String(h).padStart(2, "0")}:00`;
+    const [start, end] = given("valid_time_range");
+    createDefaults = {
+      task_type: given("task_type"), interval: given("interval"), windows: [`${hour(start)}-${hour(end)}`],
+      weekdays: given("weekdays"), jitter_s: given("jitter_s"), misfire_policy: given("misfire_policy"),
+      misfire_grace_s: given("misfire_grace_s"),
+    };
+    return createDefaults;
+  }
 
   let editing = null; // {task_id, original form values} while editing, null while creating
 
@@ -1170,7 +1187,14 @@
       $("task-submit").textContent = "保存修改";
       $("kwargs-label").textContent = "其他参数（JSON 对象，合并到现有参数）";
     } else {
-      fillForm(CREATE_DEFAULTS);
+      let defaults;
+      try {
+        defaults = await loadCreateDefaults();
+      } catch (error) {
+        showNotice(`无法读取创建任务的默认值：${errorText(error)}`);
+        return;
+      }
+      fillForm(defaults);
       $("task-title").textContent = "新建任务";
       $("task-submit").textContent = "创建";
       $("kwargs-label").textContent = "其他参数（JSON 对象，可选）";

@@ -15,11 +15,12 @@ worker at a round's start and end, the beat's housekeeping for lost rounds and t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from taskdispatch.domain import schedule, validation
+from taskdispatch.domain.bodies import TaskChange, TaskSpec
 from taskdispatch.domain.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
 from taskdispatch.domain.models import Outcome, Task, TaskStatus
 from taskdispatch.domain.schedule import ALL_WEEKDAYS
@@ -53,7 +54,6 @@ __all__ = [
     "stands_for",
     "start_of",
     "started",
-    "task_type_of",
     "upcoming",
     "updated",
     "wait_ends",
@@ -142,56 +142,53 @@ def _scheduled(task: Task, next_ms: int | None) -> Task:
 
 
 def created(
-    fields: Mapping[str, Any],
+    spec: TaskSpec,
     *,
     task_id: str,
     now_ms: int,
     default_timezone: str,
     task_types: Collection[str],
 ) -> Task:
-    """A new pending task from the fields of the create body."""
-    for required in ("sys_type", "xhs_account_id", "xhs_account_name"):
-        if not fields.get(required):
-            raise InvalidTaskError("required", field=required)
-    task_type = task_type_of(fields)
-    if task_type not in task_types:
-        raise UnknownTaskTypeError(task_type, sorted(task_types))
-    tz_name = fields.get("timezone") or default_timezone
-    tz = validation.timezone(tz_name)
-    # `is None`, not `or`: an explicit 0 or [] is bad input, not a request for the default.
-    interval_value = fields.get("interval")
-    interval_s = validation.check_interval(
-        validation.DEFAULTS["interval"] if interval_value is None else int(interval_value)
+    """A new pending task from a checked create body, at its first slot."""
+    if spec.task_type not in task_types:
+        raise UnknownTaskTypeError(spec.task_type, sorted(task_types))
+    tz_name = spec.timezone or default_timezone
+    tz = spec.zone or validation.timezone(tz_name)
+    end_ms = None
+    if spec.end_value is not None and spec.task_end_time is not None:
+        end_ms = validation.end_ms(spec.end_value, tz, now_ms=now_ms, text=spec.task_end_time)
+    start_at_ms = (
+        None
+        if spec.start_value is None
+        else validation.instant(spec.start_value, tz, field="start_at")
     )
-    end_ms, end_text = validation.end(fields.get("task_end_time"), tz, now_ms=now_ms)
-    start_at = fields.get("start_at")
-    start_at_ms = validation.instant(start_at, tz, field="start_at") if start_at else None
     draft = Task(
         task_id=task_id,
-        account_id=validation.check_identifier(
-            str(fields["xhs_account_id"]), field="xhs_account_id"
-        ),
-        account_name=validation.check_text(
-            str(fields["xhs_account_name"]), field="xhs_account_name"
-        ),
-        task_type=task_type,
-        sys_type=validation.check_identifier(str(fields["sys_type"]), field="sys_type"),
+        account_id=spec.xhs_account_id,
+        account_name=spec.xhs_account_name,
+        task_type=spec.task_type,
+        sys_type=spec.sys_type,
         status=TaskStatus.PENDING,
-        interval_s=interval_s,
-        windows=validation.windows(fields, default=validation.DEFAULTS["valid_time_range"]),
+        interval_s=spec.interval,
+        windows=spec.windows_value,
         timezone=tz_name,
         created_ms=now_ms,
         updated_ms=now_ms,
         end_ms=end_ms,
-        end_text=end_text,
-        kwargs=validation.run_params(fields, {}),
-        tags=validation.tags(fields.get("tags") or []),
-        queue=validation.check_queue(fields.get("queue")),
-        **_calendar_fields(fields, interval_s=interval_s),
+        end_text=spec.task_end_time,
+        kwargs=spec.run_params,
+        tags=spec.tags_value,
+        queue=spec.queue,
+        weekdays=spec.weekdays_value,
+        blackout=spec.blackout_value,
+        jitter_s=spec.jitter_s,
+        max_runs=spec.max_runs,
+        misfire_policy=spec.misfire_policy,
+        misfire_grace_s=spec.misfire_grace_s,
     )
     next_ms = schedule.first_run_ms(
         created_ms=now_ms,
-        interval_s=interval_s,
+        interval_s=spec.interval,
         calendar=draft.calendar,
         end_ms=end_ms,
         start_at_ms=None if start_at_ms is None else max(start_at_ms, now_ms),
@@ -199,38 +196,6 @@ def created(
     if next_ms is None:
         _refuse_closed_calendar(draft, start_at=start_at_ms is not None)
     return draft.evolve(next_ms=next_ms)
-
-
-def task_type_of(fields: Mapping[str, Any]) -> str:
-    """The task type a create body names (or the default)."""
-    return str(fields.get("task_type") or validation.DEFAULTS["task_type"])
-
-
-_CALENDAR_FIELDS = ("weekdays", "blackout_dates", "jitter_s", "max_runs", "misfire_policy")
-
-
-def _calendar_fields(
-    fields: Mapping[str, Any], *, interval_s: int, base: Task | None = None
-) -> dict[str, Any]:
-    """The calendar and round-policy fields of a body (a create, or a PATCH over `base`)."""
-
-    def given(name: str) -> bool:
-        return name in fields if base is not None else fields.get(name) is not None
-
-    out: dict[str, Any] = {}
-    if given("weekdays"):
-        out["weekdays"] = validation.weekdays(fields["weekdays"])
-    if given("blackout_dates"):
-        out["blackout"] = validation.blackout(fields["blackout_dates"] or [])
-    jitter = fields["jitter_s"] if given("jitter_s") else (base.jitter_s if base else 0)
-    out["jitter_s"] = validation.jitter(jitter, interval_s=interval_s)
-    if given("max_runs"):
-        out["max_runs"] = validation.max_runs(fields["max_runs"])
-    if given("misfire_policy"):
-        out["misfire_policy"] = validation.misfire_policy(fields["misfire_policy"])
-    if given("misfire_grace_s"):
-        out["misfire_grace_s"] = validation.misfire_grace(fields["misfire_grace_s"])
-    return out
 
 
 def _refuse_closed_calendar(task: Task, *, start_at: bool) -> None:
@@ -249,12 +214,12 @@ def _refuse_closed_calendar(task: Task, *, start_at: bool) -> None:
     raise InvalidTaskError("calendar_never_open", field=field, days=schedule.HORIZON_DAYS)
 
 
-def updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
+def updated(task: Task, change: TaskChange, *, now_ms: int) -> Task:
     """Apply a PATCH; recompute the next run where the change affects it; a new `queue`
     applies from the next claim (`requeued`)."""
-    new = _updated(task, changes, now_ms=now_ms)
-    if "queue" in changes:
-        new = requeued(task, new, validation.check_queue(changes["queue"]))
+    new = _updated(task, change, now_ms=now_ms)
+    if change.sent("queue"):
+        new = requeued(task, new, change.queue)
     return new
 
 
@@ -279,35 +244,40 @@ def requeued(old: Task, new: Task, queue: str | None) -> Task:
     return moved.evolve(fence=fence, queue_fence=fence)
 
 
-def _updated(task: Task, changes: Mapping[str, Any], *, now_ms: int) -> Task:
-    for required in ("timezone", "account_name", "interval", "valid_time_range", "windows"):
-        if required in changes and changes[required] in (None, ""):
-            raise InvalidTaskError("not_empty", field=required)
-    tz_name = changes.get("timezone") or task.timezone
-    tz = validation.timezone(tz_name)
-    interval_s = (
-        validation.check_interval(int(changes["interval"]))
-        if changes.get("interval") is not None
-        else task.interval_s
-    )
+def _updated(task: Task, change: TaskChange, *, now_ms: int) -> Task:
+    tz = change.zone or validation.timezone(task.timezone)
+    interval_s = change.interval if change.interval is not None else task.interval_s
     end_ms, end_text = task.end_ms, task.end_text
-    if "task_end_time" in changes or "timezone" in changes:
-        end_ms, end_text = validation.end(
-            changes.get("task_end_time", task.end_text), tz, now_ms=now_ms
-        )
+    if change.sent("task_end_time"):
+        end_text = change.task_end_time
+        end_ms = None
+        if change.end_value is not None and end_text is not None:
+            end_ms = validation.end_ms(change.end_value, tz, now_ms=now_ms, text=end_text)
+    elif change.sent("timezone") and end_text is not None:
+        # A date or naive end is local time: read again in the new zone.
+        end_ms = validation.end_ms(end_text, tz, now_ms=now_ms, text=end_text)
     new = task.evolve(
-        account_name=validation.check_text(str(changes["account_name"]), field="account_name")
-        if changes.get("account_name")
-        else task.account_name,
-        timezone=tz_name,
-        windows=validation.windows(changes, default=task.windows),
+        account_name=change.account_name or task.account_name,
+        timezone=change.timezone or task.timezone,
+        windows=task.windows if change.windows_value is None else change.windows_value,
         interval_s=interval_s,
         end_ms=end_ms,
         end_text=end_text,
-        kwargs=validation.run_params(changes, task.kwargs),
-        tags=validation.tags(changes["tags"] or []) if "tags" in changes else task.tags,
+        kwargs=validation.run_params(
+            task.kwargs, extra=change.kwargs, user=change.run_param_changes
+        ),
+        tags=change.tags_value if change.sent("tags") else task.tags,
         updated_ms=now_ms,
-        **_calendar_fields(changes, interval_s=interval_s, base=task),
+        weekdays=task.weekdays if change.weekdays_value is None else change.weekdays_value,
+        blackout=change.blackout_value if change.sent("blackout_dates") else task.blackout,
+        jitter_s=validation.jitter(
+            change.jitter_s if change.sent("jitter_s") else task.jitter_s, interval_s=interval_s
+        ),
+        max_runs=change.max_runs if change.sent("max_runs") else task.max_runs,
+        misfire_policy=change.misfire_policy or task.misfire_policy,
+        misfire_grace_s=task.misfire_grace_s
+        if change.misfire_grace_s is None
+        else change.misfire_grace_s,
     )
     if _runs_used_up(new):
         return new.evolve(status=TaskStatus.COMPLETED, next_ms=None)

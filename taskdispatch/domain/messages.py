@@ -53,7 +53,6 @@ MESSAGES: dict[str, str] = {
     "json_depth": "{field} 嵌套不能超过 {max} 层",
     "json_surrogate": "{field} 不能包含孤立的代理字符",
     "json_not_finite": "{field} 不能包含 NaN 或 Infinity",
-    "kwargs_object": "kwargs 必须是 JSON 对象（键值对）",
     "kwargs_size": "运行参数 kwargs 共 {size} 字节，上限为 {max} 字节",
     "interval_range": "interval 必须是 1..{max} 之间的整数秒，收到 {value}",
     "horizon": "{field} 必须早于 3000-01-01",
@@ -129,6 +128,7 @@ MESSAGES: dict[str, str] = {
     "body_content_type": "请求体必须是 JSON，并带有 'Content-Type: application/json'",
     "body_too_large": "请求体超过 {max} 字节的上限",
     "invalid_field": "{field} 的值无效（原因见 details）",
+    "unknown_field": "{field} 是未知字段，请求体不接受（请检查拼写；可用字段见 /docs）",
     "route_not_found": "接口不存在: {path}",
     "method_not_allowed": "接口 {path} 不支持该请求方法",
     # Fleet operations: bulk actions, import and export.

@@ -31,10 +31,12 @@ __all__ = [
     "MinuteRange",
     "ScheduleError",
     "Window",
+    "end_value",
     "first_run_ms",
     "format_windows",
     "hour_window",
     "in_window",
+    "instant_value",
     "jitter_ms",
     "next_run_ms",
     "next_window_start",
@@ -226,31 +228,44 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise ScheduleError("timezone_unknown", value=repr(name)) from None
 
 
-def parse_end(value: str | date | datetime | None, tz: ZoneInfo) -> int | None:
-    """Return the inclusive end instant in ms for a ``task_end_time`` value (None = no end)."""
-    if value is None:
-        return None
+def end_value(value: str | date | datetime) -> date | datetime:
+    """The date (through the end of that day) or datetime a ``task_end_time`` names; the
+    zone that turns it into an instant is applied by `parse_end`."""
     parsed: object = value
     if isinstance(value, str):
         for parse in (date.fromisoformat, datetime.fromisoformat):
             with suppress(ValueError):
                 parsed = parse(value.strip())
                 break
-    if isinstance(parsed, datetime):  # before date: datetime is a date subclass
-        return _datetime_ms(parsed, tz)
-    if isinstance(parsed, date) and parsed < date.max:  # date.max has no next midnight
-        return _wall_ms(parsed + timedelta(days=1), 0, tz, fold=0) - 1
+    # date.max has no next midnight.
+    if isinstance(parsed, datetime) or (isinstance(parsed, date) and parsed < date.max):
+        return parsed
     raise ScheduleError("end_format", value=repr(value))
 
 
-def parse_instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
-    """Return epoch ms for an ISO 8601 datetime; naive values are read in ``tz``."""
+def parse_end(value: str | date | datetime | None, tz: ZoneInfo) -> int | None:
+    """Return the inclusive end instant in ms for a ``task_end_time`` value (None = no end)."""
+    if value is None:
+        return None
+    parsed = end_value(value)
+    if isinstance(parsed, datetime):  # before date: datetime is a date subclass
+        return _datetime_ms(parsed, tz)
+    return _wall_ms(parsed + timedelta(days=1), 0, tz, fold=0) - 1
+
+
+def instant_value(value: str | datetime, *, field: str) -> datetime:
+    """The datetime an ISO 8601 text names (naive or with an offset)."""
     if isinstance(value, str):
         with suppress(ValueError):
             value = datetime.fromisoformat(value.strip())
     if isinstance(value, datetime):
-        return _datetime_ms(value, tz)
+        return value
     raise ScheduleError("instant_format", field=field, value=repr(value))
+
+
+def parse_instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
+    """Return epoch ms for an ISO 8601 datetime; naive values are read in ``tz``."""
+    return _datetime_ms(instant_value(value, field=field), tz)
 
 
 def in_window(t_ms: int, cal: Calendar) -> bool:

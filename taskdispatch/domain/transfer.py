@@ -1,6 +1,6 @@
 """Task definitions in and out: one create body per row, as JSON Lines or CSV.
 
-A row is the create body (`bodies.TaskCreateRequest`) plus the pause state, so that an
+A row is the create body (`bodies.TaskSpec`) plus the pause state, so that an
 export imported into an empty store recreates the same tasks, paused ones paused:
 
 - JSON Lines (`application/x-ndjson`): one JSON object per line, fields left out when they
@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from taskdispatch.domain.bodies import TaskCreateRequest, Text
+from taskdispatch.domain.bodies import TaskChange, TaskSpec, Text, default_of
 from taskdispatch.domain.exceptions import InvalidTaskError
 from taskdispatch.domain.messages import text
 from taskdispatch.domain.models import Task, TaskStatus, outside_view
 from taskdispatch.domain.schedule import ALL_WEEKDAYS
-from taskdispatch.domain.validation import DEFAULTS, RUN_PARAM_FIELDS
+from taskdispatch.domain.validation import RUN_PARAM_FIELDS
 
 __all__ = [
     "COLUMNS",
@@ -50,12 +50,28 @@ Format = Literal["jsonl", "csv"]
 FORMATS: dict[Format, str] = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
-class ImportRow(TaskCreateRequest):
+class ImportRow(TaskSpec):
     """A create body, and whether the task is paused (until when, why)."""
 
     paused: bool | None = None
     paused_until: Text | None = None
     pause_note: Text | None = None
+
+    def as_change(self) -> TaskChange:
+        """The PATCH this row makes to its account's existing task: every field it gives
+        but the task's identity, how its first run was chosen and the pause state."""
+        fields = self.model_dump(include=self.model_fields_set - _NOT_A_CHANGE)
+        if "xhs_account_name" in fields:
+            fields["account_name"] = fields.pop("xhs_account_name")
+        return TaskChange.model_validate(fields)
+
+
+# Row fields that a PATCH of an existing account's task cannot take: its identity (an
+# account keeps its task, sys_type and task_type), how the first run was chosen, and the
+# pause state (applied as a pause, not a change).
+_NOT_A_CHANGE = frozenset(
+    {"sys_type", "task_type", "xhs_account_id", "start_at", "paused", "paused_until", "pause_note"}
+)
 
 
 # Every field a row may give, in the order exports write them (start_at is create-only: an
@@ -103,14 +119,10 @@ def export_row(task: Task) -> dict[str, Any]:
         row["weekdays"] = view["weekdays"]
     if task.blackout:
         row["blackout_dates"] = view["blackout_dates"]
-    for name in ("jitter_s", "misfire_policy", "misfire_grace_s"):
-        if view[name] != DEFAULTS[name]:
+    # Only what differs from a create's defaults, in the order the rows have always had.
+    for name in ("jitter_s", "max_runs", "misfire_policy", "tags", "misfire_grace_s", "queue"):
+        if view[name] not in (default_of(name), [], None):
             row[name] = view[name]
-    for name in ("max_runs", "queue"):
-        if view[name] is not None:
-            row[name] = view[name]
-    if task.tags:
-        row["tags"] = view["tags"]
     if task.status == TaskStatus.PAUSED:
         row["paused"] = True
         for name in ("paused_until", "pause_note"):
@@ -157,7 +169,8 @@ class ParsedRow:
 
 
 def parse_rows(data: str, fmt: Format) -> Iterator[ParsedRow]:
-    """Each row of an import file, validated for shape (the values are checked on create).
+    """Each row of an import file, checked as a create body is (what needs the clock or
+    the store, such as an end in the past or an account's existing task, on create).
 
     Raises InvalidTaskError only for a CSV header that names an unknown column, since every
     row would then fail the same way.
@@ -224,7 +237,11 @@ def _csv_rows(data: str) -> Iterator[ParsedRow]:
 def _validated(number: int, body: dict[str, Any]) -> ParsedRow:
     try:
         return ParsedRow(number, row=ImportRow.model_validate(body))
+    except InvalidTaskError as exc:
+        return ParsedRow(number, error=str(exc))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            return ParsedRow(number, error=text("unknown_field", field=where))
         return ParsedRow(number, error=text("import_field", field=where, reason=first["msg"]))

@@ -1,8 +1,10 @@
 """Input validation: what a field of a create or PATCH body may hold, and its parsed value.
 
 Pure: no clock, no Redis. Every refusal is an `InvalidTaskError` naming the field, with
-its message from `messages.py`. The state rules that use these values live in
-`lifecycle.py`.
+its message from `messages.py`. A task body's fields are checked by the validators of
+`bodies.TaskSpec` and `bodies.TaskChange`, once, when the body is parsed; the rules that
+also need the clock or the stored task (`end_ms`, `jitter` against a PATCHed interval,
+`run_params` merged into the stored ones) are applied by `lifecycle.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -21,7 +24,6 @@ from taskdispatch.domain.models import MISFIRE_POLICIES, TaskStatus
 from taskdispatch.domain.queries import TaskQuery
 
 __all__ = [
-    "DEFAULTS",
     "HORIZON_MS",
     "LIMITS",
     "RUN_PARAM_FIELDS",
@@ -33,8 +35,10 @@ __all__ = [
     "check_json",
     "check_queue",
     "check_text",
-    "end",
+    "end_ms",
+    "end_value",
     "instant",
+    "instant_value",
     "jitter",
     "max_runs",
     "misfire_grace",
@@ -54,17 +58,6 @@ __all__ = [
 T = TypeVar("T")
 
 RUN_PARAM_FIELDS = ("user_query", "user_topic", "user_style", "user_target_audience")
-
-# Defaults of the create body (document section 4.1, and the calendar fields); the API
-# model shows the same ones.
-DEFAULTS: dict[str, Any] = {
-    "task_type": "xhs_type",
-    "interval": 3600,
-    "valid_time_range": [8, 22],
-    "jitter_s": 0,
-    "misfire_policy": "run_once",
-    "misfire_grace_s": 60,
-}
 
 LIMITS = {
     "id_chars": 128,
@@ -154,20 +147,18 @@ def window(value: Any) -> schedule.Window:
     return _parsed(schedule.parse_window, value, field="valid_time_range")
 
 
-def windows(fields: Mapping[str, Any], *, default: Any) -> tuple[schedule.MinuteRange, ...]:
-    """The windows of a body: `windows`, or its shorthand `valid_time_range` (never both),
-    or `default` (a stored task's windows, or DEFAULTS' range) when the body has neither."""
-    given_windows = fields.get("windows") is not None
-    given_range = fields.get("valid_time_range") is not None
-    if given_windows and given_range:
+def windows(
+    *, windows: list[str] | None, hour_range: list[int] | None
+) -> tuple[schedule.MinuteRange, ...] | None:
+    """The windows a body gives: `windows`, or its shorthand `valid_time_range` (never
+    both), or None when it gives neither."""
+    if windows is not None and hour_range is not None:
         raise InvalidTaskError("windows_and_range", field="windows")
-    if given_windows:
-        return _parsed(schedule.parse_windows, fields["windows"], field="windows")
-    if given_range:
-        return schedule.hour_window(window(fields["valid_time_range"]))
-    if isinstance(default, tuple):
-        return default
-    return schedule.hour_window(window(default))
+    if windows is not None:
+        return _parsed(schedule.parse_windows, windows, field="windows")
+    if hour_range is not None:
+        return schedule.hour_window(window(hour_range))
+    return None
 
 
 def weekdays(value: Any) -> frozenset[int]:
@@ -320,39 +311,44 @@ def page_limit(value: int) -> int:
     return value
 
 
-def instant(value: str, tz: ZoneInfo, *, field: str) -> int:
+def instant(value: str | datetime, tz: ZoneInfo, *, field: str) -> int:
     """Epoch ms of an ISO datetime (naive = in `tz`), before the horizon."""
     ms = _parsed(lambda: schedule.parse_instant(value, tz, field=field), field=field)
     return check_horizon(ms, field=field)
 
 
-def end(value: Any, tz: ZoneInfo, *, now_ms: int) -> tuple[int | None, str | None]:
-    """(end ms, the text as given) of a `task_end_time`; it must lie in the future."""
-    if value is None:
-        return None, None
-    end_ms = _parsed(schedule.parse_end, value, tz, field="task_end_time")
-    if end_ms is not None:
-        check_horizon(end_ms, field="task_end_time")
-        if end_ms < now_ms:
-            raise InvalidTaskError("end_in_past", field="task_end_time", value=value)
-    return end_ms, str(value)
+def instant_value(value: str, *, field: str) -> datetime:
+    """The datetime an ISO text names; the zone that reads a naive one comes later."""
+    return _parsed(lambda: schedule.instant_value(value, field=field), field=field)
 
 
-def run_params(fields: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
-    """The handler's run parameters: `base`, then `kwargs` merged, then the `user_*` fields
-    (an explicit null removes one), within the size limit."""
-    params = dict(base)
-    extra = fields.get("kwargs") or {}
-    if not isinstance(extra, dict):
-        raise InvalidTaskError("kwargs_object", field="kwargs")
-    check_json(extra, field="kwargs")
-    params.update(extra)
-    for name in RUN_PARAM_FIELDS:
-        if name in fields:
-            if fields[name] is None:
-                params.pop(name, None)
-            else:
-                params[name] = check_text(str(fields[name]), field=name)
+def end_value(value: str) -> date | datetime:
+    """The date or datetime a `task_end_time` names; `end_ms` reads it in the task's zone."""
+    return _parsed(schedule.end_value, value, field="task_end_time")
+
+
+def end_ms(value: str | date | datetime, tz: ZoneInfo, *, now_ms: int, text: str) -> int:
+    """The inclusive end instant of a `task_end_time` (`text` as given); it must lie in the
+    future."""
+    end = _parsed(schedule.parse_end, value, tz, field="task_end_time")
+    assert end is not None
+    check_horizon(end, field="task_end_time")
+    if end < now_ms:
+        raise InvalidTaskError("end_in_past", field="task_end_time", value=text)
+    return end
+
+
+def run_params(
+    base: Mapping[str, Any], *, extra: Mapping[str, Any] | None, user: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """The handler's run parameters: `base`, then `extra` (a body's kwargs) merged, then the
+    `user_*` fields given (None removes one), within the size limit."""
+    params = {**base, **(extra or {})}
+    for name, value in user.items():
+        if value is None:
+            params.pop(name, None)
+        else:
+            params[name] = value
     size = len(json.dumps(params, ensure_ascii=False).encode())
     if size > LIMITS["kwargs_bytes"]:
         raise InvalidTaskError("kwargs_size", field="kwargs", size=size, max=LIMITS["kwargs_bytes"])

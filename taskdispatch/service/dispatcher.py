@@ -4,7 +4,9 @@ The REST routers are thin wrappers over it; scripts can use it without FastAPI (
 Celery code; dispatching itself is the beat's job, `beat.py`):
 
     async with TaskDispatcher() as dispatcher:
-        task_id = await dispatcher.add_task(sys_type="mac_intel", xhs_account_id="a1", ...)
+        task_id = await dispatcher.add_task(
+            TaskSpec(sys_type="mac_intel", xhs_account_id="a1", xhs_account_name="账号1")
+        )
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 from redis.asyncio import Redis
 
 from taskdispatch.domain import lifecycle, schedule, validation
+from taskdispatch.domain.bodies import TaskChange, TaskSpec
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
@@ -143,33 +146,33 @@ class TaskDispatcher:
         if self._owns_redis:
             await self.redis.aclose()
 
-    async def add_task(self, **fields: Any) -> str:
-        """Create a task from the fields of the create body; returns its id."""
-        return (await self.create_task(**fields)).task_id
+    async def add_task(self, spec: TaskSpec) -> str:
+        """Create a task from its spec; returns its id."""
+        return (await self.create_task(spec)).task_id
 
     def _stamp(self, action: str, *, note: str | None = None, request: str | None = None) -> Stamp:
         """Who is making this change now, for its audit entry."""
         return Stamp(self.actor, action, self.clock(), note=note, request=request)
 
-    async def create_task(self, **fields: Any) -> Task:
-        task = await self._draft(fields)
+    async def create_task(self, spec: TaskSpec) -> Task:
+        task = await self._draft(spec)
         await self.store.create(task, stamp=self._stamp("create"))
         return task
 
-    async def _draft(self, fields: dict[str, Any], *, now_ms: int | None = None) -> Task:
-        task_types = await self._task_types_for(fields)
+    async def _draft(self, spec: TaskSpec, *, now_ms: int | None = None) -> Task:
+        task_types = await self._task_types_for(spec)
         return lifecycle.created(
-            fields,
+            spec,
             task_id=str(uuid.uuid4()),
             now_ms=self.clock() if now_ms is None else now_ms,
             default_timezone=self.settings.timezone,
             task_types=task_types,
         )
 
-    async def _task_types_for(self, fields: Mapping[str, Any]) -> Collection[str]:
+    async def _task_types_for(self, spec: TaskSpec) -> Collection[str]:
         """The task types a create body may name: the configured ones and, only when it
         names another, those its live workers announce (one round trip, then)."""
-        if lifecycle.task_type_of(fields) in self.task_types:
+        if spec.task_type in self.task_types:
             return self.task_types
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.worker_handlers())
@@ -220,10 +223,10 @@ class TaskDispatcher:
         task_id = await self.store.task_id_for_account(account_id)
         return await self.store.get_many([task_id]) if task_id else []
 
-    async def update_task(self, task_id: str, **changes: Any) -> Task:
+    async def update_task(self, task_id: str, change: TaskChange) -> Task:
         now = self.clock()
         _, new = await self.store.mutate(
-            task_id, lambda t: lifecycle.updated(t, changes, now_ms=now), stamp=self._stamp("patch")
+            task_id, lambda t: lifecycle.updated(t, change, now_ms=now), stamp=self._stamp("patch")
         )
         assert new is not None
         return new
@@ -344,10 +347,10 @@ class TaskDispatcher:
             out.append(Day(last_run=last, upcoming=_upcoming(task, count=count, now_ms=now)))
         return out
 
-    async def preview(self, *, count: int, **fields: Any) -> Upcoming:
+    async def preview(self, spec: TaskSpec, *, count: int) -> Upcoming:
         """What a create body would schedule, without storing anything."""
         _check_count(count)
-        draft = await self._draft(fields)
+        draft = await self._draft(spec)
         return _upcoming(draft, count=count, now_ms=draft.created_ms)
 
     async def waiting_reasons(self, tasks: list[Task]) -> list[dict[str, Any] | None]:
@@ -439,7 +442,7 @@ class TaskDispatcher:
         until: str | None = None,
         note: str | None = None,
         priority_offset: int | None = None,
-        patch: Mapping[str, Any] | None = None,
+        patch: TaskChange | None = None,
         then: CancelThen = "next",
     ) -> BulkResult:
         """Apply `action` to every task `select` (list filters) or `task_ids` names, each
@@ -550,12 +553,9 @@ class TaskDispatcher:
         )
 
     async def _import_row(self, row: ImportRow, *, update: bool, created_ms: int) -> str:
-        fields = row.model_dump(exclude_unset=True)
-        paused = fields.pop("paused", None)
-        until = fields.pop("paused_until", None)
-        note = fields.pop("pause_note", None)
+        paused, until, note = row.paused, row.paused_until, row.pause_note
         stamp = self._stamp("import")
-        task = await self._draft(fields, now_ms=created_ms)
+        task = await self._draft(row, now_ms=created_ms)
         if paused:
             task = _pause(until=until, note=note, now_ms=task.created_ms)(task)
         try:
@@ -565,12 +565,12 @@ class TaskDispatcher:
             if not update:
                 raise
             existing = exc.existing_task_id
-        changes = _patch_of_import(fields)
+        change = row.as_change()
 
         def apply(current: Task) -> Task:
             if (current.sys_type, current.task_type) != (task.sys_type, task.task_type):
                 raise InvalidTaskError("import_identity", field="sys_type")
-            new = lifecycle.updated(current, changes, now_ms=stamp.at_ms)
+            new = lifecycle.updated(current, change, now_ms=stamp.at_ms)
             if paused and new.status != TaskStatus.PAUSED:
                 new = _pause(until=until, note=note, now_ms=stamp.at_ms)(new)
             return new
@@ -716,7 +716,7 @@ def _bulk_change(
     until: str | None,
     note: str | None,
     priority_offset: int | None,
-    patch: Mapping[str, Any] | None,
+    patch: TaskChange | None,
     then: CancelThen,
     by: str,
     now_ms: int,
@@ -738,10 +738,10 @@ def _bulk_change(
         offset = priority_offset
         return lambda t: lifecycle.reordered(t, offset, now_ms=now_ms)
     if action == "patch":
-        if not patch:
+        if patch is None or not patch.model_fields_set:
             raise InvalidTaskError("bulk_needs", field="patch", action=action)
-        changes = dict(patch)
-        return lambda t: lifecycle.updated(t, changes, now_ms=now_ms)
+        change = patch
+        return lambda t: lifecycle.updated(t, change, now_ms=now_ms)
     raise InvalidTaskError(
         "bulk_action", field="action", value=action, actions=", ".join(BULK_ACTIONS)
     )
@@ -749,18 +749,6 @@ def _bulk_change(
 
 def _status_of(task: Task | None) -> str:
     return "deleted" if task is None else task.status.value
-
-
-# Import fields that a PATCH of an existing account's task cannot take: its identity (an
-# account keeps its task, sys_type and task_type) and how the first run was chosen.
-_CREATE_ONLY = frozenset({"sys_type", "task_type", "xhs_account_id", "start_at"})
-
-
-def _patch_of_import(fields: Mapping[str, Any]) -> dict[str, Any]:
-    changes = {k: v for k, v in fields.items() if k not in _CREATE_ONLY}
-    if "xhs_account_name" in changes:
-        changes["account_name"] = changes.pop("xhs_account_name")
-    return changes
 
 
 async def _gathered(

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.exceptions import AccountTaskExistsError
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
@@ -65,7 +66,9 @@ def create_from_own_connection(settings: Settings, barrier: threading.Barrier) -
             await own.redis.ping()
             barrier.wait()
             try:
-                return (await own.create_task(**create_body("account_1"))).task_id
+                return (
+                    await own.create_task(TaskSpec.model_validate(create_body("account_1")))
+                ).task_id
             except AccountTaskExistsError:
                 return "refused"
 

@@ -189,6 +189,11 @@ async def test_bulk_resume_after_bulk_pause_restores_pending(
         ),
         pytest.param({"action": "reorder", "task_ids": ["x"]}, "priority_offset", id="no-offset"),
         pytest.param({"action": "patch", "task_ids": ["x"]}, "patch", id="no-patch"),
+        pytest.param(
+            {"action": "patch", "task_ids": ["x"], "patch": {"interval": 0}},
+            "interval",
+            id="bad-patch-value",
+        ),
         pytest.param({"action": "pause", "select": {"status": "sleepy"}}, "status", id="status"),
         pytest.param(
             {"action": "pause", "task_ids": ["x"], "request_id": "bad id"}, "request_id", id="rid"

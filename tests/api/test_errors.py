@@ -122,6 +122,25 @@ async def test_validation_error_names_nested_field_and_lists_details(
     }
 
 
+async def test_unknown_body_field_is_422_saying_the_field_is_unknown(
+    client: httpx.AsyncClient,
+) -> None:
+    """A misspelt field ("intervall") is named as unknown, not as a field of bad value."""
+    response = await client.post("/api/v1/tasks/", json=create_body(intervall=7200))
+    assert response.status_code == 422
+    assert response.json() == {
+        "success": False,
+        "error": "intervall 是未知字段，请求体不接受（请检查拼写；可用字段见 /docs）",
+        "details": [
+            {
+                "field": "intervall",
+                "message": "intervall 是未知字段，请求体不接受（请检查拼写；可用字段见 /docs）",
+                "detail": "Extra inputs are not permitted",
+            }
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body"),
     [

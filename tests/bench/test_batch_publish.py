@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import redis
 
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.engine.beat import ROUND_TASK, RedisScheduler
 from taskdispatch.engine.worker import create_celery_app
 from taskdispatch.service.dispatcher import TaskDispatcher
@@ -55,12 +56,14 @@ async def _create_due_tasks(settings: Settings, n: int) -> list[str]:
         ids = []
         for i in range(n):
             task = await dispatcher.create_task(
-                sys_type="mac_intel",
-                task_type="noop",
-                xhs_account_id=f"batch-{i}",
-                xhs_account_name=f"batch {i}",
-                interval=3600,
-                valid_time_range=[0, 24],
+                TaskSpec(
+                    sys_type="mac_intel",
+                    task_type="noop",
+                    xhs_account_id=f"batch-{i}",
+                    xhs_account_name=f"batch {i}",
+                    interval=3600,
+                    valid_time_range=[0, 24],
+                )
             )
             await dispatcher.run_now(task.task_id)  # due now, not in an hour
             ids.append(task.task_id)

@@ -308,6 +308,11 @@ def test_fleet_create_form_shows_errors_by_field_then_creates_with_the_calendar(
     wait_for(lambda: settled(browser) and rows(browser), "the first page")
     click(browser, "#create-task")
     wait_for(lambda: dialog_open(browser, "task-dialog"), "the form")
+    # It starts from the create defaults as the API's schema states them.
+    starting = ("#f-task_type", "#f-interval", "#f-windows", "#f-jitter_s", "#f-misfire_grace_s")
+    assert [
+        browser.find_element(By.CSS_SELECTOR, css).get_attribute("value") for css in starting
+    ] == ["xhs_type", "3600", "08:00-22:00", "0", "60"]
     for css, value in (
         ("#f-xhs_account_id", "acct-new"),
         ("#f-xhs_account_name", "新账号"),

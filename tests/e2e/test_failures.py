@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from taskdispatch.domain.bodies import TaskSpec
 from tests.support.probes import holds_for, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -13,13 +14,15 @@ async def test_handler_failing_three_times_in_a_row_puts_task_in_error(stack, di
     """Three failed rounds (with their error text) in history, then `error`, off the schedule."""
     s = stack(workers=1, beats=1)
     task_id = await dispatcher.add_task(
-        sys_type="mac_intel",
-        xhs_account_id="acct-fail",
-        xhs_account_name="name-acct-fail",
-        interval=1,
-        valid_time_range=[0, 24],
-        task_type="xhs_type",
-        kwargs={"demo_fail": True, "demo_duration_s": 0},
+        TaskSpec(
+            sys_type="mac_intel",
+            xhs_account_id="acct-fail",
+            xhs_account_name="name-acct-fail",
+            interval=1,
+            valid_time_range=[0, 24],
+            task_type="xhs_type",
+            kwargs={"demo_fail": True, "demo_duration_s": 0},
+        )
     )
 
     wait_until(lambda: s.view.task(task_id).status == "error", timeout_s=20, message="error")

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from taskdispatch.domain.bodies import TaskChange
 from taskdispatch.engine.notifier import save_notification
 from taskdispatch.engine.notify_formats import signature
 from taskdispatch.service.dispatcher import TaskDispatcher
@@ -241,7 +242,7 @@ async def test_task_on_a_queue_without_worker_is_delivered_overdue_then_caught_u
             "dev-nobody",
         )
         assert not ran(s, task_id)
-        await dispatcher.update_task(task_id, queue=None)
+        await dispatcher.update_task(task_id, TaskChange(queue=None))
         [caught_up] = wait_until(
             lambda: of_event(receiver, "task.caught_up"),
             timeout_s=CONDITION_SLACK_S,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from taskdispatch.domain.bodies import TaskChange
 from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.probes import (
     add_probe_task,
@@ -76,7 +77,7 @@ async def test_task_on_a_queue_without_worker_waits_and_runs_once_moved(
     holds_for(lambda: not _starts_of(s, task_id), duration_s=3, message="nothing runs it")
 
     waiting = s.view.task(task_id).next_ms
-    await dispatcher.update_task(task_id, queue="dev-a")
+    await dispatcher.update_task(task_id, TaskChange(queue="dev-a"))
     first = wait_until(lambda: _starts_of(s, task_id), timeout_s=15, message="a round on dev-a")
     assert (first[0]["node"], first[0]["scheduled_ms"]) == (s.node(0), waiting)
     why = (await dispatcher.read_one(task_id))[1]
@@ -103,7 +104,7 @@ async def test_queue_move_under_load_moves_later_rounds_without_overlap_or_dupli
     waiting_at_move = s.redis.llen("dev-a")
     moved_from: dict[str, int] = {}
     for task_id in ids:
-        task = await dispatcher.update_task(task_id, queue="dev-b")
+        task = await dispatcher.update_task(task_id, TaskChange(queue="dev-b"))
         # The round in progress at the move (round_num + 1) may end where it is.
         moved_from[task_id] = task.round_num + (2 if task.status == "running" else 1)
 

@@ -39,6 +39,7 @@ import redis.asyncio
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis
 from taskdispatch.domain import lifecycle
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.service.consistency import check_consistency
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.write import queue_task_write
@@ -122,7 +123,7 @@ def _load(client: redis.Redis, keys: Keys, count: int, *, seed: int) -> list[str
                 "valid_time_range": [0, 24],
             }
             task = lifecycle.created(
-                fields,
+                TaskSpec.model_validate(fields),
                 task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 now_ms=now_ms(),
                 default_timezone="Asia/Shanghai",

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from api.main import create_app
+from taskdispatch.domain.bodies import TaskChange
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
     InvalidTaskError,
@@ -52,7 +53,7 @@ async def _one_op(d: TaskDispatcher, rng: random.Random, account: str, n: int) -
     elif op == "run":
         await d.run_now(task_id)
     elif op == "patch":
-        await d.update_task(task_id, interval=rng.choice([1, 2]), kwargs={"n": n})
+        await d.update_task(task_id, TaskChange(interval=rng.choice([1, 2]), kwargs={"n": n}))
     elif op == "delete":
         await d.delete_task(task_id)
     else:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import CLAIMS_FIELD, Task
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.store.keys import Keys
@@ -182,7 +183,7 @@ async def add_probe_task(
         "kwargs": {"sleep_s": sleep_s},
         **fields,
     }
-    return await d.add_task(**body)
+    return await d.add_task(TaskSpec.model_validate(body))
 
 
 def duplicate_slots(records: Iterable[ProbeRound]) -> list[tuple[str, int]]:

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.engine.beat import RedisScheduler
 from taskdispatch.engine.worker import create_celery_app
@@ -38,12 +39,14 @@ def aof(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRed
 async def _due_task(url: str, account: str) -> str:
     async with TaskDispatcher(Settings(redis_url=url, key_prefix="td:"), task_types={"noop"}) as d:
         task = await d.create_task(
-            sys_type="mac_intel",
-            task_type="noop",
-            xhs_account_id=account,
-            xhs_account_name=account,
-            interval=3600,
-            valid_time_range=[0, 24],
+            TaskSpec(
+                sys_type="mac_intel",
+                task_type="noop",
+                xhs_account_id=account,
+                xhs_account_name=account,
+                interval=3600,
+                valid_time_range=[0, 24],
+            )
         )
         await d.run_now(task.task_id)
         return task.task_id

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskdispatch.domain import lifecycle, validation
+from taskdispatch.domain.bodies import TaskChange, TaskSpec
 from taskdispatch.domain.exceptions import InvalidTaskError, TaskConflictError, UnknownTaskTypeError
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.domain.schedule import hour_window
@@ -50,7 +51,7 @@ def create(*, now_ms: int = NOW, default_timezone: str = "Asia/Shanghai", **fiel
         **fields,
     }
     return lifecycle.created(
-        body,
+        TaskSpec.model_validate(body),
         task_id="task-1",
         now_ms=now_ms,
         default_timezone=default_timezone,
@@ -381,7 +382,9 @@ def test_new_task_run_params_size_limit_is_utf8_bytes(blob: str, ok: bool) -> No
 
 def test_updated_non_timing_change_keeps_next_and_fence() -> None:
     """Renaming the account changes neither the next run nor the fence (no re-dispatch)."""
-    new = lifecycle.updated(stored(), {"account_name": "新名字"}, now_ms=NOW)
+    new = lifecycle.updated(
+        stored(), TaskChange.model_validate({"account_name": "新名字"}), now_ms=NOW
+    )
     assert new.account_name == "新名字"
     assert (new.next_ms, new.fence, new.status) == (at(8, 10, 40), 5, PENDING)
     assert new.updated_ms == NOW
@@ -390,7 +393,9 @@ def test_updated_non_timing_change_keeps_next_and_fence() -> None:
 def test_updated_empty_patch_changes_only_updated_ms() -> None:
     """An empty PATCH leaves the task as it was apart from updated_ms."""
     task = stored()
-    assert lifecycle.updated(task, {}, now_ms=NOW) == task.evolve(updated_ms=NOW)
+    assert lifecycle.updated(task, TaskChange.model_validate({}), now_ms=NOW) == task.evolve(
+        updated_ms=NOW
+    )
 
 
 @pytest.mark.parametrize(
@@ -410,34 +415,40 @@ def test_updated_timing_change_recomputes_next_and_bumps_fence(
     changes: dict[str, Any], expected_next: int
 ) -> None:
     """An interval change counts from the last run; a window/zone change moves next into it."""
-    new = lifecycle.updated(stored(), changes, now_ms=NOW)
+    new = lifecycle.updated(stored(), TaskChange.model_validate(changes), now_ms=NOW)
     assert (new.status, new.next_ms, new.fence) == (PENDING, expected_next, 6)
 
 
 def test_updated_interval_change_without_rounds_counts_from_creation() -> None:
     """With no round yet, a new interval counts from created_ms."""
     task = stored(created_ms=at(8, 9, 45), last_ms=None, round_num=0)
-    assert lifecycle.updated(task, {"interval": 1800}, now_ms=NOW).next_ms == at(8, 10, 15)
+    assert lifecycle.updated(
+        task, TaskChange.model_validate({"interval": 1800}), now_ms=NOW
+    ).next_ms == at(8, 10, 15)
 
 
 def test_updated_running_task_keeps_next_and_fence() -> None:
     """While a round runs the new settings are stored; the worker computes next at round end."""
     task = stored(status=RUNNING)
-    new = lifecycle.updated(task, {"interval": 600, "valid_time_range": [12, 18]}, now_ms=NOW)
+    new = lifecycle.updated(
+        task, TaskChange.model_validate({"interval": 600, "valid_time_range": [12, 18]}), now_ms=NOW
+    )
     assert (new.interval_s, new.hour_window) == (600, (12, 18))
     assert (new.status, new.next_ms, new.fence) == (RUNNING, task.next_ms, task.fence)
 
 
 def test_updated_paused_task_stays_paused_with_next_moved() -> None:
     """A timing change on a paused task recomputes next but does not resume it."""
-    new = lifecycle.updated(stored(status=PAUSED), {"valid_time_range": [12, 18]}, now_ms=NOW)
+    new = lifecycle.updated(
+        stored(status=PAUSED), TaskChange.model_validate({"valid_time_range": [12, 18]}), now_ms=NOW
+    )
     assert (new.status, new.next_ms) == (PAUSED, at(8, 12))
 
 
 def test_updated_error_task_keeps_status_and_next() -> None:
     """A timing change on an error task is stored; resume schedules it."""
     task = stored(status=ERROR, failures=3)
-    new = lifecycle.updated(task, {"interval": 600}, now_ms=NOW)
+    new = lifecycle.updated(task, TaskChange.model_validate({"interval": 600}), now_ms=NOW)
     assert new.interval_s == 600
     assert (new.status, new.next_ms, new.fence) == (ERROR, task.next_ms, task.fence)
 
@@ -453,7 +464,9 @@ def test_updated_completed_task_revived_by_later_end(
     end: str | None, expected_end_ms: int | None
 ) -> None:
     """A completed task given a later (or no) end becomes pending with next now, in window."""
-    new = lifecycle.updated(ended_yesterday(), {"task_end_time": end}, now_ms=NOW)
+    new = lifecycle.updated(
+        ended_yesterday(), TaskChange.model_validate({"task_end_time": end}), now_ms=NOW
+    )
     assert (new.status, new.next_ms, new.end_ms, new.end_text) == (
         PENDING,
         NOW,
@@ -465,20 +478,24 @@ def test_updated_completed_task_revived_by_later_end(
 
 def test_updated_completed_task_window_change_stays_completed() -> None:
     """A timing change that leaves the end in the past keeps the task completed."""
-    new = lifecycle.updated(ended_yesterday(), {"valid_time_range": [0, 24]}, now_ms=NOW)
+    new = lifecycle.updated(
+        ended_yesterday(), TaskChange.model_validate({"valid_time_range": [0, 24]}), now_ms=NOW
+    )
     assert (new.status, new.next_ms, new.hour_window) == (COMPLETED, None, (0, 24))
 
 
 def test_updated_end_before_next_run_completes_task() -> None:
     """Moving the end before the next run completes the task and takes it off the schedule."""
-    new = lifecycle.updated(stored(), {"task_end_time": "2026-01-08T10:30:00"}, now_ms=NOW)
+    new = lifecycle.updated(
+        stored(), TaskChange.model_validate({"task_end_time": "2026-01-08T10:30:00"}), now_ms=NOW
+    )
     assert (new.status, new.next_ms) == (COMPLETED, None)
 
 
 def test_updated_timezone_change_rereads_date_end_in_new_zone() -> None:
     """A date end means the end of that day in the task's zone, so it follows a zone change."""
     task = stored(end_text="2026-02-08", end_ms=at(9, 0, month=2) - 1)
-    new = lifecycle.updated(task, {"timezone": "UTC"}, now_ms=NOW)
+    new = lifecycle.updated(task, TaskChange.model_validate({"timezone": "UTC"}), now_ms=NOW)
     assert new.end_ms == at(9, 0, month=2, tz=ZoneInfo("UTC")) - 1
 
 
@@ -496,20 +513,27 @@ def test_updated_timezone_change_rereads_date_end_in_new_zone() -> None:
 def test_updated_invalid_change_raises_naming_field(changes: dict[str, Any], field: str) -> None:
     """Each invalid PATCH field raises InvalidTaskError whose .field names it."""
     with pytest.raises(InvalidTaskError) as info:
-        lifecycle.updated(stored(), changes, now_ms=NOW)
+        lifecycle.updated(stored(), TaskChange.model_validate(changes), now_ms=NOW)
     assert info.value.field == field
 
 
 def test_updated_run_params_merge_into_existing() -> None:
     """PATCH kwargs and user_* fields merge into the stored run parameters."""
     task = stored(kwargs={"user_query": "开始运营", "extra": 1})
-    new = lifecycle.updated(task, {"user_topic": "科技", "kwargs": {"extra": 2}}, now_ms=NOW)
+    new = lifecycle.updated(
+        task, TaskChange.model_validate({"user_topic": "科技", "kwargs": {"extra": 2}}), now_ms=NOW
+    )
     assert new.kwargs == {"user_query": "开始运营", "extra": 2, "user_topic": "科技"}
 
 
 def test_updated_null_user_field_removes_it() -> None:
     """A user_* field set to null in a PATCH is removed from the run parameters."""
-    assert lifecycle.updated(stored(), {"user_query": None}, now_ms=NOW).kwargs == {}
+    assert (
+        lifecycle.updated(
+            stored(), TaskChange.model_validate({"user_query": None}), now_ms=NOW
+        ).kwargs
+        == {}
+    )
 
 
 # --------------------------------------------------------------------------- paused
@@ -735,37 +759,14 @@ def test_resumed_error_task_clears_last_error() -> None:
     [
         pytest.param({"start_at": "9999-12-31T23:00:00"}, "start_at", id="start-at-year-9999"),
         pytest.param({"task_end_time": "3001-01-01"}, "task_end_time", id="end-past-horizon"),
-        pytest.param({"user_query": "a\ud800b"}, "user_query", id="lone-surrogate"),
-        pytest.param({"kwargs": {"x": "\udfff"}}, "kwargs", id="surrogate-in-kwargs"),
-        pytest.param({"kwargs": {"x": float("nan")}}, "kwargs", id="nan-in-kwargs"),
-        pytest.param({"kwargs": {"x": float("inf")}}, "kwargs", id="inf-in-kwargs"),
     ],
 )
-def test_new_task_hostile_value_raises_naming_field(fields: dict[str, Any], field: str) -> None:
-    """Values that would overflow dates or break JSON encoding are refused up front."""
+def test_new_task_instant_past_the_horizon_raises_naming_field(
+    fields: dict[str, Any], field: str
+) -> None:
+    """Instants that would overflow date arithmetic are refused, naming their field."""
     with pytest.raises(InvalidTaskError) as info:
         create(**fields)
-    assert info.value.field == field
-
-
-def test_new_task_deeply_nested_kwargs_raises_naming_kwargs() -> None:
-    """kwargs nested deeper than the limit are refused before any encoding recursion."""
-    deep: dict[str, Any] = {}
-    node = deep
-    for _ in range(validation.LIMITS["kwargs_depth"] + 2):
-        node["x"] = {}
-        node = node["x"]
-    with pytest.raises(InvalidTaskError) as info:
-        create(kwargs=deep)
-    assert info.value.field == "kwargs"
-
-
-@pytest.mark.parametrize("field", ["timezone", "account_name", "interval", "valid_time_range"])
-@pytest.mark.parametrize("value", [None, ""], ids=["null", "empty"])
-def test_updated_null_for_required_field_raises_naming_it(field: str, value: Any) -> None:
-    """PATCH cannot blank out a field every task must have."""
-    with pytest.raises(InvalidTaskError) as info:
-        lifecycle.updated(stored(), {field: value}, now_ms=NOW)
     assert info.value.field == field
 
 
@@ -798,7 +799,7 @@ def test_new_task_bad_queue_raises_naming_queue() -> None:
 def test_updated_queue_of_pending_task_refences_the_same_slot() -> None:
     """A move keeps the slot but re-fences it (the beat claims it again at once, for the new
     queue) and marks every earlier claim as one of the old queue."""
-    new = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    new = lifecycle.updated(claimed(), TaskChange.model_validate({"queue": "dev-b"}), now_ms=NOW)
     assert (new.queue, new.status, new.next_ms) == ("dev-b", PENDING, CLAIMED_SLOT)
     assert (new.fence, new.queue_fence) == (6, 6)
 
@@ -806,7 +807,7 @@ def test_updated_queue_of_pending_task_refences_the_same_slot() -> None:
 def test_stands_for_message_claimed_before_a_queue_move_is_stale() -> None:
     """The message left on the old queue never starts the slot, though it is due and an
     older claim of the same slot otherwise would."""
-    moved = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    moved = lifecycle.updated(claimed(), TaskChange.model_validate({"queue": "dev-b"}), now_ms=NOW)
     assert stands(claimed().evolve(fence=6), 5), "without a move an older claim stands"
     assert not stands(moved, 5)
 
@@ -814,7 +815,7 @@ def test_stands_for_message_claimed_before_a_queue_move_is_stale() -> None:
 def test_stands_for_claims_after_a_queue_move_stand_as_before() -> None:
     """Claims under the new queue behave as any claims: the latest stands, and so does an
     earlier one of the same slot once due (a long queue re-claimed meanwhile)."""
-    moved = lifecycle.updated(claimed(), {"queue": "dev-b"}, now_ms=NOW)
+    moved = lifecycle.updated(claimed(), TaskChange.model_validate({"queue": "dev-b"}), now_ms=NOW)
     reclaimed = moved.evolve(fence=moved.fence + 2)
     assert stands(reclaimed, moved.fence + 2)
     assert stands(reclaimed, moved.fence + 1)
@@ -825,37 +826,45 @@ def test_updated_queue_of_running_task_leaves_the_round_alone() -> None:
     """A round in progress runs on where it is: no re-fence; the slot after it is claimed
     afresh, so it goes to the new queue."""
     task = claimed(status=RUNNING, run_id="r1")
-    new = lifecycle.updated(task, {"queue": "dev-b"}, now_ms=NOW)
+    new = lifecycle.updated(task, TaskChange.model_validate({"queue": "dev-b"}), now_ms=NOW)
     assert (new.queue, new.status, new.fence, new.queue_fence) == ("dev-b", RUNNING, 5, 0)
 
 
 def test_updated_queue_null_moves_back_to_the_rule() -> None:
     """`queue: null` drops the task's own queue; it is a move like any other."""
-    new = lifecycle.updated(claimed(queue="dev-a"), {"queue": None}, now_ms=NOW)
+    new = lifecycle.updated(
+        claimed(queue="dev-a"), TaskChange.model_validate({"queue": None}), now_ms=NOW
+    )
     assert (new.queue, new.fence, new.queue_fence) == (None, 6, 6)
 
 
 def test_updated_same_queue_is_no_move() -> None:
     """Sending the queue the task already has changes neither the fence nor the floor."""
     task = claimed(queue="dev-a")
-    new = lifecycle.updated(task, {"queue": "dev-a"}, now_ms=NOW)
+    new = lifecycle.updated(task, TaskChange.model_validate({"queue": "dev-a"}), now_ms=NOW)
     assert (new.fence, new.queue_fence) == (5, 0)
 
 
 def test_updated_queue_with_timing_change_refences_once() -> None:
     """A move made with a reschedule uses the reschedule's new fence as the floor."""
-    new = lifecycle.updated(claimed(), {"queue": "dev-b", "interval": 600}, now_ms=NOW)
+    new = lifecycle.updated(
+        claimed(), TaskChange.model_validate({"queue": "dev-b", "interval": 600}), now_ms=NOW
+    )
     assert (new.fence, new.queue_fence) == (6, 6)
 
 
 def test_updated_queue_of_paused_task_refences_it() -> None:
     """A paused task moved: no earlier claim may start its slot after a resume either."""
-    new = lifecycle.updated(claimed(status=PAUSED), {"queue": "dev-b"}, now_ms=NOW)
+    new = lifecycle.updated(
+        claimed(status=PAUSED), TaskChange.model_validate({"queue": "dev-b"}), now_ms=NOW
+    )
     assert (new.status, new.fence, new.queue_fence) == (PAUSED, 6, 6)
 
 
 def test_updated_bad_queue_raises_naming_queue() -> None:
     """A PATCH's queue is checked like a create's."""
     with pytest.raises(InvalidTaskError) as info:
-        lifecycle.updated(claimed(), {"queue": "w1@host.dq2"}, now_ms=NOW)
+        lifecycle.updated(
+            claimed(), TaskChange.model_validate({"queue": "w1@host.dq2"}), now_ms=NOW
+        )
     assert (info.value.key, info.value.field) == ("queue_reserved", "queue")

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from taskdispatch.domain import lifecycle
+from taskdispatch.domain.bodies import TaskChange
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.exceptions import InvalidTaskError
 from taskdispatch.domain.models import Task, TaskStatus
@@ -971,7 +972,7 @@ async def test_patch_of_the_tags_of_a_parked_task_ends_its_wait_due_at_its_slot(
 ) -> None:
     """New tags may change its limits: the wait ends and the slot is due again at its start."""
     _, second = await _two_waiters(service, client, t0)
-    await service.update_task(second, tags=["other"])
+    await service.update_task(second, TaskChange(tags=["other"]))
     assert second not in _waiters(client)
     assert _wait_fields(client, second) == (None, None, None)
     assert _due(client, second) == t0 - 1000
@@ -982,7 +983,7 @@ async def test_patch_of_an_unrelated_field_of_a_parked_task_keeps_its_wait(
 ) -> None:
     """Renaming the account changes nothing about the wait nor the park deadline."""
     first, second = await _two_waiters(service, client, t0)
-    await service.update_task(second, account_name="renamed")
+    await service.update_task(second, TaskChange(account_name="renamed"))
     assert _waiters(client) == {first: t0 - 2000, second: t0 - 1000}
     assert _wait_fields(client, second) == (DEV, "limit_full", None)
     assert _due(client, second) == t0 + 80_000

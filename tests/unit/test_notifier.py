@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from taskdispatch.domain import lifecycle
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.engine.conditions import watch_conditions
@@ -73,7 +74,7 @@ def make_task(n: int, **overrides: Any) -> Task:
         "valid_time_range": [0, 24],
     }
     task = lifecycle.created(
-        body,
+        TaskSpec.model_validate(body),
         task_id=f"task-{n}",
         now_ms=now_ms(),
         default_timezone="Asia/Shanghai",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from taskdispatch.domain.bodies import TaskChange
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.engine.beat import RedisScheduler
 from taskdispatch.engine.handlers import RunContext
@@ -107,7 +108,7 @@ async def test_queue_move_republishes_the_waiting_slot_and_drops_the_old_message
     beat.dispatch_due()
     [old] = _messages(client, "dev-a")
     async with _dispatcher(redis_url) as d:
-        await d.update_task(task_id, queue="dev-b")
+        await d.update_task(task_id, TaskChange(queue="dev-b"))
     beat.dispatch_due()
     [new] = _messages(client, "dev-b")
     assert (new.slot_ms, new.fence > old.fence) == (old.slot_ms, True)
@@ -125,7 +126,7 @@ async def test_queue_move_back_to_the_rule_republishes_to_the_default_queue(
     task_id = await _due_task(redis_url, "acct-back", queue="dev-a")
     beat.dispatch_due()
     async with _dispatcher(redis_url) as d:
-        await d.update_task(task_id, queue=None)
+        await d.update_task(task_id, TaskChange(queue=None))
     beat.dispatch_due()
     [new] = _messages(client, "celery")
     assert run.run(new)["outcome"] == "ok"

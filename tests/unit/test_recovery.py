@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.clock import now_ms
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.engine.recovery import Housekeeper
@@ -51,12 +52,14 @@ def _keeper(client: redis.Redis, url: str, at_ms: int | None = None) -> Housekee
 async def _due_task(url: str, account: str) -> str:
     async with TaskDispatcher(_settings(url), task_types={"noop"}) as d:
         task = await d.create_task(
-            sys_type="mac_intel",
-            task_type="noop",
-            xhs_account_id=account,
-            xhs_account_name=account,
-            interval=3600,
-            valid_time_range=[0, 24],
+            TaskSpec(
+                sys_type="mac_intel",
+                task_type="noop",
+                xhs_account_id=account,
+                xhs_account_name=account,
+                interval=3600,
+                valid_time_range=[0, 24],
+            )
         )
         await d.run_now(task.task_id)
         return task.task_id

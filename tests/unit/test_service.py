@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import fakeredis
 import pytest
 
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.exceptions import InvalidTaskError
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.service.dispatcher import ALIVE_MS, TaskDispatcher
@@ -40,7 +41,12 @@ async def dispatcher(fake: fakeredis.FakeAsyncRedis) -> AsyncIterator[TaskDispat
 
 async def add(dispatcher: TaskDispatcher, account: str, **fields: Any) -> Task:
     return await dispatcher.create_task(
-        sys_type="mac_intel", xhs_account_id=account, xhs_account_name=f"name-{account}", **fields
+        TaskSpec(
+            sys_type="mac_intel",
+            xhs_account_id=account,
+            xhs_account_name=f"name-{account}",
+            **fields,
+        )
     )
 
 

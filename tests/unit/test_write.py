@@ -14,6 +14,7 @@ import fakeredis
 import pytest
 
 from taskdispatch.domain import lifecycle
+from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.write import WRITE_ID_FIELD, queue_task_write, written_by
@@ -38,7 +39,7 @@ def make_task(**overrides: Any) -> Task:
         "valid_time_range": [0, 24],
     }
     task = lifecycle.created(
-        body,
+        TaskSpec.model_validate(body),
         task_id="task-1",
         now_ms=T0,
         default_timezone="Asia/Shanghai",
