@@ -16,9 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from taskdispatch.audit import (
-    LINK_FIELD,
     PREV_FIELD,
-    TASK_PAGE,
     AuditEntry,
     AuditQuery,
     Stamp,
@@ -44,6 +42,7 @@ from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.progress import RoundProgress, current_progress
 from taskdispatch.reasons import World
+from taskdispatch.scripts import AUDIT_TASK_PAGE
 from taskdispatch.transaction import Change, Marker, Read, atransact
 from taskdispatch.write import queue_wake
 
@@ -81,8 +80,6 @@ class TaskStore:
         self.keys = keys
         self.audit_kept = audit_kept
         self.audit_kept_per_task = audit_kept_per_task
-        self._read = redis.register_script(_READ)
-        self._task_page = redis.register_script(TASK_PAGE)
 
     def queue_audit(self, pipe: Any, entry: AuditEntry, *, linked: bool = True) -> None:
         queue_audit(pipe, self.keys, entry, kept=self.audit_kept, linked=linked)
@@ -209,11 +206,12 @@ class TaskStore:
 
     async def task_audit(self, task_id: str, *, limit: int) -> list[AuditEntry]:
         """The task's own entries, newest first, at most `audit_kept_per_task` (one round
-        trip: `audit.TASK_PAGE`)."""
+        trip: `lua/audit_task_page.lua`)."""
         keys = self.keys
-        linked, legacy = await self._task_page(
+        linked, legacy = await AUDIT_TASK_PAGE.run_async(
+            self.redis,
             keys=[keys.audit(), keys.task(task_id), keys.task_audit(task_id)],
-            args=[LINK_FIELD, PREV_FIELD, min(limit, self.audit_kept_per_task)],
+            args=[PREV_FIELD, min(limit, self.audit_kept_per_task)],
         )
         return [
             *(AuditEntry.from_fields(_text(i), _fields(f)) for i, f in linked),
@@ -415,50 +413,46 @@ class TaskStore:
         self, task_ids: list[str], *, now_ms: int, alive_since_ms: int
     ) -> tuple[list[Task], World, dict[str, RoundProgress]]:
         """These tasks (those that exist, in order), the facts their waiting reasons need
-        (`reasons.World`) and the progress of their rounds in progress (by task id), in one
-        round trip: one script call, which follows each task to its account's lease, the
-        limit it waits for and, while a round runs, its progress, so nothing has to be read
-        first."""
-        reply = await self._read(
-            keys=[
-                self.keys.dispatcher(),
-                self.keys.workers(),
-                self.keys.worker_queues(),
-                self.keys.limits(),
-                *(self.keys.task(task_id) for task_id in task_ids),
-                *(self.keys.progress(task_id) for task_id in task_ids),
-            ],
-            args=[
-                ENABLED_FIELD,
-                alive_since_ms,
-                self.keys.lock(""),
-                self.keys.limit_places(""),
-                now_ms,
-                "account_id",
-                "wait_limit",
-                "run_id",
-            ],
-        )
-        enabled, live, queues_flat, hashes, locked, per_limit, progress_raw = reply
-        tasks: list[Task] = []
-        locked_accounts: set[str] = set()
+        (`reasons.World`) and the progress of their rounds in progress (by task id), in two
+        round trips: the tasks and the fleet, then the leases of their accounts, the limits
+        they wait for and the progress of those whose round runs. Plain reads, not a script:
+        a view may see one fact a moment newer than another, and a script would have to
+        name the keys it follows before it read the tasks that name them."""
+        keys = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.dispatcher(), ENABLED_FIELD)
+            pipe.zrangebyscore(keys.workers(), alive_since_ms, "+inf")
+            pipe.hgetall(keys.worker_queues())
+            for task_id in task_ids:
+                pipe.hgetall(keys.task(task_id))
+            enabled, live, queues_of, *raws = await pipe.execute()
+        tasks = [Task.from_hash(raw) for raw in raws if raw]
+        accounts = sorted({task.account_id for task in tasks})
+        waited = sorted({task.wait_limit for task in tasks if task.wait_limit})
+        running = [task for task in tasks if task.run_id]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id in accounts:
+                pipe.exists(keys.lock(account_id))
+            for name in waited:
+                pipe.zcount(keys.limit_places(name), f"({now_ms}", "+inf")
+            if waited:
+                pipe.hmget(keys.limits(), waited)
+            for task in running:
+                pipe.get(keys.progress(task.task_id))
+            replies = await pipe.execute()
+        held = replies[: len(accounts)]
+        in_use = replies[len(accounts) : len(accounts) + len(waited)]
+        definitions = replies[len(accounts) + len(waited)] if waited else []
+        locked_accounts = {a for a, h in zip(accounts, held, strict=True) if int(h)}
         progress: dict[str, RoundProgress] = {}
-        for flat, held, raw in zip(hashes, locked, progress_raw, strict=True):
-            if not flat:
-                continue
-            task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
-            tasks.append(task)
-            if int(held):
-                locked_accounts.add(task.account_id)
+        for task, raw in zip(running, replies[len(replies) - len(running) :], strict=True):
             if (shown := current_progress(task.run_id, raw)) is not None:
                 progress[task.task_id] = shown
         limit_use: dict[str, tuple[int, int | None]] = {}
-        for i in range(0, len(per_limit), 3):
-            name, in_use, definition = per_limit[i : i + 3]
+        for name, used, definition in zip(waited, in_use, definitions, strict=True):
             if definition is not None:
-                limit = Limit.from_json(_text(name), _text(definition))
-                limit_use[limit.name] = (int(in_use), limit.max_concurrent)
-        queues_of = dict(zip(queues_flat[::2], queues_flat[1::2], strict=True))
+                limit = Limit.from_json(name, _text(definition))
+                limit_use[name] = (int(used), limit.max_concurrent)
         world = World(
             now_ms=now_ms,
             dispatcher_enabled=dispatcher_enabled(enabled),
@@ -634,43 +628,6 @@ def _limit_entry(
     }
     return stamp.entry(limit=name, changed=changed)
 
-
-# Reads tasks with the facts their waiting reasons need (`TaskStore.read`).
-# KEYS[1] dispatcher hash, KEYS[2] workers zset (hostname -> heartbeat ms), KEYS[3] worker
-# queues hash, KEYS[4] limits hash, KEYS[5..4+n] the n task hashes, KEYS[5+n..4+2n] their
-# progress keys.
-# ARGV[1] the dispatcher flag's field, ARGV[2] heartbeats since this ms are alive, ARGV[3]
-# lease key prefix, ARGV[4] limit places key prefix, ARGV[5] now ms, ARGV[6] the task field
-# naming its account, ARGV[7] the task field naming the limit it waits for, ARGV[8] the task
-# field naming its round in progress.
-# Returns {flag or nil, {live worker, ...}, {worker, queues, ...}, {each task's HGETALL},
-# {1 when its account's lease is held, else 0, per task}, {limit, places in use, its
-# definition or nil, ...} for each limit a task waits for, {its progress while a round
-# runs, else nil, per task}}.
-_READ = """
-local hashes, locked, limits, seen, progress = {}, {}, {}, {}, {}
-local n = (#KEYS - 4) / 2
-for i = 5, 4 + n do
-  local h = redis.call('HGETALL', KEYS[i])
-  hashes[#hashes + 1] = h
-  local account, waits, run = nil, nil, nil
-  for j = 1, #h, 2 do
-    if h[j] == ARGV[6] then account = h[j + 1]
-    elseif h[j] == ARGV[7] then waits = h[j + 1]
-    elseif h[j] == ARGV[8] then run = h[j + 1] end
-  end
-  locked[#locked + 1] = account and redis.call('EXISTS', ARGV[3] .. account) or 0
-  progress[#progress + 1] = run and run ~= '' and redis.call('GET', KEYS[i + n]) or false
-  if waits and waits ~= '' and not seen[waits] then
-    seen[waits] = true
-    limits[#limits + 1] = waits
-    limits[#limits + 1] = redis.call('ZCOUNT', ARGV[4] .. waits, '(' .. ARGV[5], '+inf')
-    limits[#limits + 1] = redis.call('HGET', KEYS[4], waits)
-  end
-end
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf'),
-        redis.call('HGETALL', KEYS[3]), hashes, locked, limits, progress}
-"""
 
 # How many trail entries one page may look at, and in what batches.
 _AUDIT_SCAN = 10_000
