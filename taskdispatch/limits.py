@@ -24,6 +24,12 @@ overtaken in one while it waits for the other, which would let it starve (each t
 limit frees, the other is taken again). Its task shows the first full limit of its last
 look (`wait_limit`). docs/semantics.md ("Limits") states the guarantees, docs/redis-keys.md
 the keys.
+
+The scripts (`lua/limits_*.lua`) follow a waiter's id to its task hash, and a task's `waits`
+to those limits' waiters: keys they learn only by reading them, and which a caller could
+pass only by reading the waiters first, outside the atomic step that depends on them. They
+are the one exception to "a script touches only the keys passed" (scripts.py): on Redis
+Cluster they hold only with every key on one node (a key prefix with a hash tag).
 """
 
 from __future__ import annotations

@@ -260,8 +260,8 @@ def _blackout_value(text: str) -> tuple[DateRange, ...]:
 
 
 # The task hash field counting the claims of its slot in a row (written by the beat's claim
-# script, beat._CLAIM, never part of Task): the admission script (limits._ADMIT) sets it to
-# 0 when it handles the claim's message without running it (parked, or account locked).
+# script, lua/beat_claim.lua, never part of Task): the admission script (lua/limits_admit.lua)
+# sets it to 0 when it handles the claim's message without running it (parked, or account locked).
 CLAIMS_FIELD = "claims"
 # The slot those claims are of (written by the beat's claim script, never part of Task).
 CLAIMED_SLOT_FIELD = "claimed_slot"

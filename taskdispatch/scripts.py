@@ -4,8 +4,10 @@ Lua is used only where a change must be atomic across keys or read-then-write. E
 opens with a comment saying what it does and what it returns, then names each KEYS and ARGV
 entry as a local; a variadic tail (a list of keys or arguments) is declared there too and
 read by loops with named offsets. A script touches only the keys passed in KEYS, so it is
-valid on Redis Cluster when its keys share a slot (the limits scripts' waiter look-ups are
-the one exception, see `limits.py`).
+valid on Redis Cluster when its keys share a slot. Two follow ids they read to keys that
+cannot be named before: the limits scripts (a waiter's task hash, see `limits.py`) and the
+API's one-round-trip read (`store_read.lua`: a task's account lease and its limit's places;
+read only).
 
 Task hash field names inside Lua come from `models.TASK_FIELDS`: a script that reads `F.`
 gets `local F = {...}` generated from it ahead of its source. The limits scripts share
@@ -54,6 +56,7 @@ __all__ = [
     "PROGRESS_WRITE",
     "RATELIMIT_TAKE",
     "SCRIPTS",
+    "STORE_READ",
     "LuaScript",
     "field_table",
     "lua_text",
@@ -180,6 +183,7 @@ NOTIFIER_CLAIM = LuaScript("notifier_claim", keys=1, args=3, key_group=1, arg_gr
 NOTIFIER_RECORD = LuaScript("notifier_record", keys=4, args=8)
 PROGRESS_WRITE = LuaScript("progress_write", keys=3, args=6)
 RATELIMIT_TAKE = LuaScript("ratelimit_take", keys=1, args=2)
+STORE_READ = LuaScript("store_read", keys=4, args=5, key_group=2)
 
 SCRIPTS: tuple[LuaScript, ...] = (
     AUDIT_ADD,
@@ -199,4 +203,5 @@ SCRIPTS: tuple[LuaScript, ...] = (
     NOTIFIER_RECORD,
     PROGRESS_WRITE,
     RATELIMIT_TAKE,
+    STORE_READ,
 )

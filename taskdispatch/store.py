@@ -42,7 +42,7 @@ from taskdispatch.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.models import Task, TaskStatus
 from taskdispatch.progress import RoundProgress, current_progress
 from taskdispatch.reasons import World
-from taskdispatch.scripts import AUDIT_TASK_PAGE
+from taskdispatch.scripts import AUDIT_TASK_PAGE, STORE_READ
 from taskdispatch.transaction import Change, Marker, Read, atransact
 from taskdispatch.write import queue_wake
 
@@ -413,46 +413,42 @@ class TaskStore:
         self, task_ids: list[str], *, now_ms: int, alive_since_ms: int
     ) -> tuple[list[Task], World, dict[str, RoundProgress]]:
         """These tasks (those that exist, in order), the facts their waiting reasons need
-        (`reasons.World`) and the progress of their rounds in progress (by task id), in two
-        round trips: the tasks and the fleet, then the leases of their accounts, the limits
-        they wait for and the progress of those whose round runs. Plain reads, not a script:
-        a view may see one fact a moment newer than another, and a script would have to
-        name the keys it follows before it read the tasks that name them."""
+        (`reasons.World`) and the progress of their rounds in progress (by task id), in one
+        round trip: one script call (`lua/store_read.lua`), which follows each task to its
+        account's lease, the limit it waits for and, while a round runs, its progress, so
+        nothing has to be read first."""
         keys = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.dispatcher(), ENABLED_FIELD)
-            pipe.zrangebyscore(keys.workers(), alive_since_ms, "+inf")
-            pipe.hgetall(keys.worker_queues())
-            for task_id in task_ids:
-                pipe.hgetall(keys.task(task_id))
-            enabled, live, queues_of, *raws = await pipe.execute()
-        tasks = [Task.from_hash(raw) for raw in raws if raw]
-        accounts = sorted({task.account_id for task in tasks})
-        waited = sorted({task.wait_limit for task in tasks if task.wait_limit})
-        running = [task for task in tasks if task.run_id]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for account_id in accounts:
-                pipe.exists(keys.lock(account_id))
-            for name in waited:
-                pipe.zcount(keys.limit_places(name), f"({now_ms}", "+inf")
-            if waited:
-                pipe.hmget(keys.limits(), waited)
-            for task in running:
-                pipe.get(keys.progress(task.task_id))
-            replies = await pipe.execute()
-        held = replies[: len(accounts)]
-        in_use = replies[len(accounts) : len(accounts) + len(waited)]
-        definitions = replies[len(accounts) + len(waited)] if waited else []
-        locked_accounts = {a for a, h in zip(accounts, held, strict=True) if int(h)}
+        reply = await STORE_READ.run_async(
+            self.redis,
+            keys=[
+                keys.dispatcher(),
+                keys.workers(),
+                keys.worker_queues(),
+                keys.limits(),
+                *(k for i in task_ids for k in (keys.task(i), keys.progress(i))),
+            ],
+            args=[ENABLED_FIELD, alive_since_ms, keys.lock(""), keys.limit_places(""), now_ms],
+        )
+        enabled, live, queues_flat, hashes, locked, per_limit, progress_raw = reply
+        tasks: list[Task] = []
+        locked_accounts: set[str] = set()
         progress: dict[str, RoundProgress] = {}
-        for task, raw in zip(running, replies[len(replies) - len(running) :], strict=True):
+        for flat, held, raw in zip(hashes, locked, progress_raw, strict=True):
+            if not flat:
+                continue
+            task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+            tasks.append(task)
+            if int(held):
+                locked_accounts.add(task.account_id)
             if (shown := current_progress(task.run_id, raw)) is not None:
                 progress[task.task_id] = shown
         limit_use: dict[str, tuple[int, int | None]] = {}
-        for name, used, definition in zip(waited, in_use, definitions, strict=True):
+        for i in range(0, len(per_limit), 3):
+            name, in_use, definition = per_limit[i : i + 3]
             if definition is not None:
-                limit = Limit.from_json(name, _text(definition))
-                limit_use[name] = (int(used), limit.max_concurrent)
+                limit = Limit.from_json(_text(name), _text(definition))
+                limit_use[limit.name] = (int(in_use), limit.max_concurrent)
+        queues_of = dict(zip(queues_flat[::2], queues_flat[1::2], strict=True))
         world = World(
             now_ms=now_ms,
             dispatcher_enabled=dispatcher_enabled(enabled),

@@ -18,9 +18,10 @@ _INDEXED = re.compile(r"\b(KEYS|ARGV)\[\s*\d")
 # A key built in the script: a concatenation as a command's first argument, as a function's
 # first argument, or assigned to a name saying key.
 _BUILT_KEY = re.compile(r"redis\.call\('\w+',\s*[^,()]*\.\.|\w*key\w* = [^\n]*\.\.|\w\(\w+ \.\. ")
-# The limits scripts follow a waiter's id to its task hash, and a task's `waits` to those
-# limits' waiters: the keys are not known before the script reads them (see limits.py).
-_FOLLOWS_IDS = {"limits_admit", "limits_release", "limits_leave", "limits_wake"}
+# Scripts that follow ids they read to keys not known before: the limits scripts (a waiter's
+# id to its task hash, a task's `waits` to those limits' waiters; see limits.py) and the
+# API's one-round-trip read (a task's account lease and its limit's places; read only).
+_FOLLOWS_IDS = {"limits_admit", "limits_release", "limits_leave", "limits_wake", "store_read"}
 
 
 @dataclass(frozen=True)
