@@ -1,6 +1,7 @@
 """The Lua scripts, each in its own file under `taskdispatch/lua/`, and the one way to call them.
 
-Lua is used only where a change must be atomic across keys or read-then-write. Every script
+Lua is used where a change must be atomic across keys or read-then-write (and for the API's
+one-round-trip read of tasks with their facts). Every script
 opens with a comment saying what it does and what it returns, then names each KEYS and ARGV
 entry as a local; a variadic tail (a list of keys or arguments) is declared there too and
 read by loops with named offsets. A script touches only the keys passed in KEYS, so it is
