@@ -12,7 +12,6 @@ import hashlib
 import math
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,7 +20,7 @@ from api.exceptions import error_response
 from taskdispatch.domain.messages import text
 from taskdispatch.settings import RateLimit
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.ratelimit import TAKE
+from taskdispatch.store.scripts import RATELIMIT_TAKE
 
 __all__ = ["EXEMPT_PATHS", "RateLimiter"]
 
@@ -35,20 +34,17 @@ class RateLimiter:
         self.app = app
         self.limit = limit
         self.keys = keys
-        self.take: AsyncScript | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
         redis: Redis = scope["app"].state.dispatcher.redis
-        if self.take is None:
-            self.take = redis.register_script(TAKE)
         try:
-            allowed, wait_ms = await self.take(
+            allowed, wait_ms = await RATELIMIT_TAKE.run_async(
+                redis,
                 keys=[self.keys.rate(_client_of(scope))],
                 args=[self.limit.count, repr(self.limit.per_ms)],
-                client=redis,
             )
         except (RedisError, OSError):
             allowed, wait_ms = 1, 0

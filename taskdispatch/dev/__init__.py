@@ -1,2 +1,3 @@
-"""Developer tooling, not needed in production: the `make run` supervisor and the embedded
-Redis it (and the test suite) starts when no Redis is configured."""
+"""The command line and developer tooling: the `taskdispatch` command (`run`, `check`,
+`consistency`), the `make run` supervisor, and the embedded Redis it (and the test suite)
+starts when no Redis is configured."""

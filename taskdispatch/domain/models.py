@@ -23,16 +23,21 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Literal
 
 from taskdispatch.domain import schedule
 from taskdispatch.domain.schedule import ALL_WEEKDAYS, Calendar, DateRange, MinuteRange, Window
 
 __all__ = [
+    "AUDIT_LINK_FIELD",
+    "CLAIMED_SLOT_FIELD",
     "CLAIMS_FIELD",
     "MISFIRE_POLICIES",
+    "PARKED_FIELD",
     "PIECE_BYTES",
     "PIECE_MARK",
+    "TASK_FIELDS",
     "MisfirePolicy",
     "Outcome",
     "Task",
@@ -306,9 +311,16 @@ def _blackout_value(text: str) -> tuple[DateRange, ...]:
 
 
 # The task hash field counting the claims of its slot in a row (written by the beat's claim
-# script, beat._CLAIM, never part of Task): the admission script (limits._ADMIT) sets it to
-# 0 when it handles the claim's message without running it (parked, or account locked).
+# script, lua/beat_claim.lua, never part of Task): the admission script (lua/limits_admit.lua)
+# sets it to 0 when it handles the claim's message without running it (parked, or account locked).
 CLAIMS_FIELD = "claims"
+# The slot those claims are of (written by the beat's claim script, never part of Task).
+CLAIMED_SLOT_FIELD = "claimed_slot"
+# "1" while a slot waiting for a limit is parked, not yet woken (limits.py; never part of Task).
+PARKED_FIELD = "parked"
+# The newest audit entry of the task (audit.py): `Task.from_hash` ignores it and no write of
+# the task removes it.
+AUDIT_LINK_FIELD = "audit"
 
 _TEXT: Codec = (str, str)
 _INT: Codec = (str, int)
@@ -369,6 +381,20 @@ _DEFAULTED = frozenset(
     }
 )
 _FIELD_NAMES = tuple(f.name for f in fields(Task))
+# Every field a task hash may hold, by name: the one table of them, which the Lua scripts
+# read too (scripts.py gives it to each script as its table `F`).
+TASK_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        name: name
+        for name in (
+            *_FIELD_NAMES,
+            CLAIMS_FIELD,
+            CLAIMED_SLOT_FIELD,
+            PARKED_FIELD,
+            AUDIT_LINK_FIELD,
+        )
+    }
+)
 # Each field's decoder; the value of every field without a default when it is absent.
 _DECODER_OF = {name: _CODECS.get(name, _TEXT)[1] for name in _FIELD_NAMES}
 _ABSENT: dict[str, Any] = {

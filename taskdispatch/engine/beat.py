@@ -38,6 +38,7 @@ from taskdispatch.engine.recovery import Housekeeper
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store.connections import broker_client, store_client
 from taskdispatch.store.keys import DISPATCHER_OFF, ENABLED_FIELD, Keys
+from taskdispatch.store.scripts import BEAT_CLAIM, BEAT_RELEASE_CLAIMS
 
 __all__ = [
     "HOUSEKEEPING_BATCH",
@@ -59,93 +60,6 @@ HOUSEKEEPING_BATCH = 100
 # After a failed publish (broker unreachable), the next try.
 _PUBLISH_RETRY_S = 1.0
 
-# One call per tick: heartbeat, housekeeping candidates, claims.
-# KEYS[1] due zset, KEYS[2] dispatcher hash, KEYS[3] beats zset, KEYS[4] running zset,
-# KEYS[5] resume zset.
-# ARGV[1] now ms, ARGV[2] claim batch, ARGV[3] dispatch timeout ms, ARGV[4] beat id,
-# ARGV[5] task key prefix (Keys.task(""); task hashes are read by id, single-node Redis),
-# ARGV[6] housekeeping batch, ARGV[7] heartbeat retention ms; the rules it shares with
-# Python: ARGV[8] the dispatcher flag's field and ARGV[9] its "off" value (keys.py), ARGV[10]
-# the one status a task is due in (lifecycle.SCHEDULED_STATUS).
-# Returns {enabled 0|1, the earliest later instant (ms) at which something falls due
-#          (a slot, a lease expiry, a pause's end) or -1, L, R,
-#          L ids of rounds whose lease expiry passed, R ids of pauses whose `until` came,
-#          then per claimed task: id, fence, slot ms, task_type, sys_type, account_id, and
-#          its own queue or '' (routing.queue_for picks the queue from these)}.
-# Housekeeping candidates come whatever the dispatcher flag: a stopped dispatcher still
-# records lost rounds and ends timed pauses.
-# A claim holds the slot for the dispatch timeout; each further claim of the SAME slot (its
-# message is lost, or only waiting in a long queue: the two look alike from here) holds it
-# twice as long, up to 32x (hash fields claimed_slot, claims). In a backlog the queue then
-# gets a logarithmic number of copies of a waiting message, not one per timeout, which had
-# buried the useful messages under stale ones until no round ran at all.
-_CLAIM = """
-local now = tonumber(ARGV[1])
-local hk = tonumber(ARGV[6])
-redis.call('ZADD', KEYS[3], now, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
-local lost = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, hk)
-local resumes = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, hk)
-local wake = -1
-local function later(key)
-  local head = redis.call('ZRANGEBYSCORE', KEYS[key], '(' .. now, '+inf',
-                          'WITHSCORES', 'LIMIT', 0, 1)
-  if head[2] and (wake < 0 or tonumber(head[2]) < wake) then wake = tonumber(head[2]) end
-end
-later(4)
-later(5)
-local enabled = 1
-if redis.call('HGET', KEYS[2], ARGV[8]) == ARGV[9] then enabled = 0 end
-local claimed = {}
-if enabled == 1 then
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-  local timeout = tonumber(ARGV[3])
-  for _, id in ipairs(ids) do
-    local key = ARGV[5] .. id
-    local f = redis.call('HMGET', key, 'status', 'next_ms', 'task_type', 'sys_type', 'account_id',
-                         'claimed_slot', 'claims', 'queue')
-    if f[1] ~= ARGV[10] or not f[2] or f[2] == '' then
-      redis.call('ZREM', KEYS[1], id)
-    else
-      local fence = redis.call('HINCRBY', key, 'fence', 1)
-      local claims = 1
-      if f[6] == f[2] and f[7] then claims = tonumber(f[7]) + 1 end
-      redis.call('HSET', key, 'claimed_slot', f[2], 'claims', claims)
-      local hold = timeout
-      for _ = 2, math.min(claims, 6) do hold = hold * 2 end
-      redis.call('ZADD', KEYS[1], now + hold, id)
-      for _, v in ipairs({id, fence, f[2], f[3], f[4], f[5], f[8] or ''}) do
-        table.insert(claimed, v)
-      end
-    end
-  end
-  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if head[2] and (wake < 0 or tonumber(head[2]) < wake) then wake = tonumber(head[2]) end
-end
-local out = {enabled, wake, #lost, #resumes}
-for _, id in ipairs(lost) do table.insert(out, id) end
-for _, id in ipairs(resumes) do table.insert(out, id) end
-for _, v in ipairs(claimed) do table.insert(out, v) end
-return out
-"""
-
-# KEYS[1] due zset. ARGV[1] task key prefix, ARGV[2] the status a task is due in
-# (lifecycle.SCHEDULED_STATUS), then per claimed round: id, fence, slot ms.
-# Makes each round due again at once if the claim still stands (due status, same fence and
-# slot): its message may have been lost. Returns how many were released.
-_RELEASE_CLAIMS = """
-local released = 0
-for i = 3, #ARGV, 3 do
-  local id, fence, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'fence', 'next_ms')
-  if f[1] == ARGV[2] and f[2] == fence and f[3] == slot then
-    redis.call('ZADD', KEYS[1], tonumber(slot), id)
-    released = released + 1
-  end
-end
-return released
-"""
-
 
 @dataclass(frozen=True)
 class Claimed:
@@ -163,7 +77,7 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Tick:
-    """What one run of the claim script found (see `_CLAIM`)."""
+    """What one run of the claim script found (see `lua/beat_claim.lua`)."""
 
     enabled: bool
     # The earliest later instant at which a slot, a lease expiry or a pause's end falls due.
@@ -183,20 +97,30 @@ def claim_tick(
     dispatch_timeout_ms: int,
     housekeeping_batch: int = HOUSEKEEPING_BATCH,
 ) -> Tick:
-    """Run the claim script once (a beat's tick does exactly this before it publishes)."""
-    reply = redis.register_script(_CLAIM)(
-        keys=[keys.due(), keys.dispatcher(), keys.beats(), keys.running(), keys.resume()],
+    """One tick's claim (a beat's tick does exactly this before it publishes): read the
+    due ids, then run the claim script on them, which claims each only if still due (two
+    round trips, whatever the number of tasks stored)."""
+    due = [str(i) for i in redis.zrangebyscore(keys.due(), "-inf", now_ms, start=0, num=batch)]
+    reply = BEAT_CLAIM(
+        redis,
+        keys=[
+            keys.due(),
+            keys.dispatcher(),
+            keys.beats(),
+            keys.running(),
+            keys.resume(),
+            *(keys.task(task_id) for task_id in due),
+        ],
         args=[
             now_ms,
-            batch,
             dispatch_timeout_ms,
             beat_id,
-            keys.task(""),
             housekeeping_batch,
             HEARTBEAT_RETENTION_MS,
             ENABLED_FIELD,
             DISPATCHER_OFF,
             SCHEDULED_STATUS.value,
+            *due,
         ],
     )
     n_lost, n_resumes = int(reply[2]), int(reply[3])
@@ -271,7 +195,6 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         )
         self.housekeeper = Housekeeper(self.redis, s)
         self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._release_claims = self.redis.register_script(_RELEASE_CLAIMS)
         # (monotonic s, task id, fence, slot ms) of recent claims, oldest first: the rounds
         # whose messages a Redis restart may have lost (see _after_restart).
         self._claims: deque[tuple[float, str, str, str]] = deque()
@@ -379,10 +302,13 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
     def _release(self, claims: list[tuple[str, str, str]]) -> int:
         released = 0
         for start in range(0, len(claims), 1000):
-            args = [item for claim in claims[start : start + 1000] for item in claim]
-            prefix, status = self.keys.task(""), SCHEDULED_STATUS.value
+            batch = claims[start : start + 1000]
             released += int(
-                self._release_claims(keys=[self.keys.due()], args=[prefix, status, *args])
+                BEAT_RELEASE_CLAIMS(
+                    self.redis,
+                    keys=[self.keys.due(), *(self.keys.task(task_id) for task_id, _, _ in batch)],
+                    args=[SCHEDULED_STATUS.value, *(item for claim in batch for item in claim)],
+                )
             )
         return released
 

@@ -9,8 +9,8 @@ kept in `Keys.notify_conditions` and, for each one that began or ended, adds its
 the events stream: `task.overdue` / `task.caught_up`, `queue.unserved` / `queue.served`,
 `beat.down` / `beat.up`, `worker.down` / `worker.up`. The events and the new state are
 written by one script that first checks that no other look wrote since this one read
-(`_COMMIT`), so a condition is announced once, whatever the number of processes. The
-notifier (notifier.py) then reads them from the stream like every other event.
+(`lua/conditions_commit.lua`), so a condition is announced once, whatever the number of
+processes. The notifier (notifier.py) then reads them from the stream like every other event.
 
 Each notification has its own `overdue_after_s`. A task is overdue from the smallest of
 them on, and its `task.overdue` is announced again (with its `overdue_s`) each time it
@@ -44,6 +44,7 @@ from taskdispatch.settings import Settings
 from taskdispatch.store.events import MAX_EVENTS, event_fields
 from taskdispatch.store.keys import ENABLED_FIELD, Keys, dispatcher_enabled, reply_text
 from taskdispatch.store.notifications import RECOVERY_OF, parse_notifications
+from taskdispatch.store.scripts import CONDITIONS_COMMIT
 from taskdispatch.store.tasks import holding_messages, unconsumed_candidates
 
 __all__ = ["SCAN_PAGE", "Reason", "watch_conditions"]
@@ -411,7 +412,8 @@ def _commit(
         "close": closes,
         "events": events,
     }
-    done = redis.register_script(_COMMIT)(
+    done = CONDITIONS_COMMIT(
+        redis,
         keys=[keys.notify_conditions(), keys.notify_watch(), keys.events()],
         args=[_TOKEN, book.get(_TOKEN, ""), MAX_EVENTS, json.dumps(change, ensure_ascii=False)],
     )
@@ -424,29 +426,3 @@ def _commit(
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
     return [part for pair in fields.items() for part in pair]
-
-
-# One look's write, applied only if no other look wrote since this one read the bookkeeping
-# (its token unchanged), so that two looks never both announce a change.
-# KEYS[1] the open conditions hash, KEYS[2] the watcher's bookkeeping hash, KEYS[3] the
-# events stream.
-# ARGV[1] the bookkeeping's token field, ARGV[2] the token this look read ('' when none),
-# ARGV[3] the stream's approximate cap, ARGV[4] JSON {book: {field: value} (the new token
-# among them), open: {condition: state} (opened, or announced again), close: [condition],
-# events: [[field, value, ...] per event]}.
-# Returns 1 when written, 0 when another look wrote first.
-_COMMIT = """
-local conditions, book, events = KEYS[1], KEYS[2], KEYS[3]
-local token_field, read_token, max_events = ARGV[1], ARGV[2], ARGV[3]
-local change = cjson.decode(ARGV[4])
-if (redis.call('HGET', book, token_field) or '') ~= read_token then return 0 end
-for field, value in pairs(change['book']) do redis.call('HSET', book, field, value) end
-for condition, state in pairs(change['open']) do
-  redis.call('HSET', conditions, condition, state)
-end
-for _, condition in ipairs(change['close']) do redis.call('HDEL', conditions, condition) end
-for _, entry in ipairs(change['events']) do
-  redis.call('XADD', events, 'MAXLEN', '~', max_events, '*', unpack(entry))
-end
-return 1
-"""

@@ -26,17 +26,16 @@ import signal
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
 from redis import Redis
-from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from taskdispatch.engine.handlers import is_async
+from taskdispatch.store.scripts import LEASE_RELEASE, LEASE_RENEW
 
 __all__ = [
     "EXIT_AT",
@@ -64,41 +63,8 @@ _REPEAT_S = 0.05
 CANCEL_CHECK_S = 1.0
 # Exit status of a pool process that had to leave because its handler ignored a cancel.
 EXIT_CANCELLED = 71
-# The Task field a renewal compares with the round's run_id (models.Task.cancel_of).
-_CANCEL_FIELD = "cancel_of"
-
-# KEYS[1] lock key, KEYS[2] the task's hash, KEYS[3] running zset, KEYS[4..] the places the
-# round holds in limits (limits.py); ARGV[1] token, ARGV[2] ttl ms, ARGV[3] task id, ARGV[4]
-# new lease expiry ms, ARGV[5] the round's run_id ('' before it started), ARGV[6] the task
-# field naming the round an operator asked to stop (Task.cancel_of).
-# Returns 0 if the lease is no longer ours, 1 if renewed, 2 if renewed and the round was
-# asked to stop.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[4], ARGV[3]) end
-if ARGV[5] ~= '' and redis.call('HGET', KEYS[2], ARGV[6]) == ARGV[5] then return 2 end
-return 1
-"""
-
-# KEYS[1] lock key; ARGV[1] token. Returns 1 if deleted, 0 if it was not ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"""
-
 # Set by the worker in prefork pool processes, where exiting only replaces one process.
 in_pool_process = False
-
-_SCRIPTS: weakref.WeakKeyDictionary[Redis, tuple[Script, Script]] = weakref.WeakKeyDictionary()
-
-
-def _scripts(redis: Redis) -> tuple[Script, Script]:
-    """The renew and release scripts on this client, registered once per client."""
-    found = _SCRIPTS.get(redis)
-    if found is None:
-        found = _SCRIPTS[redis] = (redis.register_script(_RENEW), redis.register_script(_RELEASE))
-    return found
 
 
 class LeaseLost(BaseException):
@@ -386,8 +352,6 @@ class AccountLease:
         # Held while `act` runs: stopping waits for a renewal in flight.
         self._acting = threading.Lock()
         self._stopped = False
-        self._renew = _scripts(redis)[0]
-        self._release = _scripts(redis)[1]
 
     def taken(self, *, sent_s: float, place_keys: list[str] | None = None) -> None:
         """The lease (and these limit places) were taken by a command sent at `sent_s`
@@ -449,9 +413,9 @@ class AccountLease:
                     self.task_id,
                     expiry,
                     self._run_id,
-                    _CANCEL_FIELD,
                 ]
-                renewed = self._renew(
+                renewed = LEASE_RENEW(
+                    self.redis,
                     keys=[self.lock_key, self.task_key, self.running_key, *self.place_keys],
                     args=args,
                 )
@@ -524,7 +488,7 @@ class AccountLease:
         """Queue the compare-and-delete into a transaction of the caller's (the round's final
         write), so that the account is free the instant its next slot is due. Call
         `released` once that transaction was applied; renewals must have stopped."""
-        pipe.eval(_RELEASE, 1, self.lock_key, self.token)
+        LEASE_RELEASE.queue(pipe, keys=[self.lock_key], args=[self.token])
 
     def released(self) -> None:
         """The transaction holding `queue_release` was applied: nothing left to release."""
@@ -534,7 +498,7 @@ class AccountLease:
         self.stop_renewing()
         if self.acquired:
             try:
-                self._release(keys=[self.lock_key], args=[self.token])
+                LEASE_RELEASE(self.redis, keys=[self.lock_key], args=[self.token])
             except RedisError as exc:
                 log.warning("releasing lease %s failed (it will expire): %s", self.lock_key, exc)
             self.acquired = False

@@ -15,15 +15,16 @@ Three steps, each safe with any number of beats and API processes running them:
    (`Keys.notify_open`). The group writes, the open conditions and the XACK of the batch go
    in one MULTI, fenced by the intake lock: a batch is taken exactly once.
 2. Flush. A group whose window closed becomes one delivery (`Keys.notify_delivery`, due at
-   once in `Keys.notify_due`) in one script (`_FLUSH`): each group becomes exactly one
-   delivery, listing at most `TASKS_LISTED` subjects with the total in `count`.
-3. Send. A sender claims due deliveries (`_CLAIM`: their due time moves `notify_claim_s`
-   ahead, so one that dies mid-POST leaves them to another), POSTs them (`notify_formats`),
-   and records the attempt (`_RECORD`): delivered, or due again after a backoff, or given up
-   `notify_retry_for_s` after the first attempt. The delivery id (the X-Taskdispatch-Delivery
-   header) stays the same on every attempt, so a receiver drops the repeat that a crash
-   between its 2xx and our record causes. HTTP goes only to the configured URL: no
-   redirect is followed and no proxy from the environment is used.
+   once in `Keys.notify_due`) in one script (`lua/notifier_flush.lua`): each group becomes
+   exactly one delivery, listing at most `TASKS_LISTED` subjects with the total in `count`.
+3. Send. A sender claims due deliveries (`lua/notifier_claim.lua`: their due time moves
+   `notify_claim_s` ahead, so one that dies mid-POST leaves them to another), POSTs them
+   (`notify_formats`), and records the attempt (`lua/notifier_record.lua`): delivered, or due
+   again after a backoff, or given up `notify_retry_for_s` after the first attempt. The
+   delivery id (the X-Taskdispatch-Delivery header) stays the same on every attempt, so a
+   receiver drops the repeat that a crash between its 2xx and our record causes. HTTP goes
+   only to the configured URL: no redirect is followed and no proxy from the environment is
+   used.
 
 `NotifyLoop` runs the three in a daemon thread of every beat and every API process, with the
 condition watcher (`conditions.watch_conditions`); the intake reads the stream only while a
@@ -67,6 +68,12 @@ from taskdispatch.store.notifications import (
     get_notification,
     parse_notifications,
     put_notification,
+)
+from taskdispatch.store.scripts import (
+    NOTIFIER_CLAIM,
+    NOTIFIER_FLUSH,
+    NOTIFIER_LEAD,
+    NOTIFIER_RECORD,
 )
 from taskdispatch.store.transaction import Writes, optimistic
 
@@ -112,126 +119,6 @@ _TICK_S = 1.0
 _FLEET = "fleet"
 _TASK_CONDITIONS = tuple(opening for opening in RECOVERY_OF.values() if opening in TASK_EVENTS)
 
-# Takes or renews the intake lock. KEYS[1] the lock. ARGV[1] token, ARGV[2] ttl ms.
-# Returns 1 when the caller holds it now.
-_LEAD = """
-local lock_key = KEYS[1]
-local token, ttl_ms = ARGV[1], ARGV[2]
-if redis.call('GET', lock_key) == token then
-  redis.call('PEXPIRE', lock_key, ttl_ms)
-  return 1
-end
-if redis.call('SET', lock_key, token, 'NX', 'PX', ttl_ms) then return 1 end
-return 0
-"""
-
-# Turns closed groups into deliveries.
-# KEYS[1] windows zset, KEYS[2] due zset; then per window: its group hash, the new delivery
-# hash. ARGV[1] now ms, ARGV[2] subjects listed at most; then per window: its member
-# ("<name>|<event>"), name, event, the new delivery's id. A window already flushed (by
-# another process) or whose close time has not come is left alone; an empty group makes no
-# delivery.
-# The delivery's fields: name, event, occurred_at_ms (its first event), count, tasks (a JSON
-# list of the earliest entries), attempts, created_ms (see `queue_delivery`).
-# Returns how many deliveries it made.
-_FLUSH = """
-local windows_key, due_key = KEYS[1], KEYS[2]
-local now, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-local made = 0
-for i = 1, (#KEYS - 2) / 2 do
-  local group_key, delivery_key = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local a = 4 * i - 1
-  local member, name, event, id = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local close = redis.call('ZSCORE', windows_key, member)
-  if close and tonumber(close) <= now then
-    redis.call('ZREM', windows_key, member)
-    local values = redis.call('HVALS', group_key)
-    redis.call('DEL', group_key)
-    if #values > 0 then
-      local entries = {}
-      for _, value in ipairs(values) do
-        local ok, decoded = pcall(cjson.decode, value)
-        local at = ok and tonumber(decoded['at_ms']) or now
-        entries[#entries + 1] = {at, value}
-      end
-      table.sort(entries, function(a, b)
-        if a[1] == b[1] then return a[2] < b[2] end
-        return a[1] < b[1]
-      end)
-      local listed = {}
-      for j = 1, math.min(cap, #entries) do listed[j] = entries[j][2] end
-      redis.call('HSET', delivery_key, 'name', name, 'event', event,
-                 'occurred_at_ms', string.format('%.0f', entries[1][1]), 'count', #entries,
-                 'tasks', '[' .. table.concat(listed, ',') .. ']', 'attempts', 0,
-                 'created_ms', ARGV[1])
-      redis.call('ZADD', due_key, now, id)
-      made = made + 1
-    end
-  end
-end
-return made
-"""
-
-# Claims due deliveries for one attempt each.
-# KEYS[1] due zset; then per delivery its hash. ARGV[1] now ms, ARGV[2] claim ms, ARGV[3]
-# the sender's token; then per delivery its id. A delivery no longer due (another sender
-# claimed it) is skipped; one whose hash is gone is dropped from the due set.
-# Returns {id, {field, value, ...}, ...} of the deliveries claimed (first_try_ms set on the
-# first claim, `claim` = the token).
-_CLAIM = """
-local due_key = KEYS[1]
-local now, claim_ms, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local out = {}
-for i = 2, #KEYS do
-  local delivery_key, id = KEYS[i], ARGV[i + 2]
-  local due = redis.call('ZSCORE', due_key, id)
-  if due and tonumber(due) <= now then
-    if redis.call('EXISTS', delivery_key) == 0 then
-      redis.call('ZREM', due_key, id)
-    else
-      redis.call('ZADD', due_key, now + claim_ms, id)
-      redis.call('HSET', delivery_key, 'claim', token)
-      redis.call('HSETNX', delivery_key, 'first_try_ms', ARGV[1])
-      out[#out + 1] = id
-      out[#out + 1] = redis.call('HGETALL', delivery_key)
-    end
-  end
-end
-return out
-"""
-
-# Records one attempt.
-# KEYS[1] due zset, KEYS[2] delivery hash, KEYS[3] the notification's recent list, KEYS[4]
-# stats hash. ARGV[1] delivery id, ARGV[2] the claim token of the attempt, ARGV[3] outcome
-# ("delivered", "retrying", "given_up", or "dropped": its notification is gone), ARGV[4] the
-# attempt (JSON, notifications.Attempt), ARGV[5] attempts kept, ARGV[6] the stats field to
-# count it under ('' for none), ARGV[7] attempts made, ARGV[8] the next attempt's ms.
-# A delivery is recorded delivered once (a second sender that also got a 2xx finds it
-# gone); any other outcome only by the holder of its current claim.
-# Returns 1 when recorded, 0 when it was not (the delivery is someone else's now).
-_RECORD = """
-local due_key, delivery_key, recent_key, stats_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, token, outcome = ARGV[1], ARGV[2], ARGV[3]
-if outcome == 'delivered' then
-  if redis.call('EXISTS', delivery_key) == 0 then return 0 end
-elseif redis.call('HGET', delivery_key, 'claim') ~= token then
-  return 0
-end
-if outcome ~= 'dropped' then
-  redis.call('LPUSH', recent_key, ARGV[4])
-  redis.call('LTRIM', recent_key, 0, tonumber(ARGV[5]) - 1)
-end
-if outcome == 'retrying' then
-  redis.call('HSET', delivery_key, 'attempts', ARGV[7])
-  redis.call('ZADD', due_key, ARGV[8], id)
-  return 1
-end
-redis.call('ZREM', due_key, id)
-redis.call('DEL', delivery_key)
-if ARGV[6] ~= '' then redis.call('HINCRBY', stats_key, ARGV[6], 1) end
-return 1
-"""
-
 
 def queue_delivery(
     pipe: Any,
@@ -245,7 +132,7 @@ def queue_delivery(
     count: int,
     now_ms: int,
 ) -> None:
-    """Queue a delivery due now (the fields `_FLUSH` writes for a group)."""
+    """Queue a delivery due now (the fields `lua/notifier_flush.lua` writes for a group)."""
     pipe.hset(
         keys.notify_delivery(delivery_id),
         mapping={
@@ -448,10 +335,6 @@ class Notifier:
         self.token = uuid.uuid4().hex
         self.claim_ms = int(settings.notify_claim_s * 1000)
         self.timeout_s = min(_POST_TIMEOUT_S, settings.notify_claim_s / 2)
-        self._lead = redis.register_script(_LEAD)
-        self._flush = redis.register_script(_FLUSH)
-        self._claim = redis.register_script(_CLAIM)
-        self._record = redis.register_script(_RECORD)
         self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -464,7 +347,9 @@ class Notifier:
         """Take new events into the notifications' groups, if this process may (it holds the
         intake lock); returns how many stream entries it took."""
         keys = self.keys
-        if not self._lead(keys=[keys.notify_intake_lock()], args=[self.token, self.claim_ms]):
+        if not NOTIFIER_LEAD(
+            self.redis, keys=[keys.notify_intake_lock()], args=[self.token, self.claim_ms]
+        ):
             return 0
         taken = 0
         for _ in range(_INTAKE_BATCHES):
@@ -667,7 +552,7 @@ class Notifier:
             ]
             args += [member, name, event, delivery_id]
         keys = [self.keys.notify_windows(), self.keys.notify_due(), *group_keys]
-        return int(self._flush(keys=keys, args=args))
+        return int(NOTIFIER_FLUSH(self.redis, keys=keys, args=args))
 
     # -- 3. send -----------------------------------------------------------------------------
 
@@ -678,7 +563,8 @@ class Notifier:
         if not ids:
             return 0
         keys = self.keys
-        reply = self._claim(
+        reply = NOTIFIER_CLAIM(
+            self.redis,
             keys=[keys.notify_due(), *(keys.notify_delivery(i) for i in ids)],
             args=[now_ms, self.claim_ms, self.token, *ids],
         )
@@ -754,7 +640,8 @@ class Notifier:
     ) -> None:
         keys = self.keys
         stats = {"delivered": "delivered", "given_up": "given_up"}.get(outcome)
-        self._record(
+        NOTIFIER_RECORD(
+            self.redis,
             keys=[
                 keys.notify_due(),
                 keys.notify_delivery(delivery_id),

@@ -9,9 +9,9 @@ runs list.
 An entry is stored once, in the trail (a stream capped at about `audit_kept` entries,
 paged newest first by its ids), and found by task through links: the task's hash names
 its newest entry (`LINK_FIELD`) and each entry the task's one before it (`PREV_FIELD`), so
-a task's page follows its links (`TASK_PAGE`, one round trip), never scans the trail. A
-task's page shows at most `audit_kept_per_task` entries; an entry the trail has trimmed
-ends it (the trail trims its oldest entries first, so every older entry of the task is
+a task's page follows its links (`lua/audit_task_page.lua`, one round trip), never scans
+the trail. A task's page shows at most `audit_kept_per_task` entries; an entry the trail
+has trimmed ends it (the trail trims its oldest entries first, so every older entry of the task is
 gone too): such entries are dropped silently. A deleted task's hash and links go with it;
 its entries, its deletion included, stay in the trail.
 `changes` holds, for each field that changed, its value before and after in the API's
@@ -31,16 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskdispatch.domain.models import Task, outside_view
+from taskdispatch.domain.models import AUDIT_LINK_FIELD, Task, outside_view
 from taskdispatch.domain.transfer import export_row
 from taskdispatch.store.keys import Keys
+from taskdispatch.store.scripts import AUDIT_ADD
 
 __all__ = [
-    "ADD",
     "LEGACY_FIELD",
     "LINK_FIELD",
     "PREV_FIELD",
-    "TASK_PAGE",
     "AuditEntry",
     "AuditQuery",
     "Stamp",
@@ -49,13 +48,12 @@ __all__ = [
     "task_view",
 ]
 
-# The task hash's field naming the task's newest entry in the trail. Not a Task field:
-# `Task.from_hash` ignores it and no write of the task removes it.
-LINK_FIELD = "audit"
+# The task hash's field naming the task's newest entry in the trail (models.TASK_FIELDS).
+LINK_FIELD = AUDIT_LINK_FIELD
 # An entry in the trail is its fields, in this order: its head (at, actor, action and
 # those of task, account, limit, note and request it has), one field per changed value,
-# `PREV_FIELD` last (added by `ADD`). A changed value's field is its name marked `_SET`
-# (nothing before: its value after), `_UNSET` (nothing after: its value before) or
+# `PREV_FIELD` last (added by `lua/audit_add.lua`). A changed value's field is its name
+# marked `_SET` (nothing before: its value after), `_UNSET` (nothing after: its value before) or
 # `_CHANGED` (its [before, after]), the value as JSON. Redis keeps the field names once per
 # node of the stream while its entries repeat them (a run of creates does), so such an
 # entry costs about its values.
@@ -63,66 +61,6 @@ _SET, _UNSET, _CHANGED = "+", "-", "="
 PREV_FIELD = "prev"
 # The one field of a trail entry written by the release before: the entry as JSON.
 LEGACY_FIELD = "e"
-
-ADD = """
--- Add one entry to the audit trail and link it from its task's hash.
--- KEYS[1] the trail (a stream); KEYS[2], optional: the task's hash (absent from the call
--- for an entry of no task or of a deleted one).
--- ARGV[1] entries the trail keeps (about); ARGV[2] LINK_FIELD; ARGV[3] PREV_FIELD;
--- ARGV[4..] the entry's fields and values.
--- Returns the entry's id.
-local trail, task = KEYS[1], KEYS[2]
-local kept, link_field, prev_field = ARGV[1], ARGV[2], ARGV[3]
-local entry = {}
-for i = 4, #ARGV do
-  entry[#entry + 1] = ARGV[i]
-end
-local prev = ''
-if task then
-  prev = redis.call('HGET', task, link_field) or ''
-end
-entry[#entry + 1] = prev_field
-entry[#entry + 1] = prev
-local id = redis.call('XADD', trail, 'MAXLEN', '~', kept, '*', unpack(entry))
--- The change that is audited wrote the hash in this transaction; never make a bare one.
-if task and redis.call('EXISTS', task) == 1 then
-  redis.call('HSET', task, link_field, id)
-end
-return id
-"""
-
-TASK_PAGE = """
--- A task's audit entries, newest first, at most `count`: those linked from its hash, then
--- the full copies of its legacy list (written by the release before, older than any
--- linked entry).
--- KEYS[1] the trail; KEYS[2] the task's hash; KEYS[3] its legacy list.
--- ARGV[1] LINK_FIELD; ARGV[2] PREV_FIELD; ARGV[3] count.
--- Returns {linked entries as {id, {field, value, ...}}, legacy entries as JSON}.
-local trail, task, legacy = KEYS[1], KEYS[2], KEYS[3]
-local link_field, prev_field, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local linked = {}
-local id = redis.call('HGET', task, link_field)
-while id and id ~= '' and #linked < count do
-  local found = redis.call('XRANGE', trail, id, id)
-  -- Trimmed from the trail, and so is every older entry of the task: the page ends.
-  if #found == 0 then
-    break
-  end
-  linked[#linked + 1] = found[1]
-  local fields = found[1][2]
-  id = false
-  for i = 1, #fields, 2 do
-    if fields[i] == prev_field then
-      id = fields[i + 1]
-    end
-  end
-end
-local older = {}
-if #linked < count then
-  older = redis.call('LRANGE', legacy, 0, count - #linked - 1)
-end
-return {linked, older}
-"""
 
 
 @dataclass(frozen=True)
@@ -298,5 +236,5 @@ def queue_audit(
     """Queue `entry` into the trail (kept to about `kept` entries) and, with `linked`, link
     it from its task's hash (not for a deletion: the hash goes)."""
     task = [keys.task(entry.task_id)] if entry.task_id is not None and linked else []
-    args = (kept, LINK_FIELD, PREV_FIELD, *entry.fields())
-    pipe.eval(ADD, 1 + len(task), keys.audit(), *task, *args)
+    args: list[str | int] = [kept, PREV_FIELD, *entry.fields()]
+    AUDIT_ADD.queue(pipe, keys=[keys.audit(), *task], args=args)

@@ -44,6 +44,7 @@ from taskdispatch.domain.models import Task
 from taskdispatch.settings import Settings
 from taskdispatch.store.events import MAX_EVENTS, event_fields
 from taskdispatch.store.keys import Keys
+from taskdispatch.store.scripts import PROGRESS_WRITE
 
 __all__ = [
     "EVENT",
@@ -66,25 +67,6 @@ FLUSH_INTERVAL_S = 1.0
 # The progress key's TTL in lease TTLs; renewed every lease TTL while the round runs.
 TTL_LEASES = 3
 EVENT = "round.progress"
-# The task hash field holding the round in progress (models.Task.run_id).
-_RUN_ID_FIELD = "run_id"
-
-# KEYS[1] the task hash, KEYS[2] its progress key, KEYS[3] the event stream. ARGV[1] the task
-# field holding the round's run_id, ARGV[2] the reporting round's run_id, ARGV[3] the progress
-# (JSON), ARGV[4] its TTL ms, ARGV[5] the stream's length cap, ARGV[6] the event type, or ''
-# when the value is only kept alive (nothing new to tell), ARGV[7] the event's data.
-# Returns 1 when written, 0 when the round is no longer the task's (ended, lost or deleted).
-_WRITE = """
-local task_key, progress_key, stream_key = KEYS[1], KEYS[2], KEYS[3]
-local run_field, run_id, value, ttl_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local max_events, kind, data = ARGV[5], ARGV[6], ARGV[7]
-if redis.call('HGET', task_key, run_field) ~= run_id then return 0 end
-redis.call('SET', progress_key, value, 'PX', ttl_ms)
-if kind ~= '' then
-  redis.call('XADD', stream_key, 'MAXLEN', '~', max_events, '*', 'type', kind, 'data', data)
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -246,8 +228,8 @@ class ProgressReporter:
             )
             kind, data = fields["type"], fields["data"]
         keys = [self.keys.task(self.task_id), self.keys.progress(self.task_id), self.keys.events()]
-        args = [_RUN_ID_FIELD, self.run_id, value.to_json(), self.ttl_ms, MAX_EVENTS, kind, data]
-        pipe.eval(_WRITE, len(keys), *keys, *args)
+        args: list[str | int] = [self.run_id, value.to_json(), self.ttl_ms, MAX_EVENTS, kind, data]
+        PROGRESS_WRITE.queue(pipe, keys=keys, args=args)
 
     def _text(self, message: object) -> str:
         if isinstance(message, str):
@@ -428,6 +410,6 @@ def queue_progress_clear(
     (the worker's final write, recovery's lost-round write), and close this process's
     reporter of that round (when it runs here) before that transaction is sent: nothing of
     the round is written after it, and a write already in flight finds the round's
-    `run_id` gone and writes nothing (`_WRITE`)."""
+    `run_id` gone and writes nothing (`lua/progress_write.lua`)."""
     (flusher or _flusher).close_task(task_id)
     pipe.delete(keys.progress(task_id))

@@ -24,9 +24,7 @@ from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.domain.queries import TaskQuery
 from taskdispatch.domain.reasons import World
 from taskdispatch.store.audit import (
-    LINK_FIELD,
     PREV_FIELD,
-    TASK_PAGE,
     AuditEntry,
     AuditQuery,
     Stamp,
@@ -45,6 +43,7 @@ from taskdispatch.store.keys import (
 )
 from taskdispatch.store.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.store.progress import RoundProgress, current_progress
+from taskdispatch.store.scripts import AUDIT_TASK_PAGE, STORE_READ
 from taskdispatch.store.transaction import Change, Marker, Read, Writes, aoptimistic, atransact
 from taskdispatch.store.write import queue_wake
 
@@ -82,8 +81,6 @@ class TaskStore:
         self.keys = keys
         self.audit_kept = audit_kept
         self.audit_kept_per_task = audit_kept_per_task
-        self._read = redis.register_script(_READ)
-        self._task_page = redis.register_script(TASK_PAGE)
 
     def queue_audit(self, pipe: Any, entry: AuditEntry, *, linked: bool = True) -> None:
         queue_audit(pipe, self.keys, entry, kept=self.audit_kept, linked=linked)
@@ -210,11 +207,12 @@ class TaskStore:
 
     async def task_audit(self, task_id: str, *, limit: int) -> list[AuditEntry]:
         """The task's own entries, newest first, at most `audit_kept_per_task` (one round
-        trip: `audit.TASK_PAGE`)."""
+        trip: `lua/audit_task_page.lua`)."""
         keys = self.keys
-        linked, legacy = await self._task_page(
+        linked, legacy = await AUDIT_TASK_PAGE.run_async(
+            self.redis,
             keys=[keys.audit(), keys.task(task_id), keys.task_audit(task_id)],
-            args=[LINK_FIELD, PREV_FIELD, min(limit, self.audit_kept_per_task)],
+            args=[PREV_FIELD, min(limit, self.audit_kept_per_task)],
         )
         return [
             *(AuditEntry.from_fields(reply_text(i), _fields(f)) for i, f in linked),
@@ -417,28 +415,20 @@ class TaskStore:
     ) -> tuple[list[Task], World, dict[str, RoundProgress]]:
         """These tasks (those that exist, in order), the facts their waiting reasons need
         (`reasons.World`) and the progress of their rounds in progress (by task id), in one
-        round trip: one script call, which follows each task to its account's lease, the
-        limit it waits for and, while a round runs, its progress, so nothing has to be read
-        first."""
-        reply = await self._read(
+        round trip: one script call (`lua/store_read.lua`), which follows each task to its
+        account's lease, the limit it waits for and, while a round runs, its progress, so
+        nothing has to be read first."""
+        keys = self.keys
+        reply = await STORE_READ.run_async(
+            self.redis,
             keys=[
-                self.keys.dispatcher(),
-                self.keys.workers(),
-                self.keys.worker_queues(),
-                self.keys.limits(),
-                *(self.keys.task(task_id) for task_id in task_ids),
-                *(self.keys.progress(task_id) for task_id in task_ids),
+                keys.dispatcher(),
+                keys.workers(),
+                keys.worker_queues(),
+                keys.limits(),
+                *(k for i in task_ids for k in (keys.task(i), keys.progress(i))),
             ],
-            args=[
-                ENABLED_FIELD,
-                alive_since_ms,
-                self.keys.lock(""),
-                self.keys.limit_places(""),
-                now_ms,
-                "account_id",
-                "wait_limit",
-                "run_id",
-            ],
+            args=[ENABLED_FIELD, alive_since_ms, keys.lock(""), keys.limit_places(""), now_ms],
         )
         enabled, live, queues_flat, hashes, locked, per_limit, progress_raw = reply
         tasks: list[Task] = []
@@ -637,43 +627,6 @@ def _limit_entry(
     }
     return stamp.entry(limit=name, changed=changed)
 
-
-# Reads tasks with the facts their waiting reasons need (`TaskStore.read`).
-# KEYS[1] dispatcher hash, KEYS[2] workers zset (hostname -> heartbeat ms), KEYS[3] worker
-# queues hash, KEYS[4] limits hash, KEYS[5..4+n] the n task hashes, KEYS[5+n..4+2n] their
-# progress keys.
-# ARGV[1] the dispatcher flag's field, ARGV[2] heartbeats since this ms are alive, ARGV[3]
-# lease key prefix, ARGV[4] limit places key prefix, ARGV[5] now ms, ARGV[6] the task field
-# naming its account, ARGV[7] the task field naming the limit it waits for, ARGV[8] the task
-# field naming its round in progress.
-# Returns {flag or nil, {live worker, ...}, {worker, queues, ...}, {each task's HGETALL},
-# {1 when its account's lease is held, else 0, per task}, {limit, places in use, its
-# definition or nil, ...} for each limit a task waits for, {its progress while a round
-# runs, else nil, per task}}.
-_READ = """
-local hashes, locked, limits, seen, progress = {}, {}, {}, {}, {}
-local n = (#KEYS - 4) / 2
-for i = 5, 4 + n do
-  local h = redis.call('HGETALL', KEYS[i])
-  hashes[#hashes + 1] = h
-  local account, waits, run = nil, nil, nil
-  for j = 1, #h, 2 do
-    if h[j] == ARGV[6] then account = h[j + 1]
-    elseif h[j] == ARGV[7] then waits = h[j + 1]
-    elseif h[j] == ARGV[8] then run = h[j + 1] end
-  end
-  locked[#locked + 1] = account and redis.call('EXISTS', ARGV[3] .. account) or 0
-  progress[#progress + 1] = run and run ~= '' and redis.call('GET', KEYS[i + n]) or false
-  if waits and waits ~= '' and not seen[waits] then
-    seen[waits] = true
-    limits[#limits + 1] = waits
-    limits[#limits + 1] = redis.call('ZCOUNT', ARGV[4] .. waits, '(' .. ARGV[5], '+inf')
-    limits[#limits + 1] = redis.call('HGET', KEYS[4], waits)
-  end
-end
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf'),
-        redis.call('HGETALL', KEYS[3]), hashes, locked, limits, progress}
-"""
 
 # How many trail entries one page may look at, and in what batches.
 _AUDIT_SCAN = 10_000

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from taskdispatch.settings import RateLimit, Settings, parse_rate_limit
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.ratelimit import TAKE
+from taskdispatch.store.scripts import RATELIMIT_TAKE
 from tests.support.api import ApiProcess, error_body_ok, serve
 from tests.support.stack import e2e_env
 
@@ -57,14 +57,13 @@ def test_rate_limit_setting_malformed_is_refused_naming_the_form(text: str) -> N
 def test_bucket_allows_the_burst_then_refuses_with_the_wait(redis_url: str) -> None:
     """Capacity 3 at 10/s: three takes pass, the fourth waits ~100 ms, then one passes."""
     client = redis.Redis.from_url(redis_url)
-    take = client.register_script(TAKE)
     limit = RateLimit(3, 1)
     args = [3, 3 / 1000]
-    answers = [take(keys=[KEYS.rate("x")], args=args) for _ in range(4)]
+    answers = [RATELIMIT_TAKE(client, keys=[KEYS.rate("x")], args=args) for _ in range(4)]
     assert [int(a[0]) for a in answers] == [1, 1, 1, 0]
     assert 0 < int(answers[3][1]) <= 1000 / limit.count + 1
     time.sleep(int(answers[3][1]) / 1000 + 0.05)
-    assert int(take(keys=[KEYS.rate("x")], args=args)[0]) == 1
+    assert int(RATELIMIT_TAKE(client, keys=[KEYS.rate("x")], args=args)[0]) == 1
     assert 0 < client.pttl(KEYS.rate("x")) <= 2000
     client.close()
 

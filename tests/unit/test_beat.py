@@ -12,11 +12,12 @@ import redis
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task, TaskStatus
-from taskdispatch.engine.beat import RedisScheduler
+from taskdispatch.engine.beat import RedisScheduler, claim_tick
 from taskdispatch.engine.worker import create_celery_app
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.store.keys import Keys
+from taskdispatch.store.scripts import BEAT_CLAIM
 
 KEYS = Keys("td:")
 
@@ -122,4 +123,59 @@ async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: Embe
     assert client.zscore(KEYS.running(), task_id) is None
     [record] = client.lrange(KEYS.runs(task_id), 0, -1)
     assert '"outcome": "lost"' in record and "lease_expired" in record
+    client.close()
+
+
+def _claim_read_earlier(
+    client: redis.Redis, due_ids: list[str], *, now_ms: int
+) -> tuple[list[str], int]:
+    """The claim script run on ids a beat read before (as `claim_tick` passes them): the
+    ids it claimed and the wake-up it answered."""
+    reply = BEAT_CLAIM(
+        client,
+        keys=[
+            KEYS.due(),
+            KEYS.dispatcher(),
+            KEYS.beats(),
+            KEYS.running(),
+            KEYS.resume(),
+            *(KEYS.task(i) for i in due_ids),
+        ],
+        args=[now_ms, 60_000, "beat-late", 100, 60_000, "enabled", "0", "pending", *due_ids],
+    )
+    rest = reply[4 + int(reply[2]) + int(reply[3]) :]
+    return [str(rest[i]) for i in range(0, len(rest), 7)], int(reply[1])
+
+
+async def test_claim_of_ids_another_beat_claimed_since_they_were_read_claims_nothing(
+    aof: EmbeddedRedis,
+) -> None:
+    """Two beats read the same due id; the one whose script runs second finds it no longer
+    due and claims nothing: one message per slot."""
+    task_id = await _due_task(aof.url, "acct-race")
+    client = redis.Redis.from_url(aof.url, decode_responses=True)
+    now = int(time.time() * 1000) + 1000
+    read = client.zrangebyscore(KEYS.due(), "-inf", now)
+    assert read == [task_id]
+    first = claim_tick(client, KEYS, now_ms=now, beat_id="b1", batch=10, dispatch_timeout_ms=60_000)
+    assert [c.task_id for c in first.claimed] == [task_id]
+    assert _claim_read_earlier(client, read, now_ms=now)[0] == []
+    assert _task(client, task_id).fence == first.claimed[0].fence
+    client.close()
+
+
+async def test_claim_of_a_slot_due_after_the_read_leaves_it_due_and_wakes_at_once(
+    aof: EmbeddedRedis,
+) -> None:
+    """A slot that fell due after the beat read the due ids is not lost: it stays due, and
+    the tick's wake-up is no later than now, so the next tick claims it."""
+    task_id = await _due_task(aof.url, "acct-late")
+    client = redis.Redis.from_url(aof.url, decode_responses=True)
+    now = int(time.time() * 1000) + 1000
+    claimed, wake_ms = _claim_read_earlier(client, [], now_ms=now)
+    assert claimed == []
+    assert 0 <= wake_ms <= now
+    assert client.zscore(KEYS.due(), task_id) <= now
+    tick = claim_tick(client, KEYS, now_ms=now, beat_id="b1", batch=10, dispatch_timeout_ms=60_000)
+    assert [c.task_id for c in tick.claimed] == [task_id]
     client.close()

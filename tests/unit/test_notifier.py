@@ -25,6 +25,7 @@ from taskdispatch.settings import Settings
 from taskdispatch.store.events import queue_event
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.notifications import Notification, NotifyMatch
+from taskdispatch.store.scripts import NOTIFIER_CLAIM, NOTIFIER_LEAD
 from taskdispatch.store.write import queue_task_write
 from tests.support.receiver import Receiver
 
@@ -341,7 +342,7 @@ def test_intake_entries_a_dead_holder_read_are_taken_by_the_next(
     lock expired, takes that batch (no event lost)."""
     define(client, "ops")
     dead = Notifier(client, settings)
-    assert dead._lead(keys=[KEYS.notify_intake_lock()], args=[dead.token, 60_000])
+    assert NOTIFIER_LEAD(client, keys=[KEYS.notify_intake_lock()], args=[dead.token, 60_000])
     to_error(client, 1)
     assert dead._read()  # read, then it died before acknowledging
     client.delete(KEYS.notify_intake_lock())  # its lock expired
@@ -357,7 +358,7 @@ def test_intake_batch_of_a_holder_that_lost_the_lock_is_not_written(
     define(client, "ops")
     to_error(client, 1)
     stale = Notifier(client, settings)
-    assert stale._lead(keys=[KEYS.notify_intake_lock()], args=[stale.token, 10_000])
+    assert NOTIFIER_LEAD(client, keys=[KEYS.notify_intake_lock()], args=[stale.token, 10_000])
     entries = stale._read()
     client.set(KEYS.notify_intake_lock(), notifier.token)  # taken over
     assert stale._take(entries) is False
@@ -486,10 +487,12 @@ def test_send_claimed_delivery_is_not_claimed_again_until_the_claim_expires(
     [delivery] = cycle(notifier, client)
     at = now_ms()
     keys = [KEYS.notify_due(), KEYS.notify_delivery(delivery["id"])]
-    first = notifier._claim(keys=keys, args=[at, 2000, notifier.token, delivery["id"]])
+    first = NOTIFIER_CLAIM(client, keys=keys, args=[at, 2000, notifier.token, delivery["id"]])
     other = Notifier(client, settings)
-    assert other._claim(keys=keys, args=[at + 1999, 2000, other.token, delivery["id"]]) == []
-    again = other._claim(keys=keys, args=[at + 2000, 2000, other.token, delivery["id"]])
+    assert (
+        NOTIFIER_CLAIM(client, keys=keys, args=[at + 1999, 2000, other.token, delivery["id"]]) == []
+    )
+    again = NOTIFIER_CLAIM(client, keys=keys, args=[at + 2000, 2000, other.token, delivery["id"]])
     assert first[0] == again[0] == delivery["id"]
 
 
@@ -505,7 +508,7 @@ def test_send_stale_sender_cannot_record_a_failure_over_the_new_claim(
         delivery_id = delivery["id"]
         keys = [KEYS.notify_due(), KEYS.notify_delivery(delivery_id)]
         at = now_ms()
-        [_, raw] = notifier._claim(keys=keys, args=[at, 1, notifier.token, delivery_id])
+        [_, raw] = NOTIFIER_CLAIM(client, keys=keys, args=[at, 1, notifier.token, delivery_id])
         fields = dict(zip(raw[::2], raw[1::2], strict=True))
         other = Notifier(client, settings)
         assert other.send([delivery_id], now_ms=at + 2) == 1  # takes over, delivers
