@@ -15,7 +15,6 @@ write produced (a reorder applied twice, a pause answered with 409).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from redis.exceptions import WatchError
 from taskdispatch import lifecycle
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task
-from taskdispatch.write import queue_task_write, written_by
+from taskdispatch.write import new_write_id, queue_task_write, written_by
 
 __all__ = ["Change", "Marker", "Read", "Result", "atransact", "transact"]
 
@@ -148,7 +147,7 @@ class _Tx:
             *([self.account_key] if self.account_key else []),
             *([marker.key] if marker else []),
         ]
-        self.write_id = uuid.uuid4().hex
+        self.write_id = new_write_id()
         self.attempt: Result | None = None
 
     def landed(self, raw: Mapping[Any, Any]) -> Result | None:

@@ -3,11 +3,12 @@ handler's records (overlaps, duplicates)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +20,11 @@ from taskdispatch.service import TaskDispatcher
 from tests.support.handlers import FINALLY_KEY, INTERRUPTS_KEY, ROUNDS_KEY, STARTS_KEY
 
 __all__ = [
+    "E2E_KEYS",
     "ProbeRound",
     "View",
     "add_probe_task",
+    "await_until",
     "duplicate_slots",
     "holds_for",
     "now_ms",
@@ -29,6 +32,7 @@ __all__ = [
     "overlaps_by_history",
     "percentile",
     "probe_file_records",
+    "stored_task",
     "wait_until",
 ]
 
@@ -59,6 +63,25 @@ def wait_until(
         time.sleep(interval_s)
 
 
+async def await_until(
+    predicate: Callable[[], Awaitable[T]],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """`wait_until` for a coroutine predicate, sleeping in the event loop between looks."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s:.1f}s waiting for {message} (last value: {value!r})"
+            )
+        await asyncio.sleep(interval_s)
+
+
 def holds_for(
     predicate: Callable[[], Any],
     duration_s: float,
@@ -71,6 +94,15 @@ def holds_for(
         value = predicate()
         assert value, f"{message} stopped holding (value: {value!r})"
         time.sleep(interval_s)
+
+
+# The key prefix of the stores the unit and e2e specs run against.
+E2E_KEYS = Keys("td:")
+
+
+def stored_task(client: redis.Redis, task_id: str, keys: Keys = E2E_KEYS) -> Task:
+    """The task as stored now (read with a client that decodes responses)."""
+    return Task.from_hash(client.hgetall(keys.task(task_id)))
 
 
 class View:

@@ -12,10 +12,11 @@ import redis
 from taskdispatch.beat import RedisScheduler
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.keys import Keys
-from taskdispatch.models import Task, TaskStatus
+from taskdispatch.models import TaskStatus
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings, get_settings
 from taskdispatch.worker import create_celery_app
+from tests.support.probes import stored_task
 
 KEYS = Keys("td:")
 
@@ -49,10 +50,6 @@ async def _due_task(url: str, account: str) -> str:
         return task.task_id
 
 
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
-
-
 def _scheduler(broker_url: str | None = None) -> RedisScheduler:
     settings = get_settings()
     if broker_url is not None:
@@ -68,7 +65,7 @@ async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: Embedde
     beat = _scheduler()
     beat._watch_restarts()  # the first connection: learns the run_id
     beat.dispatch_due()
-    claimed = _task(client, task_id)
+    claimed = stored_task(client, task_id)
     assert client.zscore(KEYS.due(), task_id) > claimed.next_ms, "claimed: pushed forward"
 
     aof.stop()
@@ -78,7 +75,7 @@ async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: Embedde
     beat._watch_restarts()
     assert client.zscore(KEYS.due(), task_id) == claimed.next_ms, "released: due at its slot"
     beat.dispatch_due()
-    assert _task(client, task_id).fence > claimed.fence
+    assert stored_task(client, task_id).fence > claimed.fence
     assert client.llen("celery") == 1
     client.close()
 
@@ -90,7 +87,7 @@ async def test_tick_whose_publish_failed_releases_the_claims_next_tick(aof: Embe
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     beat = _scheduler(broker_url=f"redis://127.0.0.1:{free_port()}/0")
     assert beat.dispatch_due() >= 1.0
-    claimed = _task(client, task_id)
+    claimed = stored_task(client, task_id)
     assert client.zscore(KEYS.due(), task_id) > claimed.next_ms
     beat._watch_restarts()
     assert client.zscore(KEYS.due(), task_id) == claimed.next_ms
@@ -101,7 +98,7 @@ async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: Embe
     """A round whose lease expired is recorded lost by the tick, whatever the dispatcher flag."""
     task_id = await _due_task(aof.url, "acct-lost")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     now = time.time_ns() // 1_000_000
     running = task.evolve(status=TaskStatus.RUNNING, run_id="r1", started_ms=now - 5000)
     with client.pipeline() as pipe:
@@ -114,7 +111,7 @@ async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: Embe
         pipe.execute()
 
     assert _scheduler().dispatch_due() == 0.0  # the task was just made due: look again
-    after = _task(client, task_id)
+    after = stored_task(client, task_id)
     assert (after.status, after.run_id) == (TaskStatus.PENDING, None)
     assert client.zscore(KEYS.running(), task_id) is None
     [record] = client.lrange(KEYS.runs(task_id), 0, -1)

@@ -38,7 +38,7 @@ from taskdispatch.rounds import RoundRunner
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
-from tests.support.probes import add_probe_task, wait_until
+from tests.support.probes import add_probe_task, stored_task, wait_until
 from tests.support.runner import message_for, runner_for
 
 KEYS = Keys("td:")
@@ -124,10 +124,6 @@ async def _task_at(
     return task_id
 
 
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
-
-
 def _admit(
     client: redis.Redis,
     task_id: str,
@@ -143,7 +139,7 @@ def _admit(
         client,
         KEYS,
         book or LimitBook(client, KEYS),
-        _task(client, task_id),
+        stored_task(client, task_id),
         lease_token=lease_token or f"lease-{task_id}",
         lease_ttl_ms=lease_ttl_ms,
         start_token=uuid.uuid4().hex,
@@ -185,7 +181,7 @@ def _parked(client: redis.Redis, task_id: str) -> bool:
 
 
 def _wait_fields(client: redis.Redis, task_id: str) -> tuple[Any, Any, Any]:
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     return task.wait_limit, task.wait_code, task.wait_next_ms
 
 
@@ -436,7 +432,7 @@ async def test_admit_of_a_task_deleted_since_it_was_read_is_gone_and_writes_noth
 ) -> None:
     """The worker read the task, then it was deleted: no lease, and no partial hash left."""
     task_id = await _task_at(service, "acct-gone", t0)
-    read = _task(client, task_id)
+    read = stored_task(client, task_id)
     await service.delete_task(task_id)
     admission = admit(
         client,
@@ -458,7 +454,7 @@ async def test_admit_of_a_task_whose_slot_moved_since_it_was_read_is_gone(
 ) -> None:
     """A slot moved (run now, reorder) after the read: the stale read admits nothing."""
     task_id = await _task_at(service, "acct-moved", t0)
-    read = _task(client, task_id)
+    read = stored_task(client, task_id)
     client.hset(KEYS.task(task_id), "next_ms", t0 + 60_000)
     admission = admit(
         client,
@@ -525,7 +521,7 @@ async def test_admit_with_a_full_concurrency_limit_writes_the_wait_on_the_task(
     _admit(client, waiter, now=t0 + 10)
     assert _wait_fields(client, waiter) == (DEV, "limit_full", None)
     assert _parked(client, waiter)
-    task = _task(client, waiter)
+    task = stored_task(client, waiter)
     assert (task.status, task.next_ms) == (TaskStatus.PENDING, t0 - 1000)
 
 
@@ -797,7 +793,7 @@ async def test_admit_a_waiter_blocked_by_another_limit_keeps_its_place_in_the_fi
     """Woken by b-cap but blocked by a-cap, `both` stays b-cap's head: `next_b` (a later
     slot) neither is woken nor may take the free place."""
     both, next_b, _, _ = await _both_blocked_in_turn(service, client, t0)
-    assert _task(client, both).waits == ("b-cap", "a-cap")
+    assert stored_task(client, both).waits == ("b-cap", "a-cap")
     assert _waiters(client, "b-cap") == {both: t0 - 5000, next_b: t0 - 4000}
     assert _parked(client, next_b)
     refused = _admit(client, next_b, now=t0 + 60)
@@ -818,7 +814,7 @@ async def test_admit_a_round_under_two_busy_limits_starts_once_both_have_room(
     assert _waiters(client, "a-cap") == {}
     assert _waiters(client, "b-cap") == {next_b: t0 - 4000}
     assert _wait_fields(client, both) == (None, None, None)
-    assert _task(client, both).waits == ()
+    assert stored_task(client, both).waits == ()
 
 
 async def test_admit_a_waiter_whose_limit_no_longer_covers_it_leaves_that_limit(
@@ -830,7 +826,7 @@ async def test_admit_a_waiter_whose_limit_no_longer_covers_it_leaves_that_limit(
     await service.put_limit("b-cap", match={"tag": "other"}, max_concurrent=1)
     assert _admit(client, both, now=t0 + 60).limit == "a-cap"
     assert both not in _waiters(client, "b-cap")
-    assert _task(client, both).waits == ("a-cap",)
+    assert stored_task(client, both).waits == ("a-cap",)
 
 
 # ---- queue_release ----------------------------------------------------------------------
@@ -951,10 +947,10 @@ async def test_pause_of_a_task_waiting_for_two_limits_leaves_both(
     _admit(client, await _task_at(service, "acct-h", t0 - 9000, tags=("ta", "tb")), now=t0)
     both = await _task_at(service, "acct-both", t0 - 5000, tags=("ta", "tb"))
     _admit(client, both, now=t0 + 10)
-    assert _task(client, both).waits == ("a-cap", "b-cap")
+    assert stored_task(client, both).waits == ("a-cap", "b-cap")
     await service.pause_task(both)
     assert _waiters(client, "a-cap") == _waiters(client, "b-cap") == {}
-    assert _task(client, both).waits == ()
+    assert stored_task(client, both).waits == ()
 
 
 async def test_delete_of_a_parked_task_leaves_the_waiters(
@@ -1126,7 +1122,7 @@ async def test_round_of_a_covered_task_holds_a_place_while_its_handler_runs(
 
     def handler(ctx: RunContext) -> None:
         seen["places"] = list(_places(client))
-        seen["holds"] = _task(client, task_id).holds
+        seen["holds"] = stored_task(client, task_id).holds
 
     run, run_client = _runner(redis_url, runners, handler)
     assert run.run(message_for(run_client, task_id))["outcome"] == "ok"
@@ -1142,7 +1138,7 @@ async def test_round_of_a_covered_task_frees_its_place_when_it_ends(
     run, run_client = _runner(redis_url, runners, lambda ctx: None)
     run.run(message_for(run_client, task_id))
     assert _places(client) == {}
-    assert _task(client, task_id).holds == ()
+    assert stored_task(client, task_id).holds == ()
 
 
 async def test_round_of_a_covered_task_failing_frees_its_place(
@@ -1176,7 +1172,7 @@ async def test_round_while_the_limit_is_full_is_waiting_and_runs_nothing(
     run, run_client = _runner(redis_url, runners, handler)
     run.run(message_for(run_client, a))
     assert seen["b"] == {"outcome": "waiting", "reason": "limit_full", "limit": DEV}
-    task = _task(client, b)
+    task = stored_task(client, b)
     assert (task.status, task.round_num, task.next_ms) == (TaskStatus.PENDING, 0, t0 - 1000)
 
 
@@ -1259,7 +1255,7 @@ async def test_recovery_of_a_lost_round_frees_its_place(
     )
     assert keeper.sweep() == (1, 0)
     assert _places(client) == {}
-    assert _task(client, a).holds == ()
+    assert stored_task(client, a).holds == ()
 
 
 async def test_recovery_of_a_lost_round_wakes_the_next_waiter(

@@ -23,6 +23,7 @@ from taskdispatch.models import Task, TaskStatus
 from taskdispatch.recovery import Housekeeper
 from taskdispatch.service import TaskDispatcher
 from taskdispatch.settings import Settings
+from tests.support.probes import stored_task
 
 KEYS = Keys("td:")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -70,10 +71,6 @@ async def _paused_task(url: str, account: str, *, until_ms: int) -> str:
     return task_id
 
 
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
-
-
 def _runs(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in client.lrange(KEYS.runs(task_id), 0, -1)]
 
@@ -83,7 +80,7 @@ def _left_running(
 ) -> Task:
     """Put the task in the state a worker killed mid-round leaves behind (after `failures`
     failed or lost rounds in a row)."""
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     running = task.evolve(
         status=TaskStatus.RUNNING,
         run_id="r1",
@@ -126,7 +123,7 @@ async def test_recover_lost_with_an_expired_lease_makes_the_task_due_now(
     before = now_ms()
     _keeper(client, redis_url).recover_lost([task_id])
     after = now_ms()
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.run_id) == (TaskStatus.PENDING, None)
     assert task.next_ms is not None and before <= task.next_ms <= after
     assert client.zscore(KEYS.due(), task_id) == task.next_ms
@@ -153,7 +150,7 @@ async def test_recover_lost_at_the_failure_limit_puts_the_task_in_error(
     task_id = await _due_task(redis_url, "acct-lost-thrice")
     _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000, failures=2)
     _keeper(client, redis_url).recover_lost([task_id])
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.failures, task.next_ms) == (TaskStatus.ERROR, 3, None)
     assert client.zscore(KEYS.due(), task_id) is None
 
@@ -180,7 +177,7 @@ async def test_recover_lost_with_a_live_lock_recovers_nothing(
     running = _left_running(client, task_id, lease_expiry_ms=now_ms() - 1000)
     client.set(KEYS.lock("acct-alive"), "holder", px=5000)
     assert _keeper(client, redis_url).recover_lost([task_id]) == 0
-    assert _task(client, task_id) == running
+    assert stored_task(client, task_id) == running
     assert _runs(client, task_id) == []
 
 
@@ -216,7 +213,7 @@ async def test_resume_paused_after_until_makes_the_task_pending(
     until = now_ms() + 60_000
     task_id = await _paused_task(redis_url, "acct-resume", until_ms=until)
     assert _keeper(client, redis_url, at_ms=until + 1000).resume_paused([task_id]) == 1
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.paused_until_ms) == (TaskStatus.PENDING, None)
     assert client.zscore(KEYS.resume(), task_id) is None
 
@@ -228,7 +225,7 @@ async def test_resume_paused_before_until_leaves_the_task_paused(
     until = now_ms() + 60_000
     task_id = await _paused_task(redis_url, "acct-early", until_ms=until)
     assert _keeper(client, redis_url).resume_paused([task_id]) == 0
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.paused_until_ms) == (TaskStatus.PAUSED, until)
 
 
@@ -240,7 +237,7 @@ async def test_resume_paused_before_until_still_ends_the_pause_on_time(
     task_id = await _paused_task(redis_url, "acct-keep", until_ms=until)
     _keeper(client, redis_url).resume_paused([task_id])
     assert _keeper(client, redis_url, at_ms=until + 1000).sweep() == (0, 1)
-    assert _task(client, task_id).status is TaskStatus.PENDING
+    assert stored_task(client, task_id).status is TaskStatus.PENDING
 
 
 async def test_resume_paused_of_a_task_no_longer_paused_removes_the_stale_entry(
@@ -264,5 +261,5 @@ async def test_sweep_finds_lost_rounds_and_ended_pauses_by_itself(
     _left_running(client, lost_id, lease_expiry_ms=now - 1000)
     paused_id = await _paused_task(redis_url, "acct-sweep-paused", until_ms=now + 60_000)
     assert _keeper(client, redis_url, at_ms=now + 120_000).sweep() == (1, 1)
-    assert _task(client, lost_id).status is TaskStatus.PENDING
-    assert _task(client, paused_id).status is TaskStatus.PENDING
+    assert stored_task(client, lost_id).status is TaskStatus.PENDING
+    assert stored_task(client, paused_id).status is TaskStatus.PENDING

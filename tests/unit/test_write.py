@@ -16,7 +16,7 @@ import pytest
 from taskdispatch import lifecycle
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
-from taskdispatch.write import WRITE_ID_FIELD, queue_task_write, written_by
+from taskdispatch.write import WRITE_ID_FIELD, new_write_id, queue_task_write, written_by
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
@@ -233,3 +233,10 @@ def test_write_status_entering_or_leaving_error_adds_its_alert_event(
         assert found == []
     else:
         assert found == [{**alert, "task_id": "task-1", "account_id": "account_1"}]
+
+
+def test_new_write_id_is_an_integer_redis_keeps_in_eight_bytes() -> None:
+    """A fresh tag is the decimal text of a random integer below 2**63, and tags differ."""
+    tags = {new_write_id() for _ in range(100)}
+    assert len(tags) == 100
+    assert all(tag.isdigit() and int(tag) < 2**63 and str(int(tag)) == tag for tag in tags)
