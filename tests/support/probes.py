@@ -17,12 +17,14 @@ import redis
 from taskdispatch.keys import Keys
 from taskdispatch.models import CLAIMS_FIELD, Task
 from taskdispatch.service import TaskDispatcher
+from taskdispatch.settings import Settings
 from tests.support.handlers import FINALLY_KEY, INTERRUPTS_KEY, ROUNDS_KEY, STARTS_KEY
 
 __all__ = [
     "E2E_KEYS",
     "ProbeRound",
     "View",
+    "add_due_task",
     "add_probe_task",
     "await_until",
     "duplicate_slots",
@@ -198,6 +200,23 @@ def overlaps(
         items.sort(key=lambda x: x["start_ms"])
         bad.extend((a, b) for a, b in itertools.pairwise(items) if b["start_ms"] <= a["end_ms"])
     return bad
+
+
+async def add_due_task(url: str, account: str) -> str:
+    """An hourly `noop` task of `account` (always in window, store prefix `E2E_KEYS`) whose
+    next run was moved to now: its id."""
+    settings = Settings(redis_url=url, key_prefix=E2E_KEYS.prefix)
+    async with TaskDispatcher(settings, task_types={"noop"}) as d:
+        task = await d.create_task(
+            sys_type="mac_intel",
+            task_type="noop",
+            xhs_account_id=account,
+            xhs_account_name=account,
+            interval=3600,
+            valid_time_range=[0, 24],
+        )
+        await d.run_now(task.task_id)
+        return task.task_id
 
 
 async def add_probe_task(

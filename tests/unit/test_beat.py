@@ -13,10 +13,9 @@ from taskdispatch.beat import RedisScheduler
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.keys import Keys
 from taskdispatch.models import TaskStatus
-from taskdispatch.service import TaskDispatcher
-from taskdispatch.settings import Settings, get_settings
+from taskdispatch.settings import get_settings
 from taskdispatch.worker import create_celery_app
-from tests.support.probes import stored_task
+from tests.support.probes import add_due_task, stored_task
 
 KEYS = Keys("td:")
 
@@ -36,20 +35,6 @@ def aof(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRed
         server.close()
 
 
-async def _due_task(url: str, account: str) -> str:
-    async with TaskDispatcher(Settings(redis_url=url, key_prefix="td:"), task_types={"noop"}) as d:
-        task = await d.create_task(
-            sys_type="mac_intel",
-            task_type="noop",
-            xhs_account_id=account,
-            xhs_account_name=account,
-            interval=3600,
-            valid_time_range=[0, 24],
-        )
-        await d.run_now(task.task_id)
-        return task.task_id
-
-
 def _scheduler(broker_url: str | None = None) -> RedisScheduler:
     settings = get_settings()
     if broker_url is not None:
@@ -60,7 +45,7 @@ def _scheduler(broker_url: str | None = None) -> RedisScheduler:
 async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: EmbeddedRedis) -> None:
     """A restart (new run_id) makes the rounds the beat had claimed due again at once,
     instead of after the dispatch timeout; they are claimed again with a new fence."""
-    task_id = await _due_task(aof.url, "acct-restart")
+    task_id = await add_due_task(aof.url, "acct-restart")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     beat = _scheduler()
     beat._watch_restarts()  # the first connection: learns the run_id
@@ -83,7 +68,7 @@ async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: Embedde
 async def test_tick_whose_publish_failed_releases_the_claims_next_tick(aof: EmbeddedRedis) -> None:
     """Broker unreachable: the publish fails, the beat backs off, and its next tick makes
     the claimed rounds due again rather than leaving them to the dispatch timeout."""
-    task_id = await _due_task(aof.url, "acct-unsent")
+    task_id = await add_due_task(aof.url, "acct-unsent")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     beat = _scheduler(broker_url=f"redis://127.0.0.1:{free_port()}/0")
     assert beat.dispatch_due() >= 1.0
@@ -96,7 +81,7 @@ async def test_tick_whose_publish_failed_releases_the_claims_next_tick(aof: Embe
 
 async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: EmbeddedRedis) -> None:
     """A round whose lease expired is recorded lost by the tick, whatever the dispatcher flag."""
-    task_id = await _due_task(aof.url, "acct-lost")
+    task_id = await add_due_task(aof.url, "acct-lost")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     task = stored_task(client, task_id)
     now = time.time_ns() // 1_000_000

@@ -40,6 +40,7 @@ from taskdispatch.settings import Settings
 from taskdispatch.transaction import Change, Read, transact
 from tests.support.probes import add_probe_task, stored_task, wait_until
 from tests.support.runner import message_for, runner_for
+from tests.support.tasks import task_record
 
 KEYS = Keys("td:")
 TTL_MS = 30_000
@@ -99,20 +100,7 @@ def _bare(
     tags: tuple[str, ...] = (), sys_type: str = "mac_intel", task_type: str = "probe"
 ) -> Task:
     """A task record that exists only in Python (for Match and applicable)."""
-    return Task(
-        task_id="t",
-        account_id="a",
-        account_name="a",
-        task_type=task_type,
-        sys_type=sys_type,
-        status=TaskStatus.PENDING,
-        interval_s=3600,
-        windows=((0, 1440),),
-        timezone="Asia/Shanghai",
-        created_ms=0,
-        updated_ms=0,
-        tags=tags,
-    )
+    return task_record(task_type=task_type, sys_type=sys_type, tags=tags)
 
 
 async def _task_at(

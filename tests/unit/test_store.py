@@ -13,9 +13,9 @@ from taskdispatch.history import RunRecord
 from taskdispatch.indexes import TaskQuery
 from taskdispatch.keys import Keys
 from taskdispatch.models import Task, TaskStatus
-from taskdispatch.schedule import hour_window
 from taskdispatch.store import TaskStore
 from taskdispatch.write import WRITE_ID_FIELD
+from tests.support.tasks import task_record
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
@@ -39,18 +39,11 @@ def make_task(n: int = 1, **overrides: Any) -> Task:
         "task_id": f"task-{n}",
         "account_id": f"account_{n}",
         "account_name": f"账号{n}",
-        "task_type": "xhs_type",
-        "sys_type": "mac_intel",
-        "status": PENDING,
-        "interval_s": 3600,
-        "windows": hour_window((0, 24)),
-        "timezone": "Asia/Shanghai",
         "created_ms": T0 + n * MIN,
-        "updated_ms": T0 + n * MIN,
         "next_ms": next_of(n),
+        **overrides,
     }
-    values.update(overrides)
-    return Task(**values)
+    return task_record(**values)
 
 
 @pytest.fixture
