@@ -1,4 +1,5 @@
-"""Specification tests for TaskStore and write.queue_task_write on an in-process fakeredis."""
+"""Specification tests for TaskStore and write.queue_task_write on an in-process fakeredis:
+no spec here reaches a Lua script (those that do run on a real Redis, e.g. test_service)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Specification of taskdispatch.write.queue_task_write: a task change as Redis writes.
 
-Pure store logic, so an in-process fakeredis: each test queues one change (old -> new) on a
-pipeline, executes it and reads what the store holds.
+Pure store logic, so an in-process fakeredis (no Lua script runs here): each test queues one
+change (old -> new) on a pipeline, executes it and reads what the store holds.
 """
 
 from __future__ import annotations
