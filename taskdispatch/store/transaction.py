@@ -21,7 +21,6 @@ extra commands: no hash write, no `task.updated`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ from taskdispatch.domain import lifecycle
 from taskdispatch.domain.exceptions import TransactionContendedError
 from taskdispatch.domain.models import Task
 from taskdispatch.store.keys import Keys, reply_text
-from taskdispatch.store.write import queue_task_write, written_by
+from taskdispatch.store.write import new_write_id, queue_task_write, written_by
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -195,7 +194,7 @@ class _Tx:
             *([self.account_key] if self.account_key else []),
             *([marker.key] if marker else []),
         ]
-        self.write_id = uuid.uuid4().hex
+        self.write_id = new_write_id()
         self.attempt: Result | None = None
 
     def landed(self, raw: Mapping[Any, Any]) -> Result | None:

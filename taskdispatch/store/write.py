@@ -9,11 +9,14 @@ A writer may tag its write with a `write_id` (stored in the hash field `WRITE_ID
 redis-py turns a connection lost while a transaction is WATCHing into a WatchError, even
 when the EXEC had already been applied and only its reply was lost; a writer that retries
 then finds its own tag and knows the write landed, instead of applying it a second time
-(see `transaction.py`).
+(see `transaction.py`). The tag stays in the hash at rest, so it is a random integer
+(`new_write_id`) that Redis keeps in 8 bytes: a uuid's 32 hex characters took a typical
+task's hash past jemalloc's 512-byte size class (docs/benchmarks.md, section 5).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +28,19 @@ from taskdispatch.store.indexes import queue_index_writes
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.limits import queue_leave
 
-__all__ = ["WRITE_ID_FIELD", "queue_task_write", "queue_wake", "written_by"]
+__all__ = ["WRITE_ID_FIELD", "new_write_id", "queue_task_write", "queue_wake", "written_by"]
 
 # Not a Task field: Task.from_hash ignores it, and a later untagged write leaves it as is.
 WRITE_ID_FIELD = "write_id"
+# A tag is unique among the writes a retry could mistake for its own (those to one task
+# while its reply was lost) with 63 random bits, and fits a listpack's 8-byte integer.
+_WRITE_ID_BITS = 63
+
+
+def new_write_id() -> str:
+    """A fresh tag: the decimal text of a random integer, which Redis stores as one (a tag
+    written by the release before, 32 hex characters, is still compared as text)."""
+    return str(secrets.randbits(_WRITE_ID_BITS))
 
 
 def written_by(raw: Mapping[Any, Any], write_id: str) -> bool:

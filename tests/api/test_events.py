@@ -25,6 +25,7 @@ from taskdispatch.dev.embedded_redis import free_port
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
 from tests.support.api import TOKEN, create_body
+from tests.support.probes import wait_until
 
 TIMEOUT_S = 10.0
 Event = dict[str, str]
@@ -44,10 +45,8 @@ def running(settings: Settings) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), TIMEOUT_S, 0.02, message="uvicorn")
+    assert server.started, "uvicorn did not start"
     try:
         yield f"http://127.0.0.1:{server.config.port}"
     finally:
@@ -213,10 +212,12 @@ def test_events_client_leaving_releases_its_redis_connection(
         with stream(base_url) as events_stream:
             events_stream.next_frame()  # a keep-alive: the stream's XREAD loop is running
             assert stream_connections(admin) == 1
-        deadline = time.monotonic() + TIMEOUT_S
-        while stream_connections(admin):
-            assert time.monotonic() < deadline, "the stream's connection was not closed"
-            time.sleep(0.05)
+        wait_until(
+            lambda: stream_connections(admin) == 0,
+            TIMEOUT_S,
+            0.05,
+            message="the stream's connection to close",
+        )
     finally:
         admin.close()
 

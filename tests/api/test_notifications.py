@@ -3,7 +3,6 @@ field, the test message through the app's own sender, and the delivery metrics."
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskdispatch.engine.notify_formats import signature
 from taskdispatch.service.dispatcher import TaskDispatcher
-from tests.support.probes import wait_until
+from tests.support.probes import await_until, wait_until
 from tests.support.receiver import Receiver
 
 SECRET = "s3cret-value-never-shown"
@@ -145,11 +144,12 @@ async def test_test_message_is_delivered_signed_and_shows_in_recent_deliveries(
     assert got.json()["text"] == "这是 taskdispatch 发给通知 ops 的测试消息"
 
     # The attempt is recorded right after the receiver answered.
-    attempts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while not attempts and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        attempts = (await client.get("/api/v1/notifications/ops")).json()["recent_deliveries"]
+    async def recorded() -> list[dict[str, Any]]:
+        response = await client.get("/api/v1/notifications/ops")
+        deliveries: list[dict[str, Any]] = response.json()["recent_deliveries"]
+        return deliveries
+
+    attempts = await await_until(recorded, 10, message="the attempt's record")
     assert [(a["delivery_id"], a["outcome"], a["status_code"]) for a in attempts] == [
         (delivery_id, "delivered", 200)
     ]

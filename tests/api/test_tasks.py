@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from bench.memory import DESIGN_BODY
 from taskdispatch.domain.models import TaskStatus
 from taskdispatch.service.dispatcher import TaskDispatcher
 from tests.support.api import CreateTask, create_body
@@ -635,6 +636,28 @@ async def test_stored_document_example_stays_compact_under_redis_defaults(
         assert "" not in client.hvals(key)
     finally:
         client.close()
+
+
+async def test_create_design_body_hash_stays_in_jemallocs_512_byte_class(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    """The design document's body (the bench's longest account), write tag and audit link
+    included, is a listpack of at most 512 bytes: one byte more costs 128 B per task."""
+    body = {**DESIGN_BODY, "xhs_account_id": "account_99999", "xhs_account_name": "账号99999"}
+    response = await client.post("/api/v1/tasks/", json=body)
+    assert response.status_code == 200, response.text
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        key = f"tdtest:task:{response.json()['task_id']}"
+        assert raw.hexists(key, "write_id") and raw.hexists(key, "audit")
+        # A key of the same length holding a one-field listpack (16 bytes): what MEMORY USAGE
+        # counts besides the listpack.
+        bare = key[:-1] + "~"
+        raw.hset(bare, "f", "v")
+        listpack_class = int(raw.memory_usage(key, samples=0)) - int(raw.memory_usage(bare))
+        assert listpack_class <= 512 - 16
+    finally:
+        raw.close()
 
 
 async def test_patch_clearing_a_field_removes_it_from_the_hash(

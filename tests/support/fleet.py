@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import redis
 
-from taskdispatch.domain.models import Task, TaskStatus
-from taskdispatch.domain.schedule import hour_window
+from taskdispatch.domain.models import Task
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.write import queue_task_write
+from tests.support.tasks import task_record
 
 __all__ = ["fleet_task", "seed_fleet"]
 
@@ -19,18 +19,11 @@ HOUR_MS = 3_600_000
 
 def fleet_task(i: int, *, now_ms: int, tags: tuple[str, ...] = ()) -> Task:
     """Account `acct-{i:05d}`: pending, hourly, always in window, created i ms after now."""
-    return Task(
+    return task_record(
         task_id=f"fleet-{i:05d}",
         account_id=f"acct-{i:05d}",
         account_name=f"账号{i}",
-        task_type="xhs_type",
-        sys_type="mac_intel",
-        status=TaskStatus.PENDING,
-        interval_s=3600,
-        windows=hour_window((0, 24)),
-        timezone="Asia/Shanghai",
         created_ms=now_ms + i,
-        updated_ms=now_ms + i,
         next_ms=now_ms + HOUR_MS + i,
         tags=tags,
         kwargs={"user_query": "开始运营"},

@@ -3,11 +3,12 @@ handler's records (overlaps, duplicates)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,13 +17,17 @@ import redis
 from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import CLAIMS_FIELD, Task
 from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
 from tests.support.handlers import FINALLY_KEY, INTERRUPTS_KEY, ROUNDS_KEY, STARTS_KEY
 
 __all__ = [
+    "E2E_KEYS",
     "ProbeRound",
     "View",
+    "add_due_task",
     "add_probe_task",
+    "await_until",
     "duplicate_slots",
     "holds_for",
     "now_ms",
@@ -30,6 +35,7 @@ __all__ = [
     "overlaps_by_history",
     "percentile",
     "probe_file_records",
+    "stored_task",
     "wait_until",
 ]
 
@@ -60,6 +66,25 @@ def wait_until(
         time.sleep(interval_s)
 
 
+async def await_until(
+    predicate: Callable[[], Awaitable[T]],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """`wait_until` for a coroutine predicate, sleeping in the event loop between looks."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s:.1f}s waiting for {message} (last value: {value!r})"
+            )
+        await asyncio.sleep(interval_s)
+
+
 def holds_for(
     predicate: Callable[[], Any],
     duration_s: float,
@@ -72,6 +97,15 @@ def holds_for(
         value = predicate()
         assert value, f"{message} stopped holding (value: {value!r})"
         time.sleep(interval_s)
+
+
+# The key prefix of the stores the unit and e2e specs run against.
+E2E_KEYS = Keys("td:")
+
+
+def stored_task(client: redis.Redis, task_id: str, keys: Keys = E2E_KEYS) -> Task:
+    """The task as stored now (read with a client that decodes responses)."""
+    return Task.from_hash(client.hgetall(keys.task(task_id)))
 
 
 class View:
@@ -167,6 +201,25 @@ def overlaps(
         items.sort(key=lambda x: x["start_ms"])
         bad.extend((a, b) for a, b in itertools.pairwise(items) if b["start_ms"] <= a["end_ms"])
     return bad
+
+
+async def add_due_task(url: str, account: str) -> str:
+    """An hourly `noop` task of `account` (always in window, store prefix `E2E_KEYS`) whose
+    next run was moved to now: its id."""
+    settings = Settings(redis_url=url, key_prefix=E2E_KEYS.prefix)
+    async with TaskDispatcher(settings, task_types={"noop"}) as d:
+        task = await d.create_task(
+            TaskSpec(
+                sys_type="mac_intel",
+                task_type="noop",
+                xhs_account_id=account,
+                xhs_account_name=account,
+                interval=3600,
+                valid_time_range=[0, 24],
+            )
+        )
+        await d.run_now(task.task_id)
+        return task.task_id
 
 
 async def add_probe_task(

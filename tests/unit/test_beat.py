@@ -10,14 +10,13 @@ import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
-from taskdispatch.domain.bodies import TaskSpec
-from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.models import TaskStatus
 from taskdispatch.engine.beat import RedisScheduler, claim_tick
 from taskdispatch.engine.worker import create_celery_app
-from taskdispatch.service.dispatcher import TaskDispatcher
-from taskdispatch.settings import Settings, get_settings
+from taskdispatch.settings import get_settings
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.scripts import BEAT_CLAIM
+from tests.support.probes import add_due_task, stored_task
 
 KEYS = Keys("td:")
 
@@ -37,26 +36,6 @@ def aof(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRed
         server.close()
 
 
-async def _due_task(url: str, account: str) -> str:
-    async with TaskDispatcher(Settings(redis_url=url, key_prefix="td:"), task_types={"noop"}) as d:
-        task = await d.create_task(
-            TaskSpec(
-                sys_type="mac_intel",
-                task_type="noop",
-                xhs_account_id=account,
-                xhs_account_name=account,
-                interval=3600,
-                valid_time_range=[0, 24],
-            )
-        )
-        await d.run_now(task.task_id)
-        return task.task_id
-
-
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
-
-
 def _scheduler(broker_url: str | None = None) -> RedisScheduler:
     settings = get_settings()
     if broker_url is not None:
@@ -67,12 +46,12 @@ def _scheduler(broker_url: str | None = None) -> RedisScheduler:
 async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: EmbeddedRedis) -> None:
     """A restart (new run_id) makes the rounds the beat had claimed due again at once,
     instead of after the dispatch timeout; they are claimed again with a new fence."""
-    task_id = await _due_task(aof.url, "acct-restart")
+    task_id = await add_due_task(aof.url, "acct-restart")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     beat = _scheduler()
     beat._watch_restarts()  # the first connection: learns the run_id
     beat.dispatch_due()
-    claimed = _task(client, task_id)
+    claimed = stored_task(client, task_id)
     assert client.zscore(KEYS.due(), task_id) > claimed.next_ms, "claimed: pushed forward"
 
     aof.stop()
@@ -82,7 +61,7 @@ async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: Embedde
     beat._watch_restarts()
     assert client.zscore(KEYS.due(), task_id) == claimed.next_ms, "released: due at its slot"
     beat.dispatch_due()
-    assert _task(client, task_id).fence > claimed.fence
+    assert stored_task(client, task_id).fence > claimed.fence
     assert client.llen("celery") == 1
     client.close()
 
@@ -90,11 +69,11 @@ async def test_tick_after_redis_restart_releases_the_claims_it_made(aof: Embedde
 async def test_tick_whose_publish_failed_releases_the_claims_next_tick(aof: EmbeddedRedis) -> None:
     """Broker unreachable: the publish fails, the beat backs off, and its next tick makes
     the claimed rounds due again rather than leaving them to the dispatch timeout."""
-    task_id = await _due_task(aof.url, "acct-unsent")
+    task_id = await add_due_task(aof.url, "acct-unsent")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     beat = _scheduler(broker_url=f"redis://127.0.0.1:{free_port()}/0")
     assert beat.dispatch_due() >= 1.0
-    claimed = _task(client, task_id)
+    claimed = stored_task(client, task_id)
     assert client.zscore(KEYS.due(), task_id) > claimed.next_ms
     beat._watch_restarts()
     assert client.zscore(KEYS.due(), task_id) == claimed.next_ms
@@ -103,9 +82,9 @@ async def test_tick_whose_publish_failed_releases_the_claims_next_tick(aof: Embe
 
 async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: EmbeddedRedis) -> None:
     """A round whose lease expired is recorded lost by the tick, whatever the dispatcher flag."""
-    task_id = await _due_task(aof.url, "acct-lost")
+    task_id = await add_due_task(aof.url, "acct-lost")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     now = time.time_ns() // 1_000_000
     running = task.evolve(status=TaskStatus.RUNNING, run_id="r1", started_ms=now - 5000)
     with client.pipeline() as pipe:
@@ -118,7 +97,7 @@ async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: Embe
         pipe.execute()
 
     assert _scheduler().dispatch_due() == 0.0  # the task was just made due: look again
-    after = _task(client, task_id)
+    after = stored_task(client, task_id)
     assert (after.status, after.run_id) == (TaskStatus.PENDING, None)
     assert client.zscore(KEYS.running(), task_id) is None
     [record] = client.lrange(KEYS.runs(task_id), 0, -1)
@@ -152,7 +131,7 @@ async def test_claim_of_ids_another_beat_claimed_since_they_were_read_claims_not
 ) -> None:
     """Two beats read the same due id; the one whose script runs second finds it no longer
     due and claims nothing: one message per slot."""
-    task_id = await _due_task(aof.url, "acct-race")
+    task_id = await add_due_task(aof.url, "acct-race")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     now = int(time.time() * 1000) + 1000
     read = client.zrangebyscore(KEYS.due(), "-inf", now)
@@ -160,7 +139,7 @@ async def test_claim_of_ids_another_beat_claimed_since_they_were_read_claims_not
     first = claim_tick(client, KEYS, now_ms=now, beat_id="b1", batch=10, dispatch_timeout_ms=60_000)
     assert [c.task_id for c in first.claimed] == [task_id]
     assert _claim_read_earlier(client, read, now_ms=now)[0] == []
-    assert _task(client, task_id).fence == first.claimed[0].fence
+    assert stored_task(client, task_id).fence == first.claimed[0].fence
     client.close()
 
 
@@ -169,7 +148,7 @@ async def test_claim_of_a_slot_due_after_the_read_leaves_it_due_and_wakes_at_onc
 ) -> None:
     """A slot that fell due after the beat read the due ids is not lost: it stays due, and
     the tick's wake-up is no later than now, so the next tick claims it."""
-    task_id = await _due_task(aof.url, "acct-late")
+    task_id = await add_due_task(aof.url, "acct-late")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     now = int(time.time() * 1000) + 1000
     claimed, wake_ms = _claim_read_earlier(client, [], now_ms=now)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from taskdispatch.domain.exceptions import TaskConflictError
-from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.models import TaskStatus
 from taskdispatch.engine.handlers import RunContext
 from taskdispatch.engine.lease import RoundCancelled
 from taskdispatch.engine.recovery import Housekeeper
@@ -26,7 +26,7 @@ from taskdispatch.engine.rounds import RoundMessage, RoundRunner
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
-from tests.support.probes import add_probe_task, wait_until
+from tests.support.probes import add_probe_task, stored_task, wait_until
 from tests.support.runner import message_for, runner_for
 
 KEYS = Keys("td:")
@@ -61,10 +61,6 @@ async def _due_task(url: str, account: str) -> str:
         task_id = await add_probe_task(d, account, interval=INTERVAL_S)
         await d.run_now(task_id)
         return task_id
-
-
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
 
 
 def _runs(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
@@ -150,7 +146,7 @@ async def test_cancel_then_next_keeps_the_schedule_without_a_failure(
     async with _dispatcher(redis_url) as d:
         await d.cancel_round(task_id, then="next")
     thread.join(10)
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert task.status is TaskStatus.PENDING
     assert task.next_ms == msg.slot_ms + INTERVAL_S * 1000
     assert (task.failures, task.last_error, task.run_id, task.cancel_of) == (0, None, None, None)
@@ -165,7 +161,7 @@ async def test_cancel_then_pause_pauses_the_task_at_once(redis_url: str, runner:
     assert asked.status is TaskStatus.PAUSED
     assert asked.run_id is not None
     thread.join(10)
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.pause_note) == (TaskStatus.PAUSED, "login expired")
     assert client.zscore(KEYS.due(), task_id) is None
     assert _runs(client, task_id)[-1]["outcome"] == "cancelled"
@@ -175,7 +171,7 @@ async def test_cancel_frees_the_account_lease_at_once(redis_url: str, runner: Ru
     """Once the round ends the account's lock and its running entry are gone."""
     handler = Stuck()
     task_id, client, _, thread, _ = await _running(redis_url, runner, handler)
-    account = _task(client, task_id).account_id
+    account = stored_task(client, task_id).account_id
     async with _dispatcher(redis_url) as d:
         await d.cancel_round(task_id)
     thread.join(10)
@@ -212,7 +208,7 @@ async def test_cancel_landing_before_the_round_records_its_end_wins(
     assert summary["outcome"] == "cancelled"
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["result"]) == ("cancelled", {"done": 1})
-    assert _task(client, task_id).failures == 0
+    assert stored_task(client, task_id).failures == 0
 
 
 async def test_cancel_after_the_round_ended_is_a_conflict(redis_url: str, runner: Runner) -> None:
@@ -233,7 +229,7 @@ async def test_cancel_ignored_by_the_handler_is_recorded_after_the_grace(
     cancelled anyway (here no pool process can leave) and the account is free."""
     handler = Stuck(ignore_cancel=True)
     task_id, client, _, thread, _ = await _running(redis_url, runner, handler, cancel_grace_s=1)
-    account = _task(client, task_id).account_id
+    account = stored_task(client, task_id).account_id
     async with _dispatcher(redis_url) as d:
         await d.cancel_round(task_id)
     wait_until(lambda: _runs(client, task_id), timeout_s=10, message="the round's record")
@@ -257,7 +253,7 @@ async def test_revoke_of_a_queued_round_skips_its_slot_as_cancelled(
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["reason"]) == ("cancelled", "revoked")
     assert record["cancelled_by"] == "celery control revoke"
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.next_ms) == (TaskStatus.PENDING, msg.slot_ms + INTERVAL_S * 1000)
     # The revoked message, were it delivered anyway, no longer stands.
     assert run.run(msg)["outcome"] == "dropped"
@@ -285,7 +281,7 @@ async def test_recovery_of_a_cancelled_round_whose_worker_died_records_it_cancel
     task_id, client, msg, thread, _ = await _running(redis_url, runner, handler, cancel_grace_s=60)
     async with _dispatcher(redis_url) as d:
         await d.cancel_round(task_id, note="stuck")
-    started = _task(client, task_id)
+    started = stored_task(client, task_id)
     # As a killed worker leaves it: no lock, its running entry expired.
     client.delete(KEYS.lock(started.account_id))
     later = int(time.time() * 1000) + 60_000
@@ -295,7 +291,7 @@ async def test_recovery_of_a_cancelled_round_whose_worker_died_records_it_cancel
     assert keeper.recover_lost([task_id]) == 1
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["note"]) == ("cancelled", "stuck")
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.status, task.failures) == (TaskStatus.PENDING, 0)
     assert task.next_ms == msg.slot_ms + INTERVAL_S * 1000
     handler.release.set()

@@ -39,8 +39,9 @@ from taskdispatch.store.limits import (
     queue_release,
 )
 from taskdispatch.store.transaction import Change, Read, transact
-from tests.support.probes import add_probe_task, wait_until
+from tests.support.probes import add_probe_task, stored_task, wait_until
 from tests.support.runner import housekeep, message_for, runner_for
+from tests.support.tasks import task_record
 
 KEYS = Keys("td:")
 TTL_MS = 30_000
@@ -100,20 +101,7 @@ def _bare(
     tags: tuple[str, ...] = (), sys_type: str = "mac_intel", task_type: str = "probe"
 ) -> Task:
     """A task record that exists only in Python (for Match and applicable)."""
-    return Task(
-        task_id="t",
-        account_id="a",
-        account_name="a",
-        task_type=task_type,
-        sys_type=sys_type,
-        status=TaskStatus.PENDING,
-        interval_s=3600,
-        windows=((0, 1440),),
-        timezone="Asia/Shanghai",
-        created_ms=0,
-        updated_ms=0,
-        tags=tags,
-    )
+    return task_record(task_type=task_type, sys_type=sys_type, tags=tags)
 
 
 async def _task_at(
@@ -123,10 +111,6 @@ async def _task_at(
     task_id = await add_probe_task(d, account, interval=3600, tags=list(tags))
     await d.store.mutate(task_id, lambda t: t.evolve(next_ms=slot_ms, fence=t.fence + 1))
     return task_id
-
-
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
 
 
 def _admit(
@@ -144,7 +128,7 @@ def _admit(
         client,
         KEYS,
         book or LimitBook(client, KEYS),
-        _task(client, task_id),
+        stored_task(client, task_id),
         lease_token=lease_token or f"lease-{task_id}",
         lease_ttl_ms=lease_ttl_ms,
         start_token=uuid.uuid4().hex,
@@ -186,7 +170,7 @@ def _parked(client: redis.Redis, task_id: str) -> bool:
 
 
 def _wait_fields(client: redis.Redis, task_id: str) -> tuple[Any, Any, Any]:
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     return task.wait_limit, task.wait_code, task.wait_next_ms
 
 
@@ -437,7 +421,7 @@ async def test_admit_of_a_task_deleted_since_it_was_read_is_gone_and_writes_noth
 ) -> None:
     """The worker read the task, then it was deleted: no lease, and no partial hash left."""
     task_id = await _task_at(service, "acct-gone", t0)
-    read = _task(client, task_id)
+    read = stored_task(client, task_id)
     await service.delete_task(task_id)
     admission = admit(
         client,
@@ -459,7 +443,7 @@ async def test_admit_of_a_task_whose_slot_moved_since_it_was_read_is_gone(
 ) -> None:
     """A slot moved (run now, reorder) after the read: the stale read admits nothing."""
     task_id = await _task_at(service, "acct-moved", t0)
-    read = _task(client, task_id)
+    read = stored_task(client, task_id)
     client.hset(KEYS.task(task_id), "next_ms", t0 + 60_000)
     admission = admit(
         client,
@@ -526,7 +510,7 @@ async def test_admit_with_a_full_concurrency_limit_writes_the_wait_on_the_task(
     _admit(client, waiter, now=t0 + 10)
     assert _wait_fields(client, waiter) == (DEV, "limit_full", None)
     assert _parked(client, waiter)
-    task = _task(client, waiter)
+    task = stored_task(client, waiter)
     assert (task.status, task.next_ms) == (TaskStatus.PENDING, t0 - 1000)
 
 
@@ -798,7 +782,7 @@ async def test_admit_a_waiter_blocked_by_another_limit_keeps_its_place_in_the_fi
     """Woken by b-cap but blocked by a-cap, `both` stays b-cap's head: `next_b` (a later
     slot) neither is woken nor may take the free place."""
     both, next_b, _, _ = await _both_blocked_in_turn(service, client, t0)
-    assert _task(client, both).waits == ("b-cap", "a-cap")
+    assert stored_task(client, both).waits == ("b-cap", "a-cap")
     assert _waiters(client, "b-cap") == {both: t0 - 5000, next_b: t0 - 4000}
     assert _parked(client, next_b)
     refused = _admit(client, next_b, now=t0 + 60)
@@ -819,7 +803,7 @@ async def test_admit_a_round_under_two_busy_limits_starts_once_both_have_room(
     assert _waiters(client, "a-cap") == {}
     assert _waiters(client, "b-cap") == {next_b: t0 - 4000}
     assert _wait_fields(client, both) == (None, None, None)
-    assert _task(client, both).waits == ()
+    assert stored_task(client, both).waits == ()
 
 
 async def test_admit_a_waiter_whose_limit_no_longer_covers_it_leaves_that_limit(
@@ -831,7 +815,7 @@ async def test_admit_a_waiter_whose_limit_no_longer_covers_it_leaves_that_limit(
     await service.put_limit("b-cap", match={"tag": "other"}, max_concurrent=1)
     assert _admit(client, both, now=t0 + 60).limit == "a-cap"
     assert both not in _waiters(client, "b-cap")
-    assert _task(client, both).waits == ("a-cap",)
+    assert stored_task(client, both).waits == ("a-cap",)
 
 
 # ---- queue_release ----------------------------------------------------------------------
@@ -952,10 +936,10 @@ async def test_pause_of_a_task_waiting_for_two_limits_leaves_both(
     _admit(client, await _task_at(service, "acct-h", t0 - 9000, tags=("ta", "tb")), now=t0)
     both = await _task_at(service, "acct-both", t0 - 5000, tags=("ta", "tb"))
     _admit(client, both, now=t0 + 10)
-    assert _task(client, both).waits == ("a-cap", "b-cap")
+    assert stored_task(client, both).waits == ("a-cap", "b-cap")
     await service.pause_task(both)
     assert _waiters(client, "a-cap") == _waiters(client, "b-cap") == {}
-    assert _task(client, both).waits == ()
+    assert stored_task(client, both).waits == ()
 
 
 async def test_delete_of_a_parked_task_leaves_the_waiters(
@@ -1127,7 +1111,7 @@ async def test_round_of_a_covered_task_holds_a_place_while_its_handler_runs(
 
     def handler(ctx: RunContext) -> None:
         seen["places"] = list(_places(client))
-        seen["holds"] = _task(client, task_id).holds
+        seen["holds"] = stored_task(client, task_id).holds
 
     run, run_client = _runner(redis_url, runners, handler)
     assert run.run(message_for(run_client, task_id))["outcome"] == "ok"
@@ -1143,7 +1127,7 @@ async def test_round_of_a_covered_task_frees_its_place_when_it_ends(
     run, run_client = _runner(redis_url, runners, lambda ctx: None)
     run.run(message_for(run_client, task_id))
     assert _places(client) == {}
-    assert _task(client, task_id).holds == ()
+    assert stored_task(client, task_id).holds == ()
 
 
 async def test_round_of_a_covered_task_failing_frees_its_place(
@@ -1177,7 +1161,7 @@ async def test_round_while_the_limit_is_full_is_waiting_and_runs_nothing(
     run, run_client = _runner(redis_url, runners, handler)
     run.run(message_for(run_client, a))
     assert seen["b"] == {"outcome": "waiting", "reason": "limit_full", "limit": DEV}
-    task = _task(client, b)
+    task = stored_task(client, b)
     assert (task.status, task.round_num, task.next_ms) == (TaskStatus.PENDING, 0, t0 - 1000)
 
 
@@ -1260,7 +1244,7 @@ async def test_recovery_of_a_lost_round_frees_its_place(
     )
     assert housekeep(keeper) == (1, 0)
     assert _places(client) == {}
-    assert _task(client, a).holds == ()
+    assert stored_task(client, a).holds == ()
 
 
 async def test_recovery_of_a_lost_round_wakes_the_next_waiter(

@@ -20,6 +20,7 @@ from taskdispatch.domain.models import (
 from taskdispatch.domain.schedule import hour_window
 from taskdispatch.domain.transfer import export_row
 from taskdispatch.store.audit import task_view
+from tests.support.tasks import task_record
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
 
@@ -27,19 +28,11 @@ CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
 def make_task(**overrides: Any) -> Task:
     values: dict[str, Any] = {
         "task_id": "550e8400-e29b-41d4-a716-446655440000",
-        "account_id": "account_1",
-        "account_name": "账号1",
-        "task_type": "xhs_type",
-        "sys_type": "mac_intel",
-        "status": TaskStatus.PENDING,
-        "interval_s": 3600,
         "windows": hour_window((8, 22)),
-        "timezone": "Asia/Shanghai",
         "created_ms": CREATED_MS,
-        "updated_ms": CREATED_MS,
+        **overrides,
     }
-    values.update(overrides)
-    return Task(**values)
+    return task_record(**values)
 
 
 FULL = make_task(

@@ -18,13 +18,13 @@ import pytest
 import redis
 
 from taskdispatch.domain.clock import now_ms
-from taskdispatch.domain.models import CLAIMS_FIELD, Task, TaskStatus
+from taskdispatch.domain.models import CLAIMS_FIELD, TaskStatus
 from taskdispatch.engine.handlers import RunContext
 from taskdispatch.engine.rounds import RoundRunner
 from taskdispatch.service.dispatcher import TaskDispatcher
 from taskdispatch.settings import Settings
 from taskdispatch.store.keys import Keys
-from tests.support.probes import add_probe_task
+from tests.support.probes import add_probe_task, stored_task
 from tests.support.runner import message_for, runner_for
 
 KEYS = Keys("td:")
@@ -64,10 +64,6 @@ async def _due_task(url: str, account: str, **fields: Any) -> str:
         return task_id
 
 
-def _task(client: redis.Redis, task_id: str) -> Task:
-    return Task.from_hash(client.hgetall(KEYS.task(task_id)))
-
-
 def _runs(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     """History records, oldest first."""
     return [json.loads(x) for x in reversed(client.lrange(KEYS.runs(task_id), 0, -1))]
@@ -84,7 +80,7 @@ async def test_round_ok_counts_the_round_and_records_it_ok(redis_url: str, runne
     msg = message_for(client, task_id)
     summary = run.run(msg)
     assert (summary["outcome"], summary["round"]) == ("ok", 1)
-    assert _task(client, task_id).round_num == 1
+    assert stored_task(client, task_id).round_num == 1
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["scheduled_ms"], record["result"]) == (
         "ok",
@@ -100,7 +96,7 @@ async def test_round_ok_releases_the_account_lease(redis_url: str, runner: Runne
     run.run(message_for(client, task_id))
     assert not client.exists(KEYS.lock("acct-release"))
     assert client.zscore(KEYS.running(), task_id) is None
-    assert _task(client, task_id).run_id is None
+    assert stored_task(client, task_id).run_id is None
 
 
 async def test_round_ok_schedules_the_next_slot_one_interval_on(
@@ -111,7 +107,7 @@ async def test_round_ok_schedules_the_next_slot_one_interval_on(
     run, client = runner(lambda ctx: None)
     msg = message_for(client, task_id)
     run.run(msg)
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert task.status is TaskStatus.PENDING
     assert task.next_ms == msg.slot_ms + INTERVAL_S * 1000
     assert task.fence > msg.fence
@@ -146,7 +142,7 @@ async def test_round_failing_handler_records_failed_with_the_error(
     assert run.run(message_for(client, task_id))["outcome"] == "failed"
     [record] = _runs(client, task_id)
     assert (record["outcome"], record["error"]) == ("failed", "RuntimeError: account suspended")
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert (task.last_error, task.failures) == ("RuntimeError: account suspended", 1)
 
 
@@ -163,7 +159,7 @@ async def test_round_failing_handler_backs_off_before_the_retry(
     before = now_ms()
     run.run(message_for(client, task_id))
     after = now_ms()
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert task.status is TaskStatus.PENDING
     assert task.next_ms is not None
     assert before + BACKOFF_S * 1000 <= task.next_ms <= after + BACKOFF_S * 1000
@@ -177,7 +173,7 @@ async def test_round_of_a_paused_task_is_dropped(redis_url: str, runner: Runner)
     async with _dispatcher(redis_url) as d:
         await d.pause_task(task_id)
     assert run.run(msg) == {"outcome": "dropped", "reason": "stale message"}
-    assert _task(client, task_id).status is TaskStatus.PAUSED
+    assert stored_task(client, task_id).status is TaskStatus.PAUSED
     assert _runs(client, task_id) == []
 
 
@@ -241,7 +237,7 @@ async def test_round_of_a_locked_account_looks_again_after_lock_retry_s(
     score = client.zscore(KEYS.due(), task_id)
     assert score is not None
     assert before + LOCK_RETRY_S * 1000 <= score <= after + LOCK_RETRY_S * 1000
-    assert (_task(client, task_id).next_ms, _task(client, task_id).fence) == (
+    assert (stored_task(client, task_id).next_ms, stored_task(client, task_id).fence) == (
         msg.slot_ms,
         msg.fence,
     )
@@ -258,7 +254,7 @@ async def test_round_outside_its_window_is_skipped_to_the_window_start(
     run, client = runner(_never)
     msg = message_for(client, task_id)
     assert run.run(msg) == {"outcome": "skipped", "reason": "outside_window"}
-    task = _task(client, task_id)
+    task = stored_task(client, task_id)
     assert task.next_ms == int(opens.timestamp() * 1000)
     assert task.fence > msg.fence
     [record] = _runs(client, task_id)
@@ -295,7 +291,7 @@ async def test_round_result_not_json_serialisable_fails_the_round_without_it(
     [record] = _runs(client, task_id)
     assert record["outcome"] == "failed" and record["result"] is None
     assert "not JSON-serialisable" in record["error"]
-    assert _task(client, task_id).failures == 1
+    assert stored_task(client, task_id).failures == 1
 
 
 async def test_round_sync_handler_returning_a_coroutine_fails_naming_async_def(
@@ -319,7 +315,7 @@ def test_round_async_handler_records_ok_with_what_its_coroutine_returned(
     task_id = asyncio.run(_due_task(redis_url, "acct-async"))
 
     async def handler(ctx: RunContext) -> dict[str, int]:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # suspends once: the round must drive it to its end
         return {"round": ctx.round_num}
 
     run, client = runner(handler)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 
 from taskdispatch.domain import routing
-from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.models import Task
 from taskdispatch.domain.reasons import World, waiting_reason
 from taskdispatch.settings import Settings
+from tests.support.tasks import task_record
 
 
 def settings(*, by_sys_type: bool) -> Settings:
@@ -19,21 +20,7 @@ def settings(*, by_sys_type: bool) -> Settings:
 
 
 def task(*, queue: str | None) -> Task:
-    return Task(
-        task_id="t1",
-        account_id="a1",
-        account_name="a1",
-        task_type="xhs_type",
-        sys_type="mac_intel",
-        status=TaskStatus.PENDING,
-        interval_s=60,
-        windows=((0, 1440),),
-        timezone="Asia/Shanghai",
-        created_ms=0,
-        updated_ms=0,
-        next_ms=60_000,
-        queue=queue,
-    )
+    return task_record(interval_s=60, next_ms=60_000, queue=queue)
 
 
 @pytest.mark.parametrize(

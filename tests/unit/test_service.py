@@ -1,4 +1,6 @@
-"""Specification tests for TaskDispatcher over fakeredis with an injected clock."""
+"""Specification tests for TaskDispatcher with an injected clock, on the session's private
+Redis: creates, changes and the dispatcher switch run the audit and read scripts, which only
+a real Redis runs as production does."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import fakeredis
 import pytest
+import redis.asyncio
 
 from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.exceptions import InvalidTaskError
@@ -24,17 +26,18 @@ KEYS = Keys("tdunit:")
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
-    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the session Redis, emptied before the test (`redis_url`)."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def dispatcher(fake: fakeredis.FakeAsyncRedis) -> AsyncIterator[TaskDispatcher]:
+async def dispatcher(client: redis.asyncio.Redis) -> AsyncIterator[TaskDispatcher]:
     settings = Settings(redis_url="redis://unused", key_prefix="tdunit:", timezone="Asia/Shanghai")
     async with TaskDispatcher(
-        settings, redis=fake, clock=lambda: NOW, task_types={"xhs_type", "noop"}
+        settings, redis=client, clock=lambda: NOW, task_types={"xhs_type", "noop"}
     ) as d:
         yield d
 
@@ -151,10 +154,10 @@ async def test_status_without_heartbeat_is_not_running(dispatcher: TaskDispatche
 
 
 async def test_status_with_fresh_heartbeat_is_running(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """Enabled with a beat heartbeat at now, the dispatcher is running."""
-    await fake.zadd(KEYS.beats(), {"beat-1": NOW})
+    await client.zadd(KEYS.beats(), {"beat-1": NOW})
     status = await dispatcher.status()
     assert (status.beats_alive, status.is_running) == (1, True)
 
@@ -167,47 +170,47 @@ async def test_status_with_fresh_heartbeat_is_running(
     ],
 )
 async def test_status_heartbeat_counts_while_younger_than_limit(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis, age_ms: int, alive: bool
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis, age_ms: int, alive: bool
 ) -> None:
     """A heartbeat counts as alive while it is at most ALIVE_MS old."""
-    await fake.zadd(KEYS.beats(), {"beat-1": NOW - age_ms})
+    await client.zadd(KEYS.beats(), {"beat-1": NOW - age_ms})
     assert (await dispatcher.status()).is_running is alive
 
 
 async def test_status_stopped_dispatcher_is_not_running(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """After stop() the dispatcher is not running even with a live beat."""
-    await fake.zadd(KEYS.beats(), {"beat-1": NOW})
+    await client.zadd(KEYS.beats(), {"beat-1": NOW})
     await dispatcher.stop()
     status = await dispatcher.status()
     assert (status.enabled, status.is_running) == (False, False)
 
 
 async def test_status_restarted_dispatcher_is_running(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """start() after stop() turns the dispatcher back on."""
-    await fake.zadd(KEYS.beats(), {"beat-1": NOW})
+    await client.zadd(KEYS.beats(), {"beat-1": NOW})
     await dispatcher.stop()
     await dispatcher.start()
     assert (await dispatcher.status()).is_running
 
 
 async def test_status_lists_running_rounds(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """status().running_rounds holds the tasks in the running index."""
     task = await add(dispatcher, "a1")
-    await fake.zadd(KEYS.running(), {task.task_id: NOW + 30_000})
+    await client.zadd(KEYS.running(), {task.task_id: NOW + 30_000})
     assert [t.task_id for t in (await dispatcher.status()).running_rounds] == [task.task_id]
 
 
 async def test_status_counts_live_workers(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """status().workers_alive counts worker heartbeats at most ALIVE_MS old."""
-    await fake.zadd(KEYS.workers(), {"w1": NOW, "w2": NOW - ALIVE_MS, "w3": NOW - ALIVE_MS - 1})
+    await client.zadd(KEYS.workers(), {"w1": NOW, "w2": NOW - ALIVE_MS, "w3": NOW - ALIVE_MS - 1})
     assert (await dispatcher.status()).workers_alive == 2
 
 
@@ -221,14 +224,14 @@ async def test_status_counts_live_workers(
 )
 async def test_status_reports_due_backlog_and_scheduling_lag(
     dispatcher: TaskDispatcher,
-    fake: fakeredis.FakeAsyncRedis,
+    client: redis.asyncio.Redis,
     due: dict[str, int],
     backlog: int,
     lag_ms: int,
 ) -> None:
     """Backlog counts due-but-unclaimed tasks; lag is how long the oldest has waited."""
     if due:
-        await fake.zadd(KEYS.due(), due)
+        await client.zadd(KEYS.due(), due)
     status = await dispatcher.status()
     assert (status.due_backlog, status.scheduling_lag_ms) == (backlog, lag_ms)
 
@@ -244,18 +247,18 @@ async def test_create_task_uses_injected_clock(dispatcher: TaskDispatcher) -> No
 
 
 async def test_create_task_wakes_sleeping_beats(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """A new task leaves one token in the wake list so a sleeping beat looks at due now."""
     await add(dispatcher, "a1")
-    assert await fake.lrange(KEYS.wake(), 0, -1) == ["1"]
+    assert await client.lrange(KEYS.wake(), 0, -1) == ["1"]
 
 
 async def test_reorder_task_wakes_sleeping_beats(
-    dispatcher: TaskDispatcher, fake: fakeredis.FakeAsyncRedis
+    dispatcher: TaskDispatcher, client: redis.asyncio.Redis
 ) -> None:
     """Moving a task's next run earlier wakes the beats (the wake list holds one token)."""
     task = await add(dispatcher, "a1")
-    await fake.delete(KEYS.wake())
+    await client.delete(KEYS.wake())
     await dispatcher.reorder_task(task.task_id, -1800)
-    assert await fake.lrange(KEYS.wake(), 0, -1) == ["1"]
+    assert await client.lrange(KEYS.wake(), 0, -1) == ["1"]

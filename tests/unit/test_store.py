@@ -1,4 +1,5 @@
-"""Specification tests for TaskStore and write.queue_task_write on an in-process fakeredis."""
+"""Specification tests for TaskStore and write.queue_task_write on an in-process fakeredis:
+no spec here reaches a Lua script (those that do run on a real Redis, e.g. test_service)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 from taskdispatch.domain.exceptions import AccountTaskExistsError, TaskNotFoundError
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.domain.queries import TaskQuery
-from taskdispatch.domain.schedule import hour_window
 from taskdispatch.store.history import RunRecord
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.tasks import TaskStore
 from taskdispatch.store.write import WRITE_ID_FIELD
+from tests.support.tasks import task_record
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
@@ -39,18 +40,11 @@ def make_task(n: int = 1, **overrides: Any) -> Task:
         "task_id": f"task-{n}",
         "account_id": f"account_{n}",
         "account_name": f"账号{n}",
-        "task_type": "xhs_type",
-        "sys_type": "mac_intel",
-        "status": PENDING,
-        "interval_s": 3600,
-        "windows": hour_window((0, 24)),
-        "timezone": "Asia/Shanghai",
         "created_ms": T0 + n * MIN,
-        "updated_ms": T0 + n * MIN,
         "next_ms": next_of(n),
+        **overrides,
     }
-    values.update(overrides)
-    return Task(**values)
+    return task_record(**values)
 
 
 @pytest.fixture

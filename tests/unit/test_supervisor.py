@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from taskdispatch.dev.supervisor import (
@@ -20,6 +19,7 @@ from taskdispatch.dev.supervisor import (
 )
 from taskdispatch.engine.watchdog import EXIT_DEAF
 from taskdispatch.settings import Settings
+from tests.support.probes import wait_until
 
 # Exits with EXIT_DEAF on its first start, then stays up: a worker that recovered.
 _FLAKY = f"""
@@ -55,14 +55,10 @@ def test_supervisor_child_exiting_with_a_restart_status_is_started_again(tmp_pat
         restart_on=frozenset({EXIT_DEAF}),
     )
     _, out, stop, result = _supervise(child)
-    deadline = time.monotonic() + 20
-    while not (marker.exists() and marker.read_text() == "2") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.read_text() == "2"
+    wait_until(lambda: marker.exists() and marker.read_text() == "2", 20, message="a restart")
     assert result == [], "the supervisor stopped"
     stop(signal.SIGTERM)
-    while not result and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: result, 20, message="the supervisor's exit")
     assert result == [0]
     text = out.getvalue()
     assert f"worker exited with status {EXIT_DEAF} and asked to be restarted" in text
@@ -73,9 +69,7 @@ def test_supervisor_child_exiting_with_another_status_stops_the_stack(tmp_path: 
     """Any other exit is a death: everything stops and the supervisor exits 1."""
     child = Child("beat", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
     _, out, _, result = _supervise(child)
-    deadline = time.monotonic() + 20
-    while not result and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: result, 20, message="the supervisor's exit")
     assert result == [1]
     assert "beat exited unexpectedly (exit code 3)" in out.getvalue()
 
@@ -120,9 +114,7 @@ def _stop_worker(status: int, *, takes_s: float, grace_s: float) -> tuple[list[i
     thread = threading.Thread(target=lambda: result.append(supervisor.run([], "http://x")))
     thread.daemon = True
     thread.start()
-    deadline = time.monotonic() + 20
-    while "up" not in out.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "up" in out.getvalue(), 20, interval_s=0.05, message="the worker")
     stop(signal.SIGINT)
     thread.join(timeout=20)
     return result, out.getvalue()

@@ -14,11 +14,12 @@ import redis
 import redis.asyncio
 
 from taskdispatch.domain.exceptions import AccountTaskExistsError, TransactionContendedError
-from taskdispatch.domain.models import Task, TaskStatus
+from taskdispatch.domain.models import Task
 from taskdispatch.store.keys import Keys
 from taskdispatch.store.transaction import MAX_ATTEMPTS, Change, Read, Result, atransact, transact
 from taskdispatch.store.write import WRITE_ID_FIELD
 from tests.support.proxy import FlakyProxy
+from tests.support.tasks import task_record
 
 KEYS = Keys("td:")
 
@@ -26,21 +27,17 @@ Run = Callable[..., Result]
 
 
 def _task(task_id: str = "t1", account: str = "a1", **changes: Any) -> Task:
-    task = Task(
-        task_id=task_id,
-        account_id=account,
-        account_name=account,
-        task_type="noop",
-        sys_type="mac_intel",
-        status=TaskStatus.PENDING,
-        interval_s=60,
-        windows=((0, 1440),),
-        timezone="Asia/Shanghai",
-        created_ms=1_000,
-        updated_ms=1_000,
-        next_ms=61_000,
-    )
-    return task.evolve(**changes)
+    values: dict[str, Any] = {
+        "task_id": task_id,
+        "account_id": account,
+        "account_name": account,
+        "task_type": "noop",
+        "interval_s": 60,
+        "created_ms": 1_000,
+        "next_ms": 61_000,
+        **changes,
+    }
+    return task_record(**values)
 
 
 @pytest.fixture(params=["sync", "async"])

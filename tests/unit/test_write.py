@@ -1,7 +1,7 @@
 """Specification of taskdispatch.store.write.queue_task_write: a task change as Redis writes.
 
-Pure store logic, so an in-process fakeredis: each test queues one change (old -> new) on a
-pipeline, executes it and reads what the store holds.
+Pure store logic, so an in-process fakeredis (no Lua script runs here): each test queues one
+change (old -> new) on a pipeline, executes it and reads what the store holds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from taskdispatch.domain import lifecycle
 from taskdispatch.domain.bodies import TaskSpec
 from taskdispatch.domain.models import Task, TaskStatus
 from taskdispatch.store.keys import Keys
-from taskdispatch.store.write import WRITE_ID_FIELD, queue_task_write, written_by
+from taskdispatch.store.write import WRITE_ID_FIELD, new_write_id, queue_task_write, written_by
 
 KEYS = Keys("tdunit:")
 T0 = 1_767_837_600_000  # 2026-01-08T10:00:00+08:00
@@ -234,3 +234,10 @@ def test_write_status_entering_or_leaving_error_adds_its_alert_event(
         assert found == []
     else:
         assert found == [{**alert, "task_id": "task-1", "account_id": "account_1"}]
+
+
+def test_new_write_id_is_an_integer_redis_keeps_in_eight_bytes() -> None:
+    """A fresh tag is the decimal text of a random integer below 2**63, and tags differ."""
+    tags = {new_write_id() for _ in range(100)}
+    assert len(tags) == 100
+    assert all(tag.isdigit() and int(tag) < 2**63 and str(int(tag)) == tag for tag in tags)
