@@ -112,6 +112,17 @@ async def test_watch_conditions_without_notifications_watches_nothing(
     assert not client.exists(KEYS.notify_conditions(), KEYS.notify_watch())
 
 
+def test_watch_conditions_without_notifications_takes_no_lock_and_writes_nothing(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """No notification and no state: a look reads, and leaves the store exactly as it was."""
+    client.config_resetstat()
+    assert watch_conditions(client, KEYS, settings, now_ms=now_ms()) == 0
+    assert not client.exists(KEYS.notify_watch_lock())
+    written = ("set", "hset", "del", "eval", "evalsha", "xadd")
+    assert sum(_command_calls(client, command) for command in written) == 0
+
+
 async def test_watch_conditions_late_pending_task_opens_task_overdue(
     client: redis.Redis, settings: Settings
 ) -> None:
