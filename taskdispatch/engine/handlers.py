@@ -45,7 +45,7 @@ __all__ = [
     "xhs_demo_round",
 ]
 
-ENTRY_POINT_GROUP = "taskdispatch.engine.handlers"
+ENTRY_POINT_GROUP = "taskdispatch.handlers"
 
 
 class ProgressSink(Protocol):
