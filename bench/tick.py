@@ -46,6 +46,7 @@ def _summarise(raws: list[dict[str, Any]], load_s: float | None) -> dict[str, An
         "n": raws[0]["n"],
         "tick_s": Stat.of(joined("tick_s")).to_json(),
         "round_trips": Stat.of(joined("round_trips")).to_json(),
+        "miss_round_trips": max(raw.get("miss_round_trips", 0) for raw in raws),
         "commands": Stat.of(joined("commands")).to_json(),
         "breakdown": raws[-1]["breakdown"],
         "ticks": raws[0]["ticks"],

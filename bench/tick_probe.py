@@ -6,7 +6,11 @@ its N entries in the beat process, so this process builds them. Prints one JSON 
 
 The timed unit is the work of a beat from the moment `due` slots are due until all are
 published: `RedisScheduler.dispatch_due()` (tick() also sleeps) and `RedBeatScheduler.tick()`
-once; PersistentScheduler sends one entry per tick, so `due` ticks.
+once; PersistentScheduler sends one entry per tick, so `due` ticks. The same `due` slots are
+due again in every run, as a periodic task's are: taskdispatch's beat has them in the
+prediction its previous tick answered (engine/beat.py, `claim_tick`), so the timed ticks are
+its steady ones. One more run, untimed, with the prediction emptied first, counts the round
+trips of a tick whose due slots the prediction missed (`miss_round_trips`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import redis
 from bench import apps
 from bench.load import task_id_of
 from bench.redisstats import RoundTrips, commandstats, connect, delta
+from taskdispatch.engine.beat import Prediction
 from taskdispatch.store.keys import Keys
 
 HOT_PERIOD_S = 1.0
@@ -52,6 +57,16 @@ def _measure(
     return {"tick_s": ticks, "round_trips": trips, "commands": commands, "breakdown": breakdown}
 
 
+def _miss_round_trips(client: redis.Redis, queue: str, arm: Any, run: Any) -> int:
+    """The round trips of one run of `run` after `arm` (untimed)."""
+    client.delete(queue)
+    arm()
+    with RoundTrips() as counter:
+        run()
+    client.delete(queue)
+    return counter.count
+
+
 def taskdispatch(url: str, n: int, due: int, repeats: int, prefix: str) -> dict[str, Any]:
     app = apps.celery_app(url, key_prefix=prefix)
     scheduler = apps.td_scheduler(app)
@@ -63,7 +78,10 @@ def taskdispatch(url: str, n: int, due: int, repeats: int, prefix: str) -> dict[
         client.zadd(keys.due(), {task_id: time.time() * 1000 - 1 for task_id in ids})
 
     queue = scheduler.td_settings.default_queue
-    return _measure(client, queue, arm, scheduler.dispatch_due, due, repeats) | {"ticks": 1}
+    result = _measure(client, queue, arm, scheduler.dispatch_due, due, repeats)
+    scheduler._prediction = Prediction()  # as a fresh beat's, or after new tasks fell due
+    miss = _miss_round_trips(client, queue, arm, scheduler.dispatch_due)
+    return result | {"ticks": 1, "miss_round_trips": miss}
 
 
 def redbeat(url: str, n: int, due: int, repeats: int, prefix: str) -> dict[str, Any]:

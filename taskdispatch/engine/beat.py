@@ -1,8 +1,9 @@
 """`RedisScheduler`: a Celery beat scheduler driven by the Redis due-time index.
 
 Each tick costs one Lua call (heartbeat, dispatcher flag, claim of at most `claim_batch`
-due tasks with the data their messages need, and the earliest remaining due time) plus
-one Redis pipeline that publishes a Celery message for every claimed round (see
+due tasks with the data their messages need, the earliest remaining due time, and the ids
+to pass next time; a second call when due ids were missing from them, see `claim_tick`)
+plus one Redis pipeline that publishes a Celery message for every claimed round (see
 `_publish`), so it grows with the number of due tasks, never with the number stored.
 A claim pushes the task's due score forward by the dispatch timeout and bumps its fence:
 if the message is lost before a worker starts it, the task is due again after the
@@ -18,8 +19,8 @@ import socket
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from typing import Any
 
 from celery.beat import Scheduler
@@ -44,6 +45,7 @@ __all__ = [
     "HOUSEKEEPING_BATCH",
     "ROUND_TASK",
     "Claimed",
+    "Prediction",
     "RedisScheduler",
     "Tick",
     "claim_tick",
@@ -59,6 +61,9 @@ _LOCAL_SLEEP_S = 0.25
 HOUSEKEEPING_BATCH = 100
 # After a failed publish (broker unreachable), the next try.
 _PUBLISH_RETRY_S = 1.0
+# A beat ticks at least every beat_max_sleep_s (plus the tick's own work): the ids its
+# prediction holds are those due by then, with this margin for the work.
+_LOOKAHEAD_MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,25 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """What a beat expects due at its next tick (see `claim_tick`)."""
+
+    # The due index's head after the last claims: (id, score ms), earliest first.
+    head: tuple[tuple[str, int], ...] = ()
+    # The ids just claimed: their score is the claim's hold, which the worker that runs the
+    # round replaces with the next slot, often sooner (a periodic task is due again).
+    claimed: tuple[str, ...] = ()
+
+    def candidates(self, now_ms: int, batch: int) -> list[str]:
+        """The ids to pass at `now_ms`: those of the head due by then, then the ones just
+        claimed, at most `batch` (the claim takes at most `batch` due ids anyway)."""
+        due = [task_id for task_id, score_ms in self.head if score_ms <= now_ms]
+        return list(dict.fromkeys([*due, *self.claimed]))[:batch]
+
+
+@dataclass(frozen=True)
 class Tick:
-    """What one run of the claim script found (see `lua/beat_claim.lua`)."""
+    """What one tick's claim found (see `lua/beat_claim.lua`)."""
 
     enabled: bool
     # The earliest later instant at which a slot, a lease expiry or a pause's end falls due.
@@ -85,6 +107,82 @@ class Tick:
     lost: list[str]
     resumes: list[str]
     claimed: list[Claimed]
+    # What to pass to the next tick's claim.
+    prediction: Prediction = Prediction()
+    # Claim script calls made: 1, or 2 when due ids were missing from the prediction.
+    calls: int = 1
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One claim script reply, parsed."""
+
+    tick: Tick
+    unlisted: list[str]
+    head: tuple[tuple[str, int], ...]
+
+
+def _claim_call(
+    redis: Redis,
+    keys: Keys,
+    ids: list[str],
+    *,
+    now_ms: int,
+    beat_id: str,
+    batch: int,
+    dispatch_timeout_ms: int,
+    housekeeping_batch: int,
+    lookahead_ms: int,
+) -> _Reply:
+    reply = BEAT_CLAIM(
+        redis,
+        keys=[
+            keys.due(),
+            keys.dispatcher(),
+            keys.beats(),
+            keys.running(),
+            keys.resume(),
+            *(keys.task(task_id) for task_id in ids),
+        ],
+        args=[
+            now_ms,
+            dispatch_timeout_ms,
+            beat_id,
+            housekeeping_batch,
+            HEARTBEAT_RETENTION_MS,
+            ENABLED_FIELD,
+            DISPATCHER_OFF,
+            SCHEDULED_STATUS.value,
+            batch,
+            lookahead_ms,
+            *ids,
+        ],
+    )
+    n_lost, n_resumes, n_unlisted, n_head, n_claimed = (int(x) for x in reply[2:7])
+    at = 7
+
+    def take(n: int) -> list[Any]:
+        nonlocal at
+        part = reply[at : at + n]
+        at += n
+        return list(part)
+
+    lost, resumes, unlisted = take(n_lost), take(n_resumes), take(n_unlisted)
+    head_flat, rest = take(2 * n_head), take(7 * n_claimed)
+    tick = Tick(
+        enabled=bool(int(reply[0])),
+        wake_ms=None if int(reply[1]) < 0 else int(reply[1]),
+        lost=[str(x) for x in lost],
+        resumes=[str(x) for x in resumes],
+        claimed=[
+            Claimed(str(t), int(f), int(slot), str(tt), str(st), str(a), str(q) or None)
+            for t, f, slot, tt, st, a, q in (rest[i : i + 7] for i in range(0, len(rest), 7))
+        ],
+    )
+    head = tuple(
+        (str(head_flat[i]), int(float(head_flat[i + 1]))) for i in range(0, len(head_flat), 2)
+    )
+    return _Reply(tick, [str(x) for x in unlisted], head)
 
 
 def claim_tick(
@@ -96,45 +194,39 @@ def claim_tick(
     batch: int,
     dispatch_timeout_ms: int,
     housekeeping_batch: int = HOUSEKEEPING_BATCH,
+    prediction: Prediction | None = None,
+    lookahead_ms: int = 0,
 ) -> Tick:
-    """One tick's claim (a beat's tick does exactly this before it publishes): read the
-    due ids, then run the claim script on them, which claims each only if still due (two
-    round trips, whatever the number of tasks stored)."""
-    due = [str(i) for i in redis.zrangebyscore(keys.due(), "-inf", now_ms, start=0, num=batch)]
-    reply = BEAT_CLAIM(
+    """One tick's claim (a beat's tick does exactly this before it publishes).
+
+    The claim script may touch only the keys passed to it (Redis Cluster), so it is given the
+    task hashes of the ids `prediction` (the previous tick's answer) expects due; it reads
+    the due ids itself and claims those it was given. Due ids it was not given (a new task,
+    a slot moved earlier, no prediction yet) it returns untouched, and a second call claims
+    exactly those: one round trip for the claim when the prediction holds, two when it
+    misses, whatever the number of tasks stored. The answer's prediction covers the due index's head
+    up to `lookahead_ms` past now (at most `batch` ids) and the ids just claimed.
+    """
+    call = partial(
+        _claim_call,
         redis,
-        keys=[
-            keys.due(),
-            keys.dispatcher(),
-            keys.beats(),
-            keys.running(),
-            keys.resume(),
-            *(keys.task(task_id) for task_id in due),
-        ],
-        args=[
-            now_ms,
-            dispatch_timeout_ms,
-            beat_id,
-            housekeeping_batch,
-            HEARTBEAT_RETENTION_MS,
-            ENABLED_FIELD,
-            DISPATCHER_OFF,
-            SCHEDULED_STATUS.value,
-            *due,
-        ],
+        keys,
+        now_ms=now_ms,
+        beat_id=beat_id,
+        batch=batch,
+        dispatch_timeout_ms=dispatch_timeout_ms,
+        housekeeping_batch=housekeeping_batch,
+        lookahead_ms=lookahead_ms,
     )
-    n_lost, n_resumes = int(reply[2]), int(reply[3])
-    rest = reply[4 + n_lost + n_resumes :]
-    return Tick(
-        enabled=bool(int(reply[0])),
-        wake_ms=None if int(reply[1]) < 0 else int(reply[1]),
-        lost=[str(x) for x in reply[4 : 4 + n_lost]],
-        resumes=[str(x) for x in reply[4 + n_lost : 4 + n_lost + n_resumes]],
-        claimed=[
-            Claimed(str(t), int(f), int(slot), str(tt), str(st), str(a), str(q) or None)
-            for t, f, slot, tt, st, a, q in (rest[i : i + 7] for i in range(0, len(rest), 7))
-        ],
-    )
+    first = call([] if prediction is None else prediction.candidates(now_ms, batch))
+    claimed, last, calls = first.tick.claimed, first, 1
+    if first.unlisted:
+        # Left unlisted by this call (came due meanwhile) stay due: the wake-up is then at
+        # most now, and the next tick, whose prediction's head holds them, claims them.
+        last = call(first.unlisted)
+        claimed, calls = claimed + last.tick.claimed, 2
+    prediction = Prediction(last.head, tuple(c.task_id for c in claimed))
+    return replace(last.tick, claimed=claimed, prediction=prediction, calls=calls)
 
 
 class _Summary:
@@ -206,6 +298,8 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
         self._broker = _broker_probe(s)
         self._broker_checked_s = 0.0
         self._summary = _Summary()
+        # What the next claim passes (see claim_tick); empty until the first tick answers.
+        self._prediction = Prediction()
         # Alerts are sent from a thread of its own (started by the first tick), so that no
         # tick waits for a receiver.
         self._notifier = NotifyLoop(s)
@@ -239,7 +333,10 @@ class RedisScheduler(Scheduler):  # type: ignore[misc]
             beat_id=self.beat_id,
             batch=s.claim_batch,
             dispatch_timeout_ms=int(s.dispatch_timeout_s * 1000),
+            prediction=self._prediction,
+            lookahead_ms=int((s.beat_max_sleep_s + _LOOKAHEAD_MARGIN_S) * 1000),
         )
+        self._prediction = tick.prediction
         if tick.claimed and not self._publish(tick.claimed):
             return _PUBLISH_RETRY_S
         changed = 0

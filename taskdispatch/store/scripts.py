@@ -165,7 +165,7 @@ def _groups(name: str, what: str, given: int, fixed: int, group: int) -> int:
 AUDIT_ADD = LuaScript("audit_add", keys=1, args=2, key_group=1, arg_group=1, paired=False,
                       max_key_groups=1)  # fmt: skip
 AUDIT_TASK_PAGE = LuaScript("audit_task_page", keys=3, args=2)
-BEAT_CLAIM = LuaScript("beat_claim", keys=5, args=8, key_group=1, arg_group=1)
+BEAT_CLAIM = LuaScript("beat_claim", keys=5, args=10, key_group=1, arg_group=1)
 BEAT_RELEASE_CLAIMS = LuaScript("beat_release_claims", keys=1, args=1, key_group=1, arg_group=3)
 CONDITIONS_COMMIT = LuaScript("conditions_commit", keys=3, args=4)
 LEASE_RENEW = LuaScript("lease_renew", keys=3, args=5, key_group=1)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from taskdispatch.dev.embedded_redis import EmbeddedRedis, free_port
 from taskdispatch.domain.models import TaskStatus
-from taskdispatch.engine.beat import RedisScheduler, claim_tick
+from taskdispatch.engine.beat import Prediction, RedisScheduler, Tick, claim_tick
 from taskdispatch.engine.worker import create_celery_app
 from taskdispatch.settings import get_settings
 from taskdispatch.store.keys import Keys
@@ -105,11 +108,9 @@ async def test_tick_with_dispatcher_stopped_still_recovers_lost_rounds(aof: Embe
     client.close()
 
 
-def _claim_read_earlier(
-    client: redis.Redis, due_ids: list[str], *, now_ms: int
-) -> tuple[list[str], int]:
-    """The claim script run on ids a beat read before (as `claim_tick` passes them): the
-    ids it claimed and the wake-up it answered."""
+def _claim_call(client: redis.Redis, ids: list[str], *, now_ms: int) -> tuple[list[str], int]:
+    """The claim script run once with the hashes of `ids`: its unlisted due ids and the
+    wake-up it answered."""
     reply = BEAT_CLAIM(
         client,
         keys=[
@@ -118,43 +119,111 @@ def _claim_read_earlier(
             KEYS.beats(),
             KEYS.running(),
             KEYS.resume(),
-            *(KEYS.task(i) for i in due_ids),
+            *(KEYS.task(i) for i in ids),
         ],
-        args=[now_ms, 60_000, "beat-late", 100, 60_000, "enabled", "0", "pending", *due_ids],
+        args=[now_ms, 60_000, "beat-x", 100, 60_000, "enabled", "0", "pending", 10, 0, *ids],
     )
-    rest = reply[4 + int(reply[2]) + int(reply[3]) :]
-    return [str(rest[i]) for i in range(0, len(rest), 7)], int(reply[1])
+    n_lost, n_resumes, n_unlisted = (int(x) for x in reply[2:5])
+    at = 7 + n_lost + n_resumes
+    return [str(x) for x in reply[at : at + n_unlisted]], int(reply[1])
 
 
-async def test_claim_of_ids_another_beat_claimed_since_they_were_read_claims_nothing(
-    aof: EmbeddedRedis,
-) -> None:
-    """Two beats read the same due id; the one whose script runs second finds it no longer
-    due and claims nothing: one message per slot."""
-    task_id = await add_due_task(aof.url, "acct-race")
+def _tick(client: redis.Redis, now_ms: int, beat_id: str = "b1", **kwargs: Any) -> Tick:
+    return claim_tick(
+        client,
+        KEYS,
+        now_ms=now_ms,
+        beat_id=beat_id,
+        batch=10,
+        dispatch_timeout_ms=60_000,
+        lookahead_ms=5_000,
+        **kwargs,
+    )
+
+
+async def test_claim_with_the_predicted_ids_due_claims_in_one_call(aof: EmbeddedRedis) -> None:
+    """The head a tick answered holds a slot due soon: the next tick passes it and claims it
+    in one script call."""
+    first_id = await add_due_task(aof.url, "acct-now")
+    soon_id = await add_due_task(aof.url, "acct-soon")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     now = int(time.time() * 1000) + 1000
-    read = client.zrangebyscore(KEYS.due(), "-inf", now)
-    assert read == [task_id]
-    first = claim_tick(client, KEYS, now_ms=now, beat_id="b1", batch=10, dispatch_timeout_ms=60_000)
-    assert [c.task_id for c in first.claimed] == [task_id]
-    assert _claim_read_earlier(client, read, now_ms=now)[0] == []
-    assert stored_task(client, task_id).fence == first.claimed[0].fence
+    client.zadd(KEYS.due(), {soon_id: now + 2000})
+    first = _tick(client, now)
+    assert [c.task_id for c in first.claimed] == [first_id]
+    assert first.calls == 2, "no prediction yet: every due id is unlisted"
+    assert (soon_id, now + 2000) in first.prediction.head
+    second = _tick(client, now + 2000, prediction=first.prediction)
+    assert ([c.task_id for c in second.claimed], second.calls) == ([soon_id], 1)
     client.close()
 
 
-async def test_claim_of_a_slot_due_after_the_read_leaves_it_due_and_wakes_at_once(
+async def test_claim_of_a_due_id_not_predicted_claims_it_in_a_second_call(
     aof: EmbeddedRedis,
 ) -> None:
-    """A slot that fell due after the beat read the due ids is not lost: it stays due, and
-    the tick's wake-up is no later than now, so the next tick claims it."""
+    """A slot that fell due outside the prediction (a new task) comes back unlisted from the
+    first call, and the second call of the same tick claims it."""
+    client = redis.Redis.from_url(aof.url, decode_responses=True)
+    now = int(time.time() * 1000) + 1000
+    first = _tick(client, now)
+    assert (first.claimed, first.calls, first.prediction.head) == ([], 1, ())
+    task_id = await add_due_task(aof.url, "acct-new")
+    assert _claim_call(client, [], now_ms=now)[0] == [task_id], "unlisted, untouched"
+    second = _tick(client, now, prediction=first.prediction)
+    assert ([c.task_id for c in second.claimed], second.calls) == ([task_id], 2)
+    assert second.prediction.claimed == (task_id,)
+    client.close()
+
+
+async def test_claim_of_a_predicted_id_no_longer_due_leaves_it(aof: EmbeddedRedis) -> None:
+    """A predicted id whose slot moved later since (edited, or claimed by another beat) is
+    passed but not claimed: its score and fence stay as they are."""
+    task_id = await add_due_task(aof.url, "acct-moved")
+    client = redis.Redis.from_url(aof.url, decode_responses=True)
+    now = int(time.time() * 1000) + 1000
+    prediction = Prediction(head=((task_id, now - 1),))
+    client.zadd(KEYS.due(), {task_id: now + 60_000})
+    fence = stored_task(client, task_id).fence
+    tick = _tick(client, now, prediction=prediction)
+    assert (tick.claimed, tick.calls) == ([], 1)
+    assert client.zscore(KEYS.due(), task_id) == now + 60_000
+    assert stored_task(client, task_id).fence == fence
+    client.close()
+
+
+async def test_claim_by_two_beats_racing_never_claims_a_slot_twice(aof: EmbeddedRedis) -> None:
+    """Two beats both predicting the same due slots claim them at once, each in its own
+    thread: every slot is claimed by exactly one of them."""
+    ids = [await add_due_task(aof.url, f"acct-race-{i}") for i in range(10)]
+    clients = [redis.Redis.from_url(aof.url, decode_responses=True) for _ in range(2)]
+    now = int(time.time() * 1000) + 1000
+    prediction = Prediction(head=tuple((i, now) for i in ids))
+    start = threading.Barrier(2)
+
+    def beat(n: int) -> Tick:
+        start.wait()
+        return _tick(clients[n], now, beat_id=f"b{n}", prediction=prediction)
+
+    with ThreadPoolExecutor(2) as pool:
+        ticks = list(pool.map(beat, range(2)))
+    claimed = [c.task_id for tick in ticks for c in tick.claimed]
+    assert sorted(claimed) == sorted(ids)
+    for client in clients:
+        client.close()
+
+
+async def test_claim_of_a_slot_due_after_the_call_leaves_it_due_and_wakes_at_once(
+    aof: EmbeddedRedis,
+) -> None:
+    """A due slot the script was not given is not lost: it stays due, and the wake-up is no
+    later than now, so the next tick claims it."""
     task_id = await add_due_task(aof.url, "acct-late")
     client = redis.Redis.from_url(aof.url, decode_responses=True)
     now = int(time.time() * 1000) + 1000
-    claimed, wake_ms = _claim_read_earlier(client, [], now_ms=now)
-    assert claimed == []
+    unlisted, wake_ms = _claim_call(client, [], now_ms=now)
+    assert unlisted == [task_id]
     assert 0 <= wake_ms <= now
     assert client.zscore(KEYS.due(), task_id) <= now
-    tick = claim_tick(client, KEYS, now_ms=now, beat_id="b1", batch=10, dispatch_timeout_ms=60_000)
+    tick = _tick(client, now)
     assert [c.task_id for c in tick.claimed] == [task_id]
     client.close()
