@@ -102,7 +102,7 @@ def _task(keys: Keys, client: redis.Redis, now_ms: int) -> str:
 
 
 def _round(runner: RoundRunner, client: redis.Redis, keys: Keys, task_id: str) -> None:
-    task = Task.from_hash(client.hgetall(keys.task(task_id)))
+    task = Task.from_hash(client.hgetall(keys.task(task_id)), task_id=task_id)
     assert task.next_ms is not None
     outcome = runner.run(RoundMessage(task_id, task.fence, task.next_ms))["outcome"]
     if outcome != "failed":

@@ -10,6 +10,10 @@ encoding (a listpack, about the bytes it holds) under Redis's default configurat
 
 - a field that is None or holds its default is left out (`to_hash`); a write removes the
   fields the old record had and the new one has not (`stale_fields`, `write.py`);
+- a field known elsewhere is left out too: `task_id` (the key names it; `from_hash` takes
+  it from the caller) and `updated_ms` while it equals `created_ms` (read back as it); a
+  hash written before holds both, reads the same, and loses `task_id` at its next write
+  (`RETIRED_FIELDS`);
 - Redis turns a whole hash into a hashtable, about four times bigger, as soon as one value
   is longer than `hash-max-listpack-value` (64 bytes by default); so a longer value of a
   field no script reads (the run parameters, a name, an error) is stored in pieces of at
@@ -37,6 +41,7 @@ __all__ = [
     "PARKED_FIELD",
     "PIECE_BYTES",
     "PIECE_MARK",
+    "RETIRED_FIELDS",
     "TASK_FIELDS",
     "MisfirePolicy",
     "Outcome",
@@ -158,6 +163,8 @@ class Task:
             value = getattr(self, name)
             if value is None or value == default:
                 continue
+            if name == "updated_ms" and value == self.created_ms:
+                continue
             text = encode(value)
             if name in _PIECEWISE and len(text.encode()) > PIECE_BYTES:
                 for n, piece in enumerate(_pieces(text)):
@@ -167,7 +174,8 @@ class Task:
         return out
 
     @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> Task:
+    def from_hash(cls, raw: Mapping[Any, Any], *, task_id: str) -> Task:
+        """The task stored as hash `raw` under the key of `task_id`."""
         # Called for every task of every read: only the fields present are decoded (an
         # absent one keeps its default, None included), strings go through untouched.
         data = {
@@ -187,6 +195,10 @@ class Task:
             decode = _DECODER_OF.get(name)
             if decode is not None and text:
                 values[name] = decode(text)
+        # The key's id, not a `task_id` field a hash written before holds (the same id).
+        values[_KEYED] = task_id
+        if values["updated_ms"] is None:
+            values["updated_ms"] = values["created_ms"]
         return cls(**values)
 
 
@@ -288,8 +300,10 @@ def outside_view(task: Task) -> dict[str, Any]:
 
 def stale_fields(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     """The fields of hash `old` (a `to_hash`) that writing `new` must delete: left out of
-    `new` (None or default now) or pieces it no longer needs."""
-    return [name for name in old if name not in new]
+    `new` (None or default now) or pieces it no longer needs; and the `RETIRED_FIELDS`,
+    which a hash written by an earlier release may hold (`to_hash` never shows them, and
+    deleting an absent field costs Redis nothing but the lookup)."""
+    return [*(name for name in old if name not in new), *RETIRED_FIELDS]
 
 
 def _windows_text(windows: tuple[MinuteRange, ...]) -> str:
@@ -321,6 +335,9 @@ PARKED_FIELD = "parked"
 # The newest audit entry of the task (audit.py): `Task.from_hash` ignores it and no write of
 # the task removes it.
 AUDIT_LINK_FIELD = "audit"
+# Fields a hash written by an earlier release may hold that no task writes any more:
+# `from_hash` ignores them and the next write of the task removes them (write.py).
+RETIRED_FIELDS: tuple[str, ...] = ("task_id",)
 
 _TEXT: Codec = (str, str)
 _INT: Codec = (str, int)
@@ -380,7 +397,10 @@ _DEFAULTED = frozenset(
         "queue_fence",
     }
 )
-_FIELD_NAMES = tuple(f.name for f in fields(Task))
+# The Task fields a hash stores: all but the id, which its key names (so no script can
+# read it from the hash: it is not in TASK_FIELDS).
+_KEYED = "task_id"
+_FIELD_NAMES = tuple(f.name for f in fields(Task) if f.name != _KEYED)
 # Every field a task hash may hold, by name: the one table of them, which the Lua scripts
 # read too (scripts.py gives it to each script as its table `F`).
 TASK_FIELDS: Mapping[str, str] = MappingProxyType(
@@ -413,4 +433,5 @@ _ENCODERS = tuple(
         else None,
     )
     for f in fields(Task)
+    if f.name != _KEYED
 )

@@ -482,7 +482,7 @@ class Notifier:
                 pipe.smismember(self.keys.notify_open(name), ordered)
             replies = pipe.execute()
         tasks = {
-            task_id: Task.from_hash(raw)
+            task_id: Task.from_hash(raw, task_id=task_id)
             for task_id, raw in zip(task_ids, replies[: len(task_ids)], strict=True)
             if raw
         }

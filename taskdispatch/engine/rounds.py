@@ -80,7 +80,7 @@ class RoundRunner:
         """Check, lease, start, run and finish one round; returns a summary for logs."""
         now = self.clock()
         raw = self.redis.hgetall(self.keys.task(msg.task_id))
-        task = Task.from_hash(raw) if raw else None
+        task = Task.from_hash(raw, task_id=msg.task_id) if raw else None
         if task is None or not self._stands(task, msg, now):
             # Deleted, paused, rescheduled or already run: a newer decision owns this task.
             return {"outcome": "dropped", "reason": "stale message"}

@@ -40,7 +40,10 @@ async def _load(redis: Redis, keys: Keys, ids: list[str]) -> dict[str, Task | No
         for task_id in ids:
             pipe.hgetall(keys.task(task_id))
         raws = await pipe.execute()
-    return {i: (Task.from_hash(raw) if raw else None) for i, raw in zip(ids, raws, strict=True)}
+    return {
+        i: (Task.from_hash(raw, task_id=i) if raw else None)
+        for i, raw in zip(ids, raws, strict=True)
+    }
 
 
 async def check_consistency(redis: Redis, keys: Keys) -> list[str]:

@@ -95,7 +95,7 @@ class TaskStore:
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
-        return Task.from_hash(raw) if raw else None
+        return Task.from_hash(raw, task_id=task_id) if raw else None
 
     async def get_many(self, task_ids: list[str]) -> list[Task]:
         """Load tasks in one round trip; ids that vanished meanwhile are left out."""
@@ -103,7 +103,11 @@ class TaskStore:
             for task_id in task_ids:
                 pipe.hgetall(self.keys.task(task_id))
             raws: list[dict[Any, Any]] = await pipe.execute()
-        return [Task.from_hash(raw) for raw in raws if raw]
+        return [
+            Task.from_hash(raw, task_id=task_id)
+            for task_id, raw in zip(task_ids, raws, strict=True)
+            if raw
+        ]
 
     async def task_id_for_account(self, account_id: str) -> str | None:
         value = await self.redis.get(self.keys.account(account_id))
@@ -434,10 +438,10 @@ class TaskStore:
         tasks: list[Task] = []
         locked_accounts: set[str] = set()
         progress: dict[str, RoundProgress] = {}
-        for flat, held, raw in zip(hashes, locked, progress_raw, strict=True):
+        for task_id, flat, held, raw in zip(task_ids, hashes, locked, progress_raw, strict=True):
             if not flat:
                 continue
-            task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+            task = Task.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)), task_id=task_id)
             tasks.append(task)
             if int(held):
                 locked_accounts.add(task.account_id)

@@ -187,6 +187,7 @@ class _Tx:
         self, keys: Keys, task_id: str, account_id: str | None, marker: Marker | None = None
     ) -> None:
         self.keys = keys
+        self.task_id = task_id
         self.task_key = keys.task(task_id)
         self.account_key = keys.account(account_id) if account_id is not None else None
         self.watched = [
@@ -215,7 +216,7 @@ class _Tx:
         if done is not None:
             return done, None
         read = Read(
-            task=Task.from_hash(raw) if raw else None,
+            task=Task.from_hash(raw, task_id=self.task_id) if raw else None,
             account_task_id=reply_text(bound) if bound is not None else None,
             marker=reply_text(mark) if mark is not None else None,
         )

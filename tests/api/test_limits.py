@@ -66,7 +66,7 @@ def admit_round(
 ) -> Admission:
     """What a worker's round does first: admit the task's current slot (or park it)."""
     keys = dispatcher.keys
-    task = Task.from_hash(sync_redis.hgetall(keys.task(task_id)))
+    task = Task.from_hash(sync_redis.hgetall(keys.task(task_id)), task_id=task_id)
     return admit(
         sync_redis,
         keys,

@@ -203,3 +203,33 @@ async def test_upgrade_store_stays_consistent(upgraded: httpx.AsyncClient) -> No
     response = await upgraded.patch(f"/api/v1/tasks/{task_id}", json={"interval": 5400})
     assert response.status_code == 200, response.text
     assert (await _get(upgraded, "/api/v1/dispatcher/check"))["problems"] == []
+
+
+async def test_upgrade_task_ids_and_instants_are_served_as_stored(
+    upgraded: httpx.AsyncClient,
+) -> None:
+    """Each hash's own task_id and its created and updated instants are what the API says."""
+    for task_id, stored in TASKS.items():
+        task = await _get(upgraded, f"/api/v1/tasks/{task_id}")
+        assert task["task_id"] == stored["task_id"] == task_id
+        assert _ms(task["created_at"]) == int(stored["created_ms"])
+        assert _ms(task["updated_at"]) == int(stored["updated_ms"])
+
+
+async def test_upgrade_first_write_removes_the_stored_task_id(
+    upgraded: httpx.AsyncClient, redis_url: str
+) -> None:
+    """A change to a hash written before deletes its task_id field (its key names it); the
+    task still reads under its id."""
+    task_id = next(t for t, stored in TASKS.items() if stored["status"] == "pending")
+    response = await upgraded.post(f"/api/v1/tasks/{task_id}/pause", json={"note": "升级后"})
+    assert response.status_code == 200, response.text
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stored = client.hgetall(f"{PREFIX}task:{task_id}")
+    finally:
+        client.close()
+    assert "task_id" not in stored
+    assert int(stored["updated_ms"]) > int(stored["created_ms"])
+    task = await _get(upgraded, f"/api/v1/tasks/{task_id}")
+    assert (task["task_id"], task["status"]) == (task_id, "paused")

@@ -46,7 +46,7 @@ from tests.support.dashboard import (  # noqa: E402
 def record_ok_round(store: redis.Redis, task_id: str) -> None:
     """A finished round in the task's history, written the way a worker writes it."""
     keys = Keys(PREFIX)
-    task = Task.from_hash(store.hgetall(keys.task(task_id)))
+    task = Task.from_hash(store.hgetall(keys.task(task_id)), task_id=task_id)
     now_ms = time.time_ns() // 1_000_000
     record = RunRecord(
         outcome="ok",
@@ -91,7 +91,9 @@ def test_dashboard_stop_round_asks_then_and_note_and_shows_the_round_stopping(
     browser.find_element(By.ID, "cancel-note").send_keys("验证码")
     click(browser, "#cancel-confirm")
     wait_for(lambda: table(browser)["account_1"]["stopping"] == "本轮正在停止…", "stopping")
-    stored = Task.from_hash(store.hgetall(Keys(PREFIX).task(task["task_id"])))
+    stored = Task.from_hash(
+        store.hgetall(Keys(PREFIX).task(task["task_id"])), task_id=task["task_id"]
+    )
     assert (stored.cancel_of, stored.status, stored.pause_note) == (run_id, "paused", "验证码")
     assert "cancel" not in table(browser)["account_1"]["buttons"]
 
@@ -245,7 +247,7 @@ def test_dashboard_shows_limits_and_a_round_waiting_for_one(
     now_ms = time.time_ns() // 1_000_000
     verdicts = []
     for task_id in ids:
-        task = Task.from_hash(store.hgetall(keys.task(task_id)))
+        task = Task.from_hash(store.hgetall(keys.task(task_id)), task_id=task_id)
         verdicts.append(
             admit(
                 store,

@@ -59,14 +59,14 @@ async def test_message_of_older_claim_for_another_slot_is_dropped(redis_url: str
         await d.reorder_task(task_id, 60)  # the paused task's slot moves a minute on
         await d.resume_task(task_id)
     assert runner.run(old) == {"outcome": "dropped", "reason": "stale message"}
-    assert Task.from_hash(client.hgetall(KEYS.task(task_id))).round_num == 0
+    assert Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id).round_num == 0
 
 
 async def test_message_of_older_claim_for_a_future_slot_is_dropped(redis_url: str):
     """An old message never runs a slot before it is due."""
     task_id = await _task(redis_url, "acct-future")
     runner, client = runner_for(redis_url, lambda ctx: "ran")
-    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert task.next_ms is not None
     future = task.next_ms + 3_600_000
     client.hset(KEYS.task(task_id), mapping={"next_ms": future, "fence": task.fence + 1})

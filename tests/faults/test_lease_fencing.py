@@ -74,7 +74,7 @@ async def test_round_partitioned_from_redis_stops_before_its_lease_expires(redis
     [record] = [r for r in _runs(direct, task_id) if r["outcome"] == "lost"]
     assert record["reason"] == "lease_unrenewable"
     assert "could not be renewed" in record["error"]
-    task = Task.from_hash(direct.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(direct.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert task.status == "pending" and task.run_id is None
     assert task.fence > msg.fence
     assert not direct.exists(KEYS.lock("acct-fenced")), "the lease was not released"

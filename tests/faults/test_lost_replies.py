@@ -67,7 +67,7 @@ async def test_round_final_write_reply_lost_records_outcome_exactly_once(
 
     assert proxy.exec_replies_lost == 1
     assert summary["outcome"] == "ok"
-    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     assert client.zrange(KEYS.running(), 0, -1) == []
@@ -89,7 +89,7 @@ async def test_round_start_reply_lost_still_runs_the_round_once(
     assert proxy.exec_replies_lost == 1
     assert summary["outcome"] == "ok", summary
     assert calls == [1]
-    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     assert client.zrange(KEYS.running(), 0, -1) == []
@@ -115,7 +115,7 @@ async def test_round_final_write_while_redis_unreachable_lands_once_it_returns(
     assert back.is_set(), "the round ended before Redis was reachable again"
     assert summary["outcome"] == "ok"
     assert time.monotonic() - started < 10
-    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(redis_url, task_id) == ["ok"]
     await _assert_clean(redis_url)
@@ -143,7 +143,7 @@ async def test_round_final_write_across_redis_restart_lands_once(
 
     assert restarted.is_set()
     assert summary["outcome"] == "ok"
-    task = Task.from_hash(client.hgetall(KEYS.task(task_id)))
+    task = Task.from_hash(client.hgetall(KEYS.task(task_id)), task_id=task_id)
     assert (task.round_num, task.status, task.run_id) == (1, "pending", None)
     assert await _history(aof_redis.url, task_id) == ["ok"]
     await _assert_clean(aof_redis.url)

@@ -151,7 +151,7 @@ async def scenario(url: str, prefix: str) -> None:
     failing_runner = RoundRunner(sync, settings, failing, hostname=host, clock=clock)
 
     def run_round(task_id: str, *, ok: bool = True) -> None:
-        task = Task.from_hash(sync.hgetall(keys.task(task_id)))
+        task = Task.from_hash(sync.hgetall(keys.task(task_id)), task_id=task_id)
         assert task.next_ms is not None
         now[0] = max(now[0], task.next_ms)
         message = RoundMessage(task_id=task_id, fence=task.fence, slot_ms=task.next_ms)

@@ -105,7 +105,7 @@ E2E_KEYS = Keys("td:")
 
 def stored_task(client: redis.Redis, task_id: str, keys: Keys = E2E_KEYS) -> Task:
     """The task as stored now (read with a client that decodes responses)."""
-    return Task.from_hash(client.hgetall(keys.task(task_id)))
+    return Task.from_hash(client.hgetall(keys.task(task_id)), task_id=task_id)
 
 
 class View:
@@ -121,7 +121,7 @@ class View:
         return raw
 
     def task(self, task_id: str) -> Task:
-        return Task.from_hash(self._hash(task_id))
+        return Task.from_hash(self._hash(task_id), task_id=task_id)
 
     def runs(self, task_id: str, outcome: str | None = None) -> list[dict[str, Any]]:
         """History records, oldest first (the list itself is newest first)."""
@@ -143,7 +143,7 @@ class View:
         the score is when to look again, which a stopped dispatcher never does.
         """
         raw = self._hash(task_id)
-        task = Task.from_hash(raw)
+        task = Task.from_hash(raw, task_id=task_id)
         unclaimed = (
             task.next_ms is None
             or self.due_score(task_id) in (None, task.next_ms)

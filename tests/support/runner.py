@@ -31,7 +31,7 @@ def runner_for(
 
 def message_for(client: redis.Redis, task_id: str) -> RoundMessage:
     """The message a beat would publish for the task's current slot (without claiming it)."""
-    task = Task.from_hash(client.hgetall(Keys("td:").task(task_id)))
+    task = Task.from_hash(client.hgetall(Keys("td:").task(task_id)), task_id=task_id)
     if task.next_ms is None:
         raise ValueError(f"task {task_id} has no next slot")
     return RoundMessage(task_id=task_id, fence=task.fence, slot_ms=task.next_ms)

@@ -12,6 +12,7 @@ from api.models import task_fields
 from taskdispatch.domain.models import (
     PIECE_BYTES,
     PIECE_MARK,
+    RETIRED_FIELDS,
     Task,
     TaskStatus,
     outside_view,
@@ -23,11 +24,12 @@ from taskdispatch.store.audit import task_view
 from tests.support.tasks import task_record
 
 CREATED_MS = 1_767_839_400_000  # 2026-01-08T10:30:00+08:00
+TASK_ID = "550e8400-e29b-41d4-a716-446655440000"
 
 
 def make_task(**overrides: Any) -> Task:
     values: dict[str, Any] = {
-        "task_id": "550e8400-e29b-41d4-a716-446655440000",
+        "task_id": TASK_ID,
         "windows": hour_window((8, 22)),
         "created_ms": CREATED_MS,
         **overrides,
@@ -77,7 +79,7 @@ FULL = make_task(
 )
 def test_task_hash_round_trip_returns_equal_task(task: Task) -> None:
     """from_hash(to_hash(task)) gives back an equal task."""
-    assert Task.from_hash(task.to_hash()) == task
+    assert Task.from_hash(task.to_hash(), task_id=TASK_ID) == task
 
 
 def test_task_to_hash_writes_every_set_field_as_a_string() -> None:
@@ -87,7 +89,6 @@ def test_task_to_hash_writes_every_set_field_as_a_string() -> None:
     defaults = make_task()
     changed = {f.name for f in fields(Task) if getattr(FULL, f.name) != getattr(defaults, f.name)}
     assert {name.partition(PIECE_MARK)[0] for name in raw} == changed | {
-        "task_id",
         "account_id",
         "account_name",
         "task_type",
@@ -95,7 +96,6 @@ def test_task_to_hash_writes_every_set_field_as_a_string() -> None:
         "interval_s",
         "timezone",
         "created_ms",
-        "updated_ms",
     }
     assert all(isinstance(v, str) for v in raw.values())
 
@@ -120,7 +120,7 @@ def test_task_to_hash_none_is_left_out_and_read_back_as_none(name: str) -> None:
     """An unset optional field is not stored at all, and an absent field reads as None."""
     raw = make_task().to_hash()
     assert name not in raw
-    assert getattr(Task.from_hash(raw), name) is None
+    assert getattr(Task.from_hash(raw, task_id=TASK_ID), name) is None
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ def test_task_to_hash_default_is_left_out_and_read_back_as_default(name: str, va
     """A field at its default is not stored; an absent one reads as that default."""
     raw = make_task(**{name: value}).to_hash()
     assert name not in raw
-    assert getattr(Task.from_hash(raw), name) == value
+    assert getattr(Task.from_hash(raw, task_id=TASK_ID), name) == value
 
 
 def test_task_to_hash_long_value_is_stored_in_pieces_of_64_bytes_at_most() -> None:
@@ -149,7 +149,7 @@ def test_task_to_hash_long_value_is_stored_in_pieces_of_64_bytes_at_most() -> No
     raw = task.to_hash()
     assert max(len(v.encode()) for v in raw.values()) <= PIECE_BYTES
     assert f"kwargs{PIECE_MARK}1" in raw and f"last_error{PIECE_MARK}2" in raw
-    assert Task.from_hash(raw) == task
+    assert Task.from_hash(raw, task_id=TASK_ID) == task
 
 
 def test_stale_fields_names_what_the_new_record_no_longer_has() -> None:
@@ -157,8 +157,47 @@ def test_stale_fields_names_what_the_new_record_no_longer_has() -> None:
     old = make_task(last_error="x" * 200, pause_note="note").to_hash()
     new = make_task(last_error="short").to_hash()
     assert sorted(stale_fields(old, new)) == sorted(
-        ["pause_note", *(n for n in old if n.startswith(f"last_error{PIECE_MARK}"))]
+        [
+            "pause_note",
+            *(n for n in old if n.startswith(f"last_error{PIECE_MARK}")),
+            *RETIRED_FIELDS,
+        ]
     )
+
+
+def test_task_to_hash_leaves_out_the_id_its_key_names() -> None:
+    """The hash holds no task_id: from_hash takes it from the caller, who read the key."""
+    raw = FULL.to_hash()
+    assert "task_id" not in raw
+    assert Task.from_hash(raw, task_id="other-id").task_id == "other-id"
+
+
+def test_task_to_hash_updated_ms_equal_to_created_ms_is_left_out_and_read_back() -> None:
+    """A task never updated stores no updated_ms; an absent one reads as created_ms."""
+    raw = make_task(updated_ms=CREATED_MS).to_hash()
+    assert "updated_ms" not in raw
+    assert Task.from_hash(raw, task_id=TASK_ID).updated_ms == CREATED_MS
+
+
+def test_task_to_hash_updated_ms_after_an_update_is_stored() -> None:
+    """Once updated, updated_ms is stored and reads back as written."""
+    task = make_task(updated_ms=CREATED_MS + 1)
+    assert task.to_hash()["updated_ms"] == str(CREATED_MS + 1)
+    assert Task.from_hash(task.to_hash(), task_id=TASK_ID) == task
+
+
+@pytest.mark.parametrize("task", [make_task(), FULL], ids=["defaults", "every-field-set"])
+def test_task_from_hash_of_a_hash_written_before_reads_the_same_task(task: Task) -> None:
+    """A hash of the release before (with task_id, and updated_ms equal to created_ms)
+    reads as the same task."""
+    raw = {**task.to_hash(), "task_id": task.task_id, "updated_ms": str(task.created_ms)}
+    assert Task.from_hash(raw, task_id=task.task_id) == task
+
+
+def test_stale_fields_of_a_hash_written_before_remove_its_task_id() -> None:
+    """Every write of an existing task deletes the fields no release writes any more."""
+    same = make_task().to_hash()
+    assert "task_id" in stale_fields(same, same)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +225,7 @@ def test_task_to_hash_kwargs_is_compact_json_keeping_unicode() -> None:
 
 def test_task_from_hash_parses_int_fields_as_int() -> None:
     """Integer fields come back as int, not str."""
-    task = Task.from_hash(FULL.to_hash())
+    task = Task.from_hash(FULL.to_hash(), task_id=TASK_ID)
     for name in (
         "interval_s",
         "created_ms",
@@ -201,13 +240,13 @@ def test_task_from_hash_parses_int_fields_as_int() -> None:
 
 def test_task_from_hash_status_is_task_status() -> None:
     """The status comes back as a TaskStatus member."""
-    assert Task.from_hash(FULL.to_hash()).status is TaskStatus.ERROR
+    assert Task.from_hash(FULL.to_hash(), task_id=TASK_ID).status is TaskStatus.ERROR
 
 
 def test_task_from_hash_accepts_bytes() -> None:
     """A hash read by a client without decode_responses (bytes keys and values) decodes."""
     raw = {k.encode(): v.encode() for k, v in FULL.to_hash().items()}
-    assert Task.from_hash(raw) == FULL
+    assert Task.from_hash(raw, task_id=TASK_ID) == FULL
 
 
 @pytest.mark.parametrize(
@@ -224,7 +263,7 @@ def test_task_from_hash_accepts_bytes() -> None:
 def test_task_from_hash_missing_field_gets_default(name: str, expected: object) -> None:
     """A field absent from the hash (record written by an older version) gets its default."""
     raw = {k: v for k, v in FULL.to_hash().items() if k.partition(PIECE_MARK)[0] != name}
-    assert getattr(Task.from_hash(raw), name) == expected
+    assert getattr(Task.from_hash(raw, task_id=TASK_ID), name) == expected
 
 
 def test_task_evolve_returns_changed_copy() -> None:
@@ -240,8 +279,8 @@ def test_task_from_hash_of_a_record_written_before_windows_reads_its_hours() -> 
     raw = make_task().to_hash()
     del raw["windows"]
     raw["window"] = "8,22"
-    assert Task.from_hash(raw).windows == ((480, 1320),)
-    assert Task.from_hash(raw).hour_window == (8, 22)
+    assert Task.from_hash(raw, task_id=TASK_ID).windows == ((480, 1320),)
+    assert Task.from_hash(raw, task_id=TASK_ID).hour_window == (8, 22)
 
 
 def test_outside_view_is_the_one_rendering_api_export_and_audit_show() -> None:

@@ -87,7 +87,7 @@ def test_transact_create_writes_hash_indexes_and_tag(run: Run, raw: redis.Redis)
     assert (result.old, result.wrote) == (None, True)
     stored = raw.hgetall(KEYS.task("t1"))
     assert stored.pop(WRITE_ID_FIELD)
-    assert Task.from_hash(stored) == _task()
+    assert Task.from_hash(stored, task_id="t1") == _task()
     assert raw.get(KEYS.account("a1")) == "t1"
     assert raw.zscore(KEYS.due(), "t1") == 61_000
 
@@ -104,7 +104,9 @@ def test_transact_plan_returning_none_writes_nothing(run: Run, raw: redis.Redis)
     _create(run)
     before = raw.hgetall(KEYS.task("t1"))
     result = run(lambda read: None)
-    assert result.wrote is False and result.old == result.new == Task.from_hash(before)
+    assert result.wrote is False and result.old == result.new == Task.from_hash(
+        before, task_id="t1"
+    )
     assert raw.hgetall(KEYS.task("t1")) == before
 
 
