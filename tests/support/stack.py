@@ -74,6 +74,28 @@ def settings_of(env: dict[str, str]) -> Settings:
     return Settings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
 
 
+def wait_dead(members: list[psutil.Process]) -> None:
+    """Wait until every one of `members` has exited (a zombie counts: it runs nothing).
+
+    A killed worker's pool children are reparented to PID 1, which may reap them only a
+    second or two later; waiting for them to vanish (`psutil.wait_procs`) would pay that
+    every time.
+    """
+
+    def dead(p: psutil.Process) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(
+        lambda: all(dead(p) for p in members),
+        STOP_TIMEOUT_S,
+        interval_s=0.02,
+        message=f"processes {[p.pid for p in members]} to exit",
+    )
+
+
 class Proc:
     """One celery process (the leader of its own session and process group)."""
 
@@ -123,7 +145,7 @@ class Proc:
         members = self.group()
         self.signal_group(signal.SIGKILL)
         self.popen.wait(timeout=STOP_TIMEOUT_S)
-        psutil.wait_procs(members, timeout=STOP_TIMEOUT_S)
+        wait_dead(members)
         self._log.close()
 
     def terminate(self) -> None:
@@ -138,7 +160,7 @@ class Proc:
         self.signal_group(signal.SIGKILL)
         if self.alive():
             self.popen.wait(timeout=STOP_TIMEOUT_S)
-        psutil.wait_procs(leftovers, timeout=STOP_TIMEOUT_S)
+        wait_dead(leftovers)
         self._log.close()
 
 
@@ -260,7 +282,7 @@ class Stack:
             proc.signal_group(signal.SIGKILL)
         for proc, group in members:
             proc.popen.wait(timeout=STOP_TIMEOUT_S)
-            psutil.wait_procs(group, timeout=STOP_TIMEOUT_S)
+            wait_dead(group)
             proc.close_log()
         survivors = [(proc.name, p.pid) for proc in self.procs() for p in proc.group()]
         self.redis.close()
