@@ -84,7 +84,8 @@ def wait_dead(members: list[psutil.Process]) -> None:
 
     def dead(p: psutil.Process) -> bool:
         try:
-            return p.status() == psutil.STATUS_ZOMBIE
+            # is_running is False for a reaped pid, even one reused since.
+            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
 
