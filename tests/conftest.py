@@ -93,7 +93,7 @@ def stack(
     errors = []
     for s in made:
         try:
-            s.stop()
+            s.kill()
         except AssertionError as exc:
             errors.append(str(exc))
         if failed or errors:

@@ -51,4 +51,4 @@ async def test_deaf_worker_exits_with_its_status_and_a_restart_consumes_again(
         assert back_ms <= 30_000
         print(f"\nfault -> exit {exit_ms - fault_ms} ms; fault -> rounds again {back_ms} ms")
     finally:
-        deaf.stop()
+        deaf.kill()

@@ -70,7 +70,7 @@ def ha_stack(
     finally:
         failed = getattr(getattr(request.node, "rep_call", None), "failed", True)
         try:
-            s.stop()
+            s.kill()
         finally:
             if failed:
                 print(f"\n===== logs of {log_dir} =====\n{s.tails()}")

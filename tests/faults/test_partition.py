@@ -93,4 +93,4 @@ async def test_worker_partitioned_for_twice_the_lease_never_overlaps_the_rerun(
         )
         b.kill_worker(0)  # its rerun has shown all it had to; a warm stop would wait it out
     finally:
-        a.stop()
+        a.kill()

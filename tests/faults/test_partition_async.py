@@ -73,7 +73,7 @@ async def test_async_handler_partitioned_is_cancelled_before_its_lease_expires(
         )
         assert len(lost) == 1 and lost[0]["scheduled_ms"] == first["scheduled_ms"]
     finally:
-        a.stop()
+        a.kill()
 
 
 def _events(probe_dir, event):

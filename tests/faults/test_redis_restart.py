@@ -54,7 +54,7 @@ def aof_stack(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) ->
     finally:
         failed = getattr(getattr(request.node, "rep_call", None), "failed", True)
         try:
-            s.stop()
+            s.kill()
         finally:
             if failed:
                 print(f"\n===== logs of {log_dir} =====\n{s.tails()}")

@@ -2,9 +2,10 @@
 
 Every process gets its own session (`start_new_session=True`), so the whole group (a
 prefork worker's main process and its pool children) can be signalled at once, and a
-log file under the test's tmp_path. Teardown stops everything (SIGTERM, then SIGKILL)
-and asserts with psutil that none of our processes survived; when the test failed, the
-tail of every log is printed.
+log file under the test's tmp_path. Teardown kills everything (SIGKILL to every group: how
+the processes stop is not under test there) and asserts with psutil that none of our
+processes survived; when the test failed, the tail of every log is printed. `Stack.stop` is
+the graceful stop (SIGTERM, then SIGKILL) for the tests that need one.
 """
 
 from __future__ import annotations
@@ -73,6 +74,29 @@ def settings_of(env: dict[str, str]) -> Settings:
     return Settings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
 
 
+def wait_dead(members: list[psutil.Process]) -> None:
+    """Wait until every one of `members` has exited (a zombie counts: it runs nothing).
+
+    A killed worker's pool children are reparented to PID 1, which may reap them only a
+    second or two later; waiting for them to vanish (`psutil.wait_procs`) would pay that
+    every time.
+    """
+
+    def dead(p: psutil.Process) -> bool:
+        try:
+            # is_running is False for a reaped pid, even one reused since.
+            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(
+        lambda: all(dead(p) for p in members),
+        STOP_TIMEOUT_S,
+        interval_s=0.02,
+        message=f"processes {[p.pid for p in members]} to exit",
+    )
+
+
 class Proc:
     """One celery process (the leader of its own session and process group)."""
 
@@ -104,6 +128,9 @@ class Proc:
                 continue
         return found
 
+    def close_log(self) -> None:
+        self._log.close()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -119,7 +146,7 @@ class Proc:
         members = self.group()
         self.signal_group(signal.SIGKILL)
         self.popen.wait(timeout=STOP_TIMEOUT_S)
-        psutil.wait_procs(members, timeout=STOP_TIMEOUT_S)
+        wait_dead(members)
         self._log.close()
 
     def terminate(self) -> None:
@@ -134,7 +161,7 @@ class Proc:
         self.signal_group(signal.SIGKILL)
         if self.alive():
             self.popen.wait(timeout=STOP_TIMEOUT_S)
-        psutil.wait_procs(leftovers, timeout=STOP_TIMEOUT_S)
+        wait_dead(leftovers)
         self._log.close()
 
 
@@ -243,6 +270,24 @@ class Stack:
         survivors = [(proc.name, p.pid) for proc in self.procs() for p in proc.group()]
         self.redis.close()
         assert not survivors, f"processes survived the stack's stop: {survivors}"
+
+    def kill(self) -> None:
+        """SIGKILL every process group at once and wait them out; assert nothing survived.
+
+        For teardown, where how the processes stop is not under test: a worker's warm
+        shutdown takes about 3 s even when idle (longer with a round running), which every
+        test would otherwise pay. Specs of a graceful stop signal the processes themselves.
+        """
+        members = [(proc, proc.group()) for proc in self.procs()]
+        for proc, _ in members:
+            proc.signal_group(signal.SIGKILL)
+        for proc, group in members:
+            proc.popen.wait(timeout=STOP_TIMEOUT_S)
+            wait_dead(group)
+            proc.close_log()
+        survivors = [(proc.name, p.pid) for proc in self.procs() for p in proc.group()]
+        self.redis.close()
+        assert not survivors, f"processes survived the stack's kill: {survivors}"
 
     def tails(self) -> str:
         parts = [f"----- {p.name} ({p.log_path}) -----\n{p.tail()}" for p in self.procs()]
