@@ -13,7 +13,7 @@ encoding (a listpack, about the bytes it holds) under Redis's default configurat
 - a field known elsewhere is left out too: `task_id` (the key names it; `from_hash` takes
   it from the caller) and `updated_ms` while it equals `created_ms` (read back as it); a
   hash written before holds both, reads the same, and loses `task_id` at its next write
-  (`RETIRED_FIELDS`);
+  (`RETIRED_FIELDS`, `retired_fields`);
 - Redis turns a whole hash into a hashtable, about four times bigger, as soon as one value
   is longer than `hash-max-listpack-value` (64 bytes by default); so a longer value of a
   field no script reads (the run parameters, a name, an error) is stored in pieces of at
@@ -48,6 +48,7 @@ __all__ = [
     "Task",
     "TaskStatus",
     "outside_view",
+    "retired_fields",
     "stale_fields",
 ]
 
@@ -300,10 +301,14 @@ def outside_view(task: Task) -> dict[str, Any]:
 
 def stale_fields(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     """The fields of hash `old` (a `to_hash`) that writing `new` must delete: left out of
-    `new` (None or default now) or pieces it no longer needs; and the `RETIRED_FIELDS`,
-    which a hash written by an earlier release may hold (`to_hash` never shows them, and
-    deleting an absent field costs Redis nothing but the lookup)."""
-    return [*(name for name in old if name not in new), *RETIRED_FIELDS]
+    `new` (None or default now) or pieces it no longer needs."""
+    return [name for name in old if name not in new]
+
+
+def retired_fields(stored: Mapping[str, Any]) -> list[str]:
+    """The `RETIRED_FIELDS` a hash written by an earlier release still holds (`to_hash`
+    never shows them): the first write to it deletes them, later writes pay nothing."""
+    return [name for name in RETIRED_FIELDS if name in stored]
 
 
 def _windows_text(windows: tuple[MinuteRange, ...]) -> str:

@@ -31,7 +31,7 @@ from redis.exceptions import WatchError
 
 from taskdispatch.domain import lifecycle
 from taskdispatch.domain.exceptions import TransactionContendedError
-from taskdispatch.domain.models import Task
+from taskdispatch.domain.models import Task, retired_fields
 from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.write import new_write_id, queue_task_write, written_by
 
@@ -220,6 +220,7 @@ class _Tx:
             account_task_id=reply_text(bound) if bound is not None else None,
             marker=reply_text(mark) if mark is not None else None,
         )
+        retired = retired_fields({reply_text(name): value for name, value in raw.items()})
         change = plan(read)
         if change is None:
             return Result(read.task, read.task, False), None
@@ -233,7 +234,9 @@ class _Tx:
                 # An unchanged record (a round bounced off a held account) is not written
                 # again: its hash, indexes and events stay as they are; only the extra writes
                 # go out.
-                queue_task_write(pipe, self.keys, read.task, new, write_id=self.write_id)
+                queue_task_write(
+                    pipe, self.keys, read.task, new, write_id=self.write_id, retired=retired
+                )
             if change.extra is not None:
                 change.extra(pipe)
             self.attempt = result

@@ -17,7 +17,7 @@ task's hash past jemalloc's 512-byte size class (docs/benchmarks.md, section 5).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskdispatch.domain.clock import now_ms
@@ -58,11 +58,18 @@ def queue_wake(pipe: Any, keys: Keys) -> None:
 
 
 def queue_task_write(
-    pipe: Any, keys: Keys, old: Task | None, new: Task | None, *, write_id: str | None = None
+    pipe: Any,
+    keys: Keys,
+    old: Task | None,
+    new: Task | None,
+    *,
+    write_id: str | None = None,
+    retired: Sequence[str] = (),
 ) -> None:
     """Queue the writes that take the store from `old` to `new` (None = absent).
 
-    `write_id` tags the stored hash so that a retry can tell whether this write landed.
+    `write_id` tags the stored hash so that a retry can tell whether this write landed;
+    `retired` names fields the stored hash holds from an earlier release (`retired_fields`).
     """
     if new is None:
         if old is None:
@@ -81,7 +88,7 @@ def queue_task_write(
         return
 
     mapping = new.to_hash()
-    stale = stale_fields(old.to_hash(), mapping) if old is not None else []
+    stale = [*stale_fields(old.to_hash(), mapping), *retired] if old is not None else []
     if write_id is not None:
         mapping[WRITE_ID_FIELD] = write_id
     pipe.hset(keys.task(new.task_id), mapping=mapping)
