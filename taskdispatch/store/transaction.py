@@ -220,7 +220,6 @@ class _Tx:
             account_task_id=reply_text(bound) if bound is not None else None,
             marker=reply_text(mark) if mark is not None else None,
         )
-        retired = retired_fields({reply_text(name): value for name, value in raw.items()})
         change = plan(read)
         if change is None:
             return Result(read.task, read.task, False), None
@@ -235,7 +234,12 @@ class _Tx:
                 # again: its hash, indexes and events stay as they are; only the extra writes
                 # go out.
                 queue_task_write(
-                    pipe, self.keys, read.task, new, write_id=self.write_id, retired=retired
+                    pipe,
+                    self.keys,
+                    read.task,
+                    new,
+                    write_id=self.write_id,
+                    retired=retired_fields(raw),
                 )
             if change.extra is not None:
                 change.extra(pipe)
