@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -84,6 +85,24 @@ def test_rediss_refuses_a_server_certificate_it_cannot_verify(
         with pytest.raises(redis.ConnectionError):
             client.ping()
         client.close()
+
+
+def test_tls_front_closed_after_a_refused_handshake_leaves_nothing_to_log_later(
+    password_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closed front leaves no pending task or failed handshake for a later test's log."""
+    if not openssl_available():
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = make_cert(tmp_path)
+    with TlsFront(password_redis.port, cert, key) as front:
+        url = f"rediss://:{PASSWORD}@127.0.0.1:{front.port}/0?ssl_cert_reqs=required"
+        client = redis.Redis.from_url(url, socket_timeout=3)
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+        client.close()
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        gc.collect()
+    assert caplog.text == ""
 
 
 @pytest.mark.e2e
