@@ -31,6 +31,11 @@ local function first_waiter(waiters_key, name)
   end
   return nil
 end
+-- Rings the engine's wake-up list (one entry is enough: it only says "look again").
+local function ring_wake()
+  redis.call('LPUSH', wake_key, '1')
+  redis.call('LTRIM', wake_key, 0, 0)
+end
 local function wake(waiters_key, name, n, at)
   local woken, i = 0, 0
   while n < 0 or woken < n do
@@ -49,10 +54,7 @@ local function wake(waiters_key, name, n, at)
       end
     end
   end
-  if woken > 0 then
-    redis.call('LPUSH', wake_key, '1')
-    redis.call('LTRIM', wake_key, 0, 0)
-  end
+  if woken > 0 then ring_wake() end
   return woken
 end
 local function leave(waiters_key, name, id, now)

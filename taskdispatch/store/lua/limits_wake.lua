@@ -36,10 +36,7 @@ if deleted == '1' then
       woken = woken + 1
     end
   end
-  if woken > 0 then
-    redis.call('LPUSH', wake_key, '1')
-    redis.call('LTRIM', wake_key, 0, 0)
-  end
+  if woken > 0 then ring_wake() end
   return woken
 end
 redis.call('ZREMRANGEBYSCORE', places_key, '-inf', now_ms)
