@@ -23,6 +23,9 @@ _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.repeat", description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="pytest processes per run, as `make test` runs"
+    )
     parser.add_argument("--log-dir", type=Path, default=ROOT / "var" / "test-repeat")
     parser.add_argument("suites", nargs="*", default=list(SUITES))
     args = parser.parse_args(argv)
@@ -35,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         log = args.log_dir / f"run-{n:02d}.log"
         with log.open("w") as out:
             code = subprocess.call(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.suites],
+                [
+                    *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+                    *(("-n", str(args.workers), "--dist", "worksteal") if args.workers > 1 else ()),
+                    *args.suites,
+                ],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
