@@ -18,8 +18,6 @@ from api.models import (
 )
 from taskdispatch.domain.messages import text
 from taskdispatch.domain.validation import timezone
-from taskdispatch.engine.notifier import queue_test, save_notification
-from taskdispatch.store import notifications
 
 __all__ = ["router"]
 
@@ -34,7 +32,7 @@ router = APIRouter(prefix="/api/v1/notifications", tags=["告警通知"])
 @router.get("", include_in_schema=False)
 async def list_notifications(dispatcher: DispatcherDep) -> NotificationListResponse:
     tz = timezone(dispatcher.settings.timezone)
-    found = await notifications.list_notifications(dispatcher.redis, dispatcher.keys)
+    found = await dispatcher.list_notifications()
     return NotificationListResponse(notifications=[notification_info(n, tz=tz) for n in found])
 
 
@@ -53,13 +51,7 @@ async def list_notifications(dispatcher: DispatcherDep) -> NotificationListRespo
 async def put_notification(
     name: str, body: NotificationRequest, dispatcher: DispatcherDep
 ) -> NotificationSavedResponse:
-    saved = await save_notification(
-        dispatcher.redis,
-        dispatcher.keys,
-        name,
-        body.model_dump(exclude_unset=True),
-        now_ms=dispatcher.clock(),
-    )
+    saved = await dispatcher.put_notification(name, body.model_dump(exclude_unset=True))
     tz = timezone(dispatcher.settings.timezone)
     return NotificationSavedResponse(
         message=text("notification_saved"), notification=notification_info(saved, tz=tz)
@@ -73,10 +65,8 @@ async def put_notification(
     responses=error_responses(404, 422),
 )
 async def get_notification(name: str, dispatcher: DispatcherDep) -> NotificationDetail:
-    redis, keys = dispatcher.redis, dispatcher.keys
     tz = timezone(dispatcher.settings.timezone)
-    found = await notifications.get_notification(redis, keys, name)
-    recent = await notifications.recent_attempts(redis, keys, name)
+    found, recent = await dispatcher.get_notification(name)
     return NotificationDetail(
         **notification_info(found, tz=tz).model_dump(),
         recent_deliveries=[attempt_info(a, tz=tz) for a in recent],
@@ -91,7 +81,7 @@ async def get_notification(name: str, dispatcher: DispatcherDep) -> Notification
     responses=error_responses(404, 422),
 )
 async def delete_notification(name: str, dispatcher: DispatcherDep) -> ActionResponse:
-    await notifications.delete_notification(dispatcher.redis, dispatcher.keys, name)
+    await dispatcher.delete_notification(name)
     return ActionResponse(message=text("notification_deleted"))
 
 
@@ -106,9 +96,7 @@ async def delete_notification(name: str, dispatcher: DispatcherDep) -> ActionRes
     responses=error_responses(404, 422),
 )
 async def test_notification(name: str, dispatcher: DispatcherDep) -> NotificationTestResponse:
-    delivery_id = await queue_test(
-        dispatcher.redis, dispatcher.keys, name, now_ms=dispatcher.clock()
-    )
+    delivery_id = await dispatcher.test_notification(name)
     return NotificationTestResponse(
         message=text("notification_test_queued"), delivery_id=delivery_id
     )

@@ -58,6 +58,17 @@ def redis_answers(url: str, *, timeout_s: float = 0.5) -> bool:
         client.close()
 
 
+def _server_pid(url: str) -> int | None:
+    """The process id of the Redis answering at ``url`` (None when it does not answer)."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
 # Ports this process handed out. The kernel may give a port again as soon as its probe
 # socket is closed, and the servers one process starts (an API beside Flower, a Redis
 # beside its Sentinels) must not get the same one.
@@ -149,6 +160,11 @@ class EmbeddedRedis:
             if code is not None:
                 raise self._fail(f"exited early with code {code}")
             if redis_answers(self.url, timeout_s=0.2):
+                # Another process may have bound the port between free_port() and now (two
+                # test processes, `taskdispatch run` twice): that server is not ours to use,
+                # let alone to flush.
+                if _server_pid(self.url) != self._proc.pid:
+                    raise self._fail("found its port taken by another server")
                 return
             if time.monotonic() >= deadline:
                 raise self._fail(f"did not answer PING within {timeout_s:.1f}s")

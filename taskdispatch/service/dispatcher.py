@@ -38,7 +38,9 @@ from taskdispatch.domain.reasons import World, waiting_reason
 from taskdispatch.domain.routing import queue_of
 from taskdispatch.domain.transfer import Format, ImportRow, export_row, parse_rows
 from taskdispatch.engine.handlers import announced_types, configured_types
+from taskdispatch.engine.notifier import queue_test, save_notification
 from taskdispatch.settings import Settings, get_settings
+from taskdispatch.store import notifications
 from taskdispatch.store.audit import AuditEntry, AuditQuery, Stamp
 from taskdispatch.store.connections import api_client
 from taskdispatch.store.history import RunRecord
@@ -423,6 +425,34 @@ class TaskDispatcher:
         """Delete the limit; the rounds waiting for it are woken at once."""
         check_name(name)
         await self.store.delete_limit(name, now_ms=self.clock(), stamp=self._stamp("limit.delete"))
+
+    # ---- alert notifications ----------------------------------------------------------------
+
+    async def put_notification(
+        self, name: str, body: Mapping[str, Any]
+    ) -> notifications.Notification:
+        """Create or replace notification `name` (the fields of the PUT body); it applies from
+        the next event."""
+        return await save_notification(self.redis, self.keys, name, body, now_ms=self.clock())
+
+    async def get_notification(
+        self, name: str
+    ) -> tuple[notifications.Notification, list[notifications.Attempt]]:
+        """Notification `name` with its latest delivery attempts, newest first."""
+        found = await notifications.get_notification(self.redis, self.keys, name)
+        return found, await notifications.recent_attempts(self.redis, self.keys, name)
+
+    async def list_notifications(self) -> list[notifications.Notification]:
+        """Every notification, in name order."""
+        return await notifications.list_notifications(self.redis, self.keys)
+
+    async def delete_notification(self, name: str) -> None:
+        """Delete the notification with its messages not yet sent and its attempts."""
+        await notifications.delete_notification(self.redis, self.keys, name)
+
+    async def test_notification(self, name: str) -> str:
+        """Send a `test` message to `name` through the normal delivery path; its delivery id."""
+        return await queue_test(self.redis, self.keys, name, now_ms=self.clock())
 
     async def runs(self, task_id: str, *, limit: int | None = None) -> list[RunRecord]:
         """The task's recent rounds, newest first."""

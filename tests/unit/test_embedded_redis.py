@@ -140,6 +140,21 @@ def test_embedded_redis_no_ping_within_timeout_raises_and_kills(tmp_path: Path) 
     srv.close()
 
 
+def test_embedded_redis_port_answered_by_another_redis_raises_and_kills(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A Redis it did not start answering on its port (a port race) is refused, never used."""
+    server.start()
+    fake = tmp_path / "fake-redis-server"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    srv = EmbeddedRedis(port=server.port, binary=str(fake), data_dir=tmp_path / "data")
+    with pytest.raises(RuntimeError, match="taken by another server"):
+        srv.start(timeout_s=5)
+    srv.close()
+    assert _client(server.url).ping()
+
+
 def test_redis_answers_closed_port_false() -> None:
     """redis_answers is False when nothing listens on the port."""
     assert redis_answers(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2) is False
