@@ -414,24 +414,40 @@ class RoundRunner:
         and is recorded `cancelled`; the task moves to its next slot. Returns whether the
         message still stood for the task's slot (else it was stale: nothing to do)."""
         now = self.clock()
+        record = RunRecord(
+            outcome="cancelled",
+            scheduled_ms=msg.slot_ms,
+            reason="revoked",
+            worker=self.hostname,
+            cancelled_by=by,
+        )
+
+        def settle(task: Task) -> tuple[Task, Callable[[Any], None]]:
+            new = lifecycle.slot_cancelled(task, slot_ms=msg.slot_ms, now_ms=now)
+            return new, self._audit(Stamp(by, "cancel", now), task, new)
+
+        return self._record_slot(msg, now, record, settle)
+
+    def _record_slot(
+        self,
+        msg: RoundMessage,
+        now: int,
+        record: RunRecord,
+        settle: Callable[[Task], tuple[Task, Callable[[Any], None]]],
+    ) -> bool:
+        """Record `record` for the slot of `msg` without running it, if the message still
+        stands for that slot; `settle(task)` gives the task after and the other writes of the
+        same transaction. Returns whether it wrote."""
 
         def plan(read: Read) -> Change | None:
             task = read.task
             if task is None or not self._stands(task, msg, now):
                 return None
-            record = RunRecord(
-                outcome="cancelled",
-                scheduled_ms=msg.slot_ms,
-                reason="revoked",
-                worker=self.hostname,
-                cancelled_by=by,
-            )
-            new = lifecycle.slot_cancelled(task, slot_ms=msg.slot_ms, now_ms=now)
-            audit = self._audit(Stamp(by, "cancel", now), task, new)
+            new, more = settle(task)
 
             def extra(pipe: Any) -> None:
                 self._record(task, record)(pipe)
-                audit(pipe)
+                more(pipe)
 
             return Change(new, extra)
 
@@ -445,25 +461,17 @@ class RoundRunner:
     def _skip_account_locked(self, msg: RoundMessage, now: int) -> dict[str, Any]:
         """Another round of this account still runs: look again shortly, do not wait a claim."""
         retry_at = now + int(self.settings.lock_retry_s * 1000)
+        record = RunRecord(
+            outcome="skipped",
+            scheduled_ms=msg.slot_ms,
+            reason="account_locked",
+            worker=self.hostname,
+        )
 
-        def plan(read: Read) -> Change | None:
-            task = read.task
-            if task is None or not self._stands(task, msg, now):
-                return None
-            record = RunRecord(
-                outcome="skipped",
-                scheduled_ms=msg.slot_ms,
-                reason="account_locked",
-                worker=self.hostname,
-            )
+        def settle(task: Task) -> tuple[Task, Callable[[Any], None]]:
+            return task, lambda pipe: pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
 
-            def extra(pipe: Any) -> None:
-                pipe.zadd(self.keys.due(), {task.task_id: retry_at}, xx=True)
-                self._record(task, record)(pipe)
-
-            return Change(task, extra)
-
-        transact(self.redis, self.keys, msg.task_id, plan)
+        self._record_slot(msg, now, record, settle)
         return {"outcome": "skipped", "reason": "account_locked"}
 
 
