@@ -29,7 +29,7 @@ from taskdispatch.domain.exceptions import InvalidTaskError, NotificationNotFoun
 from taskdispatch.store.events import queue_event
 from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.limits import check_name as check_limit_name
-from taskdispatch.store.transaction import Writes, aoptimistic
+from taskdispatch.store.transaction import Writes, aoptimistic, read_definition
 
 __all__ = [
     "DEFAULTS",
@@ -304,14 +304,16 @@ async def put_notification(
     """Create or replace notification `name` from a PUT body (see `notification_from_body`)."""
     check_name(name)
 
-    async def read(pipe: Any) -> tuple[Any, int]:
-        raw = await pipe.hget(keys.notifications(), name)
-        return raw, await pipe.hlen(keys.notifications()) if raw is None else 0
+    async def read(pipe: Any) -> Any:
+        return await read_definition(
+            pipe,
+            keys.notifications(),
+            name,
+            most=NOTIFICATIONS_MAX,
+            code="notifications_too_many",
+        )
 
-    def plan(got: tuple[Any, int]) -> tuple[Notification, Writes]:
-        raw, count = got
-        if raw is None and count >= NOTIFICATIONS_MAX:
-            raise InvalidTaskError("notifications_too_many", field="name", max=NOTIFICATIONS_MAX)
+    def plan(raw: Any) -> tuple[Notification, Writes]:
         current = None if raw is None else Notification.from_json(name, reply_text(raw))
         notification = notification_from_body(name, body, now_ms=now_ms, current=current)
 

@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 
 from taskdispatch.domain.exceptions import (
     AccountTaskExistsError,
-    InvalidTaskError,
     LimitNotFoundError,
     TaskNotFoundError,
 )
@@ -44,7 +43,15 @@ from taskdispatch.store.keys import (
 from taskdispatch.store.limits import LIMITS_MAX, Limit, queue_wake_waiters
 from taskdispatch.store.progress import RoundProgress, current_progress
 from taskdispatch.store.scripts import AUDIT_TASK_PAGE, STORE_READ
-from taskdispatch.store.transaction import Change, Marker, Read, Writes, aoptimistic, atransact
+from taskdispatch.store.transaction import (
+    Change,
+    Marker,
+    Read,
+    Writes,
+    aoptimistic,
+    atransact,
+    read_definition,
+)
 from taskdispatch.store.write import queue_wake
 
 __all__ = [
@@ -476,14 +483,12 @@ class TaskStore:
         definitions' version and wakes the waiters the change may let start, atomically."""
         keys = self.keys
 
-        async def read(pipe: Any) -> tuple[Any, int]:
-            current = await pipe.hget(keys.limits(), name)
-            return current, await pipe.hlen(keys.limits()) if current is None else 0
+        async def read(pipe: Any) -> Any:
+            return await read_definition(
+                pipe, keys.limits(), name, most=LIMITS_MAX, code="limits_too_many"
+            )
 
-        def plan(got: tuple[Any, int]) -> tuple[Limit, Writes]:
-            current, count = got
-            if current is None and count >= LIMITS_MAX:
-                raise InvalidTaskError("limits_too_many", field="name", max=LIMITS_MAX)
+        def plan(current: Any) -> tuple[Limit, Writes]:
             limit = build(None if current is None else Limit.from_json(name, reply_text(current)))
 
             def writes(pipe: Any) -> None:

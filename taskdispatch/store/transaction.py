@@ -30,7 +30,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import WatchError
 
 from taskdispatch.domain import lifecycle
-from taskdispatch.domain.exceptions import TransactionContendedError
+from taskdispatch.domain.exceptions import InvalidTaskError, TransactionContendedError
 from taskdispatch.domain.models import Task, retired_fields
 from taskdispatch.store.keys import Keys, reply_text
 from taskdispatch.store.write import new_write_id, queue_task_write, written_by
@@ -45,6 +45,7 @@ __all__ = [
     "aoptimistic",
     "atransact",
     "optimistic",
+    "read_definition",
     "transact",
 ]
 
@@ -145,6 +146,16 @@ async def aoptimistic(
             except WatchError:
                 continue
     raise TransactionContendedError(attempts=MAX_ATTEMPTS)
+
+
+async def read_definition(pipe: Any, hash_key: str, name: str, *, most: int, code: str) -> Any:
+    """The read of an `aoptimistic` on one of the named definitions kept in `hash_key` (the
+    limits, the notifications): the stored value of `name`, or None for a new one, which is
+    refused with `code` when the hash already holds `most`."""
+    raw = await pipe.hget(hash_key, name)
+    if raw is None and await pipe.hlen(hash_key) >= most:
+        raise InvalidTaskError(code, field="name", max=most)
+    return raw
 
 
 def transact(

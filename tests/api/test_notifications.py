@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskdispatch.engine.notify_formats import signature
 from taskdispatch.service.dispatcher import TaskDispatcher
+from taskdispatch.store.notifications import NOTIFICATIONS_MAX
 from tests.support.probes import await_until, wait_until
 from tests.support.receiver import Receiver
 
@@ -91,6 +92,23 @@ async def test_put_invalid_body_is_422_naming_the_field(
     assert answer["success"] is False and answer["error"].startswith(field)
     assert answer["details"][0]["field"] == field
     assert (await client.get("/api/v1/notifications/ops")).status_code == 404
+
+
+async def test_put_beyond_notifications_max_is_422_but_replacing_still_works(
+    client: httpx.AsyncClient,
+) -> None:
+    """With NOTIFICATIONS_MAX notifications a new name answers 422 naming `name`; an existing
+    one saves."""
+    for n in range(NOTIFICATIONS_MAX):
+        response = await client.put(f"/api/v1/notifications/n-{n:03d}", json=body())
+        assert response.status_code == 200, response.text
+    response = await client.put("/api/v1/notifications/one-more", json=body())
+    assert response.status_code == 422, response.text
+    assert response.json()["details"][0]["field"] == "name"
+    replaced = await client.put("/api/v1/notifications/n-000", json=body(events=["task.error"]))
+    assert replaced.status_code == 200, replaced.text
+    listed = (await client.get("/api/v1/notifications")).json()["notifications"]
+    assert len(listed) == NOTIFICATIONS_MAX
 
 
 async def test_put_bad_name_is_422(client: httpx.AsyncClient) -> None:
