@@ -49,11 +49,26 @@ async def test_dispatcher_and_round_work_over_a_password_url(password_redis: Emb
 
 
 @pytest.fixture
-def tls_redis(password_redis: EmbeddedRedis, tmp_path: Path):
-    """The password Redis behind a TLS front; yields the `rediss://` URL verifying its cert."""
+def cert_and_key(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (skips without openssl)."""
     if not openssl_available():
         pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = make_cert(tmp_path)
+    return make_cert(tmp_path)
+
+
+def ping_without_the_ca_is_refused(port: int) -> None:
+    """`rediss://` with ssl_cert_reqs=required but not the test CA cannot connect."""
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
+    client = redis.Redis.from_url(url, socket_timeout=3)
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    client.close()
+
+
+@pytest.fixture
+def tls_redis(password_redis: EmbeddedRedis, cert_and_key: tuple[Path, Path]):
+    """The password Redis behind a TLS front; yields the `rediss://` URL verifying its cert."""
+    cert, key = cert_and_key
     with TlsFront(password_redis.port, cert, key) as front:
         yield (
             f"rediss://:{PASSWORD}@127.0.0.1:{front.port}/0"
@@ -73,33 +88,21 @@ async def test_dispatcher_and_round_work_over_rediss_with_password(tls_redis: st
 
 
 def test_rediss_refuses_a_server_certificate_it_cannot_verify(
-    password_redis: EmbeddedRedis, tmp_path: Path
+    password_redis: EmbeddedRedis, cert_and_key: tuple[Path, Path]
 ) -> None:
     """ssl_cert_reqs=required without the CA: the connection fails (no silent downgrade)."""
-    if not openssl_available():
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = make_cert(tmp_path)
-    with TlsFront(password_redis.port, cert, key) as front:
-        url = f"rediss://:{PASSWORD}@127.0.0.1:{front.port}/0?ssl_cert_reqs=required"
-        client = redis.Redis.from_url(url, socket_timeout=3)
-        with pytest.raises(redis.ConnectionError):
-            client.ping()
-        client.close()
+    with TlsFront(password_redis.port, *cert_and_key) as front:
+        ping_without_the_ca_is_refused(front.port)
 
 
 def test_tls_front_closed_after_a_refused_handshake_leaves_nothing_to_log_later(
-    password_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    password_redis: EmbeddedRedis,
+    cert_and_key: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A closed front leaves no pending task or failed handshake for a later test's log."""
-    if not openssl_available():
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = make_cert(tmp_path)
-    with TlsFront(password_redis.port, cert, key) as front:
-        url = f"rediss://:{PASSWORD}@127.0.0.1:{front.port}/0?ssl_cert_reqs=required"
-        client = redis.Redis.from_url(url, socket_timeout=3)
-        with pytest.raises(redis.ConnectionError):
-            client.ping()
-        client.close()
+    with TlsFront(password_redis.port, *cert_and_key) as front:
+        ping_without_the_ca_is_refused(front.port)
     with caplog.at_level(logging.DEBUG, logger="asyncio"):
         gc.collect()
     assert caplog.text == ""
