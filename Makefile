@@ -54,7 +54,7 @@ test: venv
 
 # The in-process tier (unit specifications and the API in-process): about a minute.
 test-fast: venv
-	$(PY) -m pytest -q tests/unit tests/api
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests/unit tests/api
 
 # Stability of the real-process suites: N full runs in a row, failures counted.
 N ?= 10
