@@ -58,9 +58,9 @@ def redis_answers(url: str, *, timeout_s: float = 0.5) -> bool:
         client.close()
 
 
-def _server_pid(url: str) -> int | None:
-    """The process id of the Redis answering at ``url`` (None when it does not answer)."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+def _server_pid(url: str, *, timeout_s: float) -> int | None:
+    """The process id of the Redis answering at ``url``; None when none answers in time."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         return int(client.info("server")["process_id"])
     except (redis.RedisError, OSError):
@@ -159,12 +159,13 @@ class EmbeddedRedis:
             code = self._proc.poll()
             if code is not None:
                 raise self._fail(f"exited early with code {code}")
-            if redis_answers(self.url, timeout_s=0.2):
-                # Another process may have bound the port between free_port() and now (two
-                # test processes, `taskdispatch run` twice): that server is not ours to use,
-                # let alone to flush.
-                if _server_pid(self.url) != self._proc.pid:
-                    raise self._fail("found its port taken by another server")
+            pid = _server_pid(self.url, timeout_s=0.2)
+            # Another process may have bound the port between free_port() and now (two test
+            # processes, `taskdispatch run` twice): that server is not ours to use, let alone
+            # to flush.
+            if pid is not None and pid != self._proc.pid:
+                raise self._fail("found its port taken by another server")
+            if pid is not None:
                 return
             if time.monotonic() >= deadline:
                 raise self._fail(f"did not answer PING within {timeout_s:.1f}s")
